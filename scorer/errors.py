@@ -1,0 +1,101 @@
+"""Every error scorer raises on purpose, in one small tree.
+
+    ScorerError                    anything scorer reports to a user (never a traceback)
+    ├── ConfigError                a setting is missing or malformed           -> exit 2
+    ├── StorageError               Blob Storage unreachable or refused us      -> exit 4
+    ├── ModelError                 the model cannot be used; its inputs are quarantined
+    │   ├── ModelNotFound          no published model (or version) of that name
+    │   └── ModelLoadError         checksum mismatch, corrupt .rds, missing R package
+    └── InputError                 this input cannot be scored; it is quarantined
+        ├── InputFormatError       empty, header-only, malformed, unsupported format
+        ├── SchemaError            missing columns or wrong column types
+        ├── TooManyRejected        rejected rows exceed SCORER_MAX_REJECTED_FRACTION
+        └── PredictError           R's predict() itself failed on this data
+
+Each message names the blob, model, column or setting involved and says what to do
+next, because it is shown to users verbatim: in the log, the run report and the
+quarantine note. ``hint`` carries the "what to do" part separately so the report
+can show it as its own field.
+"""
+
+from __future__ import annotations
+
+
+class ScorerError(Exception):
+    """Base of every error scorer raises on purpose."""
+
+    #: what the user should do about it; shown beside the message
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: object):
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+        #: structured context (columns, rows, blob names) for reports
+        self.details = details
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def as_dict(self) -> dict:
+        out: dict = {"kind": self.kind, "message": str(self)}
+        if self.hint:
+            out["what_to_do"] = self.hint
+        out.update({k: v for k, v in self.details.items() if v is not None})
+        return out
+
+
+class ConfigError(ScorerError):
+    """A setting (environment variable or command-line option) is missing or malformed."""
+
+
+class StorageError(ScorerError):
+    """Blob Storage could not be reached, or refused the request (auth, permissions)."""
+
+    hint = (
+        "Check that the storage account is reachable and that the identity has the "
+        "Storage Blob Data Contributor role; inputs were left in place and the next "
+        "run will pick them up."
+    )
+
+
+class ModelError(ScorerError):
+    """The model an input asks for cannot be used."""
+
+
+class ModelNotFound(ModelError):
+    """No published model, or no such version, of that name."""
+
+
+class ModelLoadError(ModelError):
+    """The model's file failed its checksum, could not be read by R, or needs a missing package."""
+
+
+class InputError(ScorerError):
+    """This input cannot be scored as it is; it is quarantined with this message."""
+
+
+class InputFormatError(InputError):
+    """The file is empty, header-only, malformed, or of an unsupported format."""
+
+
+class SchemaError(InputError):
+    """Required columns are missing, or a column has the wrong type."""
+
+
+class TooManyRejected(InputError):
+    """More rows were rejected than SCORER_MAX_REJECTED_FRACTION allows."""
+
+
+class PredictError(InputError):
+    """R's predict() raised an error on this input."""
+
+
+#: process exit statuses, documented in the README
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_INPUTS_FAILED = 3
+EXIT_STORAGE = 4
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,207 @@
+"""All of scorer's settings, read once from the environment.
+
+This module is the only place that names environment variables. The README's
+settings table, the Logic App's container environment and the local runner are
+all checked against ``SETTINGS`` by the tests, so a name cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scorer.errors import ConfigError
+
+# Azure's container naming rule; checked here so a typo fails at start-up with the
+# variable's name rather than as an HTTP 400 halfway through a run.
+_CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _container(value: str) -> str:
+    if not _CONTAINER_RE.match(value):
+        raise ValueError(
+            "must be 3-63 lower-case letters, digits or single hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _fraction(value: str) -> float:
+    f = float(value)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError("must be a number between 0 and 1")
+    return f
+
+
+def _positive_int(value: str) -> int:
+    i = int(value)
+    if i <= 0:
+        raise ValueError("must be a whole number above 0")
+    return i
+
+
+def _positive_float(value: str) -> float:
+    f = float(value)
+    if f <= 0:
+        raise ValueError("must be a number above 0")
+    return f
+
+
+def _log_level(value: str) -> str:
+    v = value.upper()
+    if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return v
+
+
+def _text(value: str) -> str:
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: its field, its environment variable, its parser and its doc."""
+
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("connection_string", "AZURE_STORAGE_CONNECTION_STRING", _text, None,
+            "Connection string for Blob Storage (Azurite and development). "
+            "Takes precedence over SCORER_ACCOUNT_URL."),
+    Setting("account_url", "SCORER_ACCOUNT_URL", _text, None,
+            "Blob endpoint, e.g. https://myaccount.blob.core.windows.net, reached with "
+            "DefaultAzureCredential (in Azure: the managed identity; set AZURE_CLIENT_ID "
+            "for a user-assigned one)."),
+    Setting("models_container", "SCORER_MODELS_CONTAINER", _container, "models",
+            "Published models: <name>/v<N>/model.rds and card.json."),
+    Setting("input_container", "SCORER_INPUT_CONTAINER", _container, "input",
+            "Pending inputs: <model>/<any/path>.csv|.csv.gz|.parquet."),
+    Setting("output_container", "SCORER_OUTPUT_CONTAINER", _container, "output",
+            "Scored outputs, same relative path and format as the input."),
+    Setting("archive_container", "SCORER_ARCHIVE_CONTAINER", _container, "archive",
+            "Inputs after their output is committed."),
+    Setting("quarantine_container", "SCORER_QUARANTINE_CONTAINER", _container, "quarantine",
+            "Inputs that could not be scored, each with an .error.json beside it."),
+    Setting("reports_container", "SCORER_REPORTS_CONTAINER", _container, "reports",
+            "One JSON run report per run."),
+    Setting("max_rejected_fraction", "SCORER_MAX_REJECTED_FRACTION", _fraction, 0.1,
+            "Largest share of an input's rows that may be rejected (unseen factor level, "
+            "unparseable value) before the whole input is quarantined."),
+    Setting("batch_rows", "SCORER_BATCH_ROWS", _positive_int, 250_000,
+            "Rows handed to R's predict() at a time; bounds memory for large inputs."),
+    Setting("lease_seconds", "SCORER_LEASE_SECONDS", _positive_int, 60,
+            "Length of the blob lease that claims an input (15-60); renewed while working, "
+            "so a job that dies loses its claims within this time."),
+    Setting("credential_timeout", "SCORER_CREDENTIAL_TIMEOUT", _positive_float, 120.0,
+            "Seconds to keep retrying the first token and storage call: a new container "
+            "group's identity endpoint is not ready at once."),
+    Setting("max_attempts", "SCORER_MAX_ATTEMPTS", _positive_int, 3,
+            "An input whose scoring was started this many times without finishing "
+            "(the job crashed or was killed) is quarantined as poison."),
+    Setting("max_input_bytes", "SCORER_MAX_INPUT_BYTES", _positive_int, 20 * 1024**3,
+            "Largest input accepted, after decompression (guards against gzip bombs)."),
+    Setting("model", "SCORER_MODEL", _text, None,
+            "Score only this model's inputs (same as `scorer run --model`)."),
+    Setting("blob", "SCORER_BLOB", _text, None,
+            "Score only this input blob, e.g. glm/2026/day.csv (same as `scorer run --blob`)."),
+    Setting("log_level", "SCORER_LOG_LEVEL", _log_level, "INFO",
+            "DEBUG, INFO, WARNING or ERROR."),
+)
+
+ENV_NAMES: frozenset[str] = frozenset(s.env for s in SETTINGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """scorer's configuration. Build with ``Settings.from_env()``."""
+
+    connection_string: str | None = None
+    account_url: str | None = None
+    models_container: str = "models"
+    input_container: str = "input"
+    output_container: str = "output"
+    archive_container: str = "archive"
+    quarantine_container: str = "quarantine"
+    reports_container: str = "reports"
+    max_rejected_fraction: float = 0.1
+    batch_rows: int = 250_000
+    lease_seconds: int = 60
+    credential_timeout: float = 120.0
+    max_attempts: int = 3
+    max_input_bytes: int = 20 * 1024**3
+    model: str | None = None
+    blob: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every setting from ``environ`` (default: ``os.environ``).
+
+        ``overrides`` (e.g. from command-line flags) win over the environment.
+        Raises ConfigError naming the variable when a value does not parse.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            raw = env.get(s.env)
+            if raw is None or raw == "":
+                values[s.field] = s.default
+                continue
+            try:
+                values[s.field] = s.parse(raw.strip())
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{s.env}={raw!r} is not valid: {exc}.",
+                    hint=f"Fix or unset {s.env}. {s.doc}",
+                    setting=s.env,
+                ) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ConfigError when the settings cannot work together."""
+        if not (self.connection_string or self.account_url):
+            raise ConfigError(
+                "No storage account is configured.",
+                hint="Set AZURE_STORAGE_CONNECTION_STRING (Azurite, development) or "
+                "SCORER_ACCOUNT_URL (Azure, with a managed identity).",
+                setting="AZURE_STORAGE_CONNECTION_STRING",
+            )
+        if not 15 <= self.lease_seconds <= 60:
+            raise ConfigError(
+                f"SCORER_LEASE_SECONDS={self.lease_seconds} is outside 15-60, the range "
+                "Blob Storage accepts for a lease.",
+                hint="Set SCORER_LEASE_SECONDS between 15 and 60.",
+                setting="SCORER_LEASE_SECONDS",
+            )
+        names = [self.models_container, self.input_container, self.output_container,
+                 self.archive_container, self.quarantine_container, self.reports_container]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"Two of scorer's containers share a name ({', '.join(names)}).",
+                hint="Give SCORER_*_CONTAINER settings distinct names: input/ must hold "
+                "only pending work.",
+                setting="SCORER_INPUT_CONTAINER",
+            )
+
+    @property
+    def containers(self) -> tuple[str, ...]:
+        return (self.models_container, self.input_container, self.output_container,
+                self.archive_container, self.quarantine_container, self.reports_container)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict, safe to log: the connection string is never shown."""
+        out = dataclasses.asdict(self)
+        if out["connection_string"]:
+            out["connection_string"] = "<set>"
+        return out
