@@ -10,6 +10,7 @@
         ├── InputFormatError       empty, header-only, malformed, unsupported format
         ├── SchemaError            missing columns or wrong column types
         ├── TooManyRejected        rejected rows exceed SCORER_MAX_REJECTED_FRACTION
+        ├── PoisonInput            started SCORER_MAX_ATTEMPTS times, never finished
         └── PredictError           R's predict() itself failed on this data
 
 Each message names the blob, model, column or setting involved and says what to do
@@ -86,6 +87,10 @@ class SchemaError(InputError):
 
 class TooManyRejected(InputError):
     """More rows were rejected than SCORER_MAX_REJECTED_FRACTION allows."""
+
+
+class PoisonInput(InputError):
+    """Scoring of this input was started SCORER_MAX_ATTEMPTS times and never finished."""
 
 
 class PredictError(InputError):

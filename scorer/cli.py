@@ -1,0 +1,186 @@
+"""The command line: a thin layer over scorer's modules.
+
+    scorer run [--model NAME] [--blob NAME]           score pending inputs, then exit
+    scorer models publish MODEL.rds --name NAME       publish a new, immutable version
+    scorer models list | show NAME                    what is published
+    scorer local [--once]                             the local twin of the Logic App
+
+Errors scorer raises on purpose are printed as a message and what to do, with the
+exit status from scorer.errors; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+_STARTED = time.monotonic()  # for the cold-start figure logged at the first scored row
+
+from scorer import __version__, errors  # noqa: E402
+from scorer.errors import ScorerError  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PACKAGE_LIST = REPO_ROOT / "docker" / "r-packages.txt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scorer",
+        description="Batch scoring of saved R models on Azure Blob Storage. Settings come from "
+        "environment variables (see the README); flags override them.")
+    p.add_argument("--version", action="version", version=f"scorer {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and R's console output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="score all pending inputs (or one model's, or one blob) and exit",
+                         description="Claim pending inputs, score them with their model, commit outputs, "
+                         "archive or quarantine inputs, write the run report, and exit with its status: "
+                         "0 all scored, 2 bad settings, 3 inputs quarantined, 4 storage failed, 1 internal error.")
+    run.add_argument("--model", help="score only inputs under input/MODEL/ (SCORER_MODEL)")
+    run.add_argument("--blob", help="score only this input blob, e.g. glm/day.csv (SCORER_BLOB)")
+    run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="publish and list models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    pub = msub.add_parser("publish", help="upload a saveRDS() model as a new immutable version, with its card")
+    pub.add_argument("path", type=Path, metavar="MODEL.rds", help="a model saved with saveRDS()")
+    pub.add_argument("--name", required=True, help="the model's name: inputs go under input/NAME/")
+    pub.add_argument("--predict-type", help="the type= argument for predict(), e.g. response, prob, probs "
+                     "(default: R's own default; 'response' for glm)")
+    pub.add_argument("--package", action="append", default=[], metavar="PKG",
+                     help="an R package the model needs that R cannot detect (repeatable)")
+    pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
+                     help="the image's R package list, to warn about packages it lacks "
+                     "(default: docker/r-packages.txt)")
+    pub.set_defaults(func=cmd_publish)
+    ls = msub.add_parser("list", help="list published models and their versions")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=cmd_list)
+    show = msub.add_parser("show", help="print a model's card")
+    show.add_argument("name", help="the model's name")
+    show.add_argument("--version", type=int, help="a version (default: the current one)")
+    show.set_defaults(func=cmd_show)
+
+    local = sub.add_parser("local", help="run the pipeline locally: Azurite plus the local twin of the Logic App")
+    local.add_argument("--once", action="store_true", help="process what is pending, then exit")
+    local.add_argument("--engine", choices=["auto", "podman", "docker", "process"], default="auto",
+                       help="how to run each job: a container (podman or docker) or a plain process")
+    local.add_argument("--image", default="scorer:dev", help="the scoring image for container jobs")
+    local.add_argument("--workflow", type=Path, default=REPO_ROOT / "logicapp" / "workflow.json",
+                       help="the Logic App workflow whose parameters (schedule, limits) the runner follows")
+    local.add_argument("--interval", type=float,
+                       help="fire the schedule every N seconds instead of the workflow's recurrence (for trying it out)")
+    local.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the input container")
+    local.set_defaults(func=cmd_local)
+    return p
+
+
+def _settings(**overrides):
+    from scorer.settings import Settings
+    return Settings.from_env(**overrides)
+
+
+def _store(settings):
+    from scorer.storage import Store, connect
+    return Store(connect(settings), settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from scorer import job, log
+
+    settings = _settings(model=args.model, blob=args.blob)
+    context = log.setup(settings.log_level, debug=args.debug)
+    run_id = job.new_run_id()
+    context["run_id"] = run_id
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise job.Interrupted()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    store = _store(settings)
+    try:
+        report = job.Job(settings, store, run_id=run_id, started_at=_STARTED).run()
+    finally:
+        store.close()
+    return int(report.exit_code)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from scorer.models import Registry
+
+    settings = _settings()
+    store = _store(settings)
+    store.ensure_containers()
+    pub = Registry(store).publish(args.path, args.name, args.predict_type, args.package, args.package_list)
+    card = pub.card
+    for w in pub.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    schema = card["input_schema"] or []
+    print(f"published {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}..., "
+          f"R class {'/'.join(card['r_class'])}, predict type {card['predict_type'] or 'R default'})")
+    if schema:
+        print("inputs: " + ", ".join(f"{f['name']} ({f['class']})" for f in schema))
+    print(f"drop files under {settings.input_container}/{card['name']}/ to score them")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from scorer.models import Registry
+
+    settings = _settings()
+    reg = Registry(_store(settings))
+    rows = []
+    for name in reg.names():
+        versions = reg.versions(name)
+        card = reg.card(name, versions[-1])
+        rows.append({"name": name, "versions": versions, "current": versions[-1],
+                     "r_class": card["r_class"], "published_at": card["published_at"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models published yet: scorer models publish MODEL.rds --name NAME")
+        return 0
+    print(f"{'NAME':24} {'CURRENT':>7}  {'VERSIONS':16} {'R CLASS':24} PUBLISHED")
+    for r in rows:
+        print(f"{r['name']:24} {r['current']:>7}  {','.join(map(str, r['versions'])):16} "
+              f"{'/'.join(r['r_class']):24} {r['published_at']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from scorer.models import Registry
+
+    reg = Registry(_store(_settings()))
+    print(json.dumps(reg.card(args.name, args.version), indent=2))
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from scorer.local import main as local_main
+    return local_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ScorerError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"what to do: {exc.hint}", file=sys.stderr)
+        if isinstance(exc, errors.ConfigError):
+            return errors.EXIT_CONFIG
+        if isinstance(exc, errors.StorageError):
+            return errors.EXIT_STORAGE
+        return errors.EXIT_INPUTS_FAILED if isinstance(exc, (errors.InputError, errors.ModelError)) else errors.EXIT_INTERNAL
+    except KeyboardInterrupt:
+        return errors.EXIT_INTERRUPTED

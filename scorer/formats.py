@@ -1,0 +1,219 @@
+"""Reading inputs and writing outputs: CSV (also .csv.gz) and Parquet, with pyarrow.
+
+Inputs are read as a stream of record batches, so memory stays bounded however
+large the file. CSV columns are all read as text and typed later, against the
+model's schema (scorer.frames): that way one bad value rejects one row instead of
+failing the whole file, and the output repeats the input's values exactly as written.
+
+Decisions (documented in the README):
+- CSV must be UTF-8 (a byte-order mark is fine). The delimiter is ',' unless the
+  header line has none and has ';', tab or '|' instead.
+- Empty cells and ``NA`` are missing values; quoted values may span lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import zlib
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from scorer.errors import InputFormatError
+
+FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+NULL_VALUES = ["", "NA"]
+_SNIFF_BYTES = 64 * 1024
+_CSV_BLOCK = 8 * 1024 * 1024
+
+
+def format_of(name: str) -> str:
+    """The format of a blob from its name; raises InputFormatError for anything else."""
+    lower = name.lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if lower.endswith(ext):
+            return FORMATS[ext]
+    raise InputFormatError(
+        f"{name}: unsupported file type.",
+        hint="Drop .csv, .csv.gz or .parquet files; other files are quarantined untouched.",
+    )
+
+
+@dataclass
+class InputTable:
+    """An input opened for reading: its column names and a stream of batches."""
+
+    names: list[str]
+    batches: Iterator[pa.RecordBatch]
+
+
+def open_input(path: Path, fmt: str, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    """Open a downloaded input. Raises InputFormatError naming ``where`` (the blob)."""
+    if path.stat().st_size == 0:
+        raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+    if fmt == "parquet":
+        return _open_parquet(path, where, batch_rows, max_bytes)
+    return _open_csv(path, fmt == "csv.gz", where, batch_rows, max_bytes)
+
+
+def _head(path: Path, gz: bool, where: str) -> bytes:
+    try:
+        if gz:
+            with gzip.open(path, "rb") as f:
+                return f.read(_SNIFF_BYTES)
+        with open(path, "rb") as f:
+            return f.read(_SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputFormatError(f"{where}: not a readable gzip file ({exc}).",
+                               hint="Compress with gzip, or drop the plain .csv.") from None
+
+
+def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
+    if b"\x00" in head:
+        raise InputFormatError(
+            f"{where}: this is not a text file (it contains NUL bytes).",
+            hint="Drop CSV text (UTF-8) under a .csv name, or Parquet under .parquet.",
+        )
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+        raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
+    text = head.decode("utf-8-sig", errors="replace")
+    first = text.splitlines()[0] if text.splitlines() else ""
+    if not first.strip():
+        raise InputFormatError(f"{where}: the first line is blank; expected a header of column names.",
+                               hint="Put the column names on the first line.")
+    delimiter = ","
+    if "," not in first:
+        for d in (";", "\t", "|"):
+            if d in first:
+                delimiter = d
+                break
+    try:
+        names = next(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except (csv.Error, StopIteration) as exc:
+        raise InputFormatError(f"{where}: the header line cannot be read as CSV ({exc}).",
+                               hint="Check the quoting of the first line.") from None
+    return names, delimiter
+
+
+def _open_csv(path: Path, gz: bool, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    names, delimiter = _sniff(_head(path, gz, where), where)
+    if len(set(names)) != len(names):
+        from scorer.frames import check_columns
+        check_columns(names, None, where)  # raises, naming the repeated columns
+    source = pa.input_stream(str(path), compression="gzip" if gz else None)
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK, use_threads=True),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=NULL_VALUES, strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _csv_error(exc, where) from None
+    return InputTable(names=reader.schema.names, batches=_guarded(reader, where, batch_rows, max_bytes))
+
+
+def _csv_error(exc: Exception, where: str) -> InputFormatError:
+    msg = str(exc)
+    if "UTF8" in msg or "utf8" in msg.lower():
+        return InputFormatError(f"{where}: the file is not valid UTF-8 text.",
+                                hint="Save the CSV as UTF-8 (Excel: 'CSV UTF-8').")
+    if "gzip" in msg.lower() or "zlib" in msg.lower() or "compress" in msg.lower():
+        return InputFormatError(f"{where}: the gzip data is corrupt or truncated ({msg}).",
+                                hint="Compress the file again, or drop the plain .csv.")
+    return InputFormatError(f"{where}: malformed CSV: {msg.strip()}",
+                            hint="Check that every row has as many fields as the header and that quotes are closed.")
+
+
+def _guarded(reader, where: str, batch_rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    seen = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError, zlib.error) as exc:
+            raise _csv_error(exc, where) from None
+        seen += batch.nbytes
+        if seen > max_bytes:
+            raise InputFormatError(
+                f"{where}: the data is larger than SCORER_MAX_INPUT_BYTES ({max_bytes} bytes) once read.",
+                hint="Split the file, or raise SCORER_MAX_INPUT_BYTES if this size is expected.",
+            )
+        yield from _slices(batch, batch_rows)
+
+
+def _slices(batch: pa.RecordBatch, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for start in range(0, batch.num_rows, batch_rows):
+        yield batch.slice(start, batch_rows)
+
+
+def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    try:
+        pf = pq.ParquetFile(str(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputFormatError(f"{where}: not a readable Parquet file ({exc}).",
+                               hint="Write the file with a Parquet writer (pyarrow, arrow::write_parquet).") from None
+    names = pf.schema_arrow.names
+    if len(set(names)) != len(names):
+        from scorer.frames import check_columns
+        check_columns(names, None, where)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen = 0
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                seen += batch.nbytes
+                if seen > max_bytes:
+                    raise InputFormatError(
+                        f"{where}: the data is larger than SCORER_MAX_INPUT_BYTES ({max_bytes} bytes) once read.",
+                        hint="Split the file, or raise SCORER_MAX_INPUT_BYTES if this size is expected.")
+                yield batch
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
+                                   hint="Write the file again.") from None
+
+    return InputTable(names=names, batches=batches())
+
+
+class OutputWriter:
+    """Writes batches of one output in the input's format to a binary sink."""
+
+    def __init__(self, sink: BinaryIO, fmt: str):
+        self._sink = sink
+        self._fmt = fmt
+        self._writer = None
+        self._stream = None
+        self.schema: pa.Schema | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self.schema = batch.schema
+            stream = pa.PythonFile(self._sink, mode="w")
+            if self._fmt == "parquet":
+                self._writer = pq.ParquetWriter(stream, batch.schema, compression="snappy")
+            else:
+                if self._fmt == "csv.gz":
+                    stream = pa.CompressedOutputStream(stream, "gzip")
+                self._writer = pacsv.CSVWriter(stream, batch.schema)
+            self._stream = stream
+        elif batch.schema != self.schema:
+            batch = batch.cast(self.schema)
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            if self._fmt == "csv.gz":
+                self._stream.close()  # flushes the gzip trailer

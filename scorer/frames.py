@@ -1,0 +1,351 @@
+"""Input tables to R-ready columns: validation against the model's input schema.
+
+Pure code: Arrow batches in, typed NumPy columns plus rejected rows out. Nothing
+here touches storage or R, so it is fast to test and reason about.
+
+The schema comes from the model card (``input_schema``: name, R class, factor
+levels), which ``scorer models publish`` took from the model itself. Classes map
+to the columns R receives:
+
+    numeric, integer -> double            logical -> logical
+    factor, ordered  -> factor, model's own levels (unseen level: row rejected)
+    Date             -> Date              character -> character
+    any              -> double when every value parses as a number, else character
+
+A value that does not parse rejects its row, not the file. A required column
+that is missing, or that holds no parseable value at all, fails the input.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from scorer.errors import SchemaError
+
+NA_INTEGER = -(2**31)
+
+# What a number may look like in a CSV (Arrow's parser accepts the same and more).
+_NUMBER_RE = r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[Ii]nf|[Ii]nfinity|NaN|nan)\s*$"
+_TRUE = {"TRUE", "True", "true", "T", "1"}
+_FALSE = {"FALSE", "False", "false", "F", "0"}
+
+
+@dataclass
+class RColumn:
+    """One column as R will receive it.
+
+    kind: numeric (float64, NaN = NA), logical (int32 0/1, NA_INTEGER = NA),
+    factor (int32 1-based codes, NA_INTEGER = NA, with levels), date (float64
+    days since 1970-01-01), character (list of str or None).
+    """
+
+    kind: str
+    values: object
+    levels: list[str] | None = None
+    ordered: bool = False
+
+
+@dataclass
+class Field:
+    name: str
+    r_class: str
+    levels: list[str] | None = None
+
+    @classmethod
+    def from_card(cls, d: dict) -> "Field":
+        return cls(name=d["name"], r_class=d["class"], levels=d.get("levels"))
+
+
+@dataclass
+class Prepared:
+    """A batch made ready for R: the columns of the kept rows, and the rejects."""
+
+    columns: dict[str, RColumn]
+    keep: np.ndarray                  # bool mask over the batch's rows
+    rejects: list[tuple[int, str, str, str]] = field(default_factory=list)
+    #: rows (0-based in batch), column, value, reason
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.keep.sum())
+
+
+def check_columns(names: list[str], schema: list[Field] | None, where: str) -> None:
+    """Raise SchemaError when required columns are missing or a name repeats."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaError(
+            f"{where}: column name(s) {', '.join(map(repr, dupes))} appear more than once.",
+            hint="Give every column a distinct name.",
+            columns=dupes,
+        )
+    if not schema:
+        return
+    missing = [f.name for f in schema if f.name not in names]
+    if missing:
+        near = {}
+        for m in missing:
+            close = [n for n in names if n.lower() == m.lower()] or difflib.get_close_matches(m, names, 1)
+            if close:
+                near[m] = close[0]
+        hint = "Add the missing column(s); the model needs: " + ", ".join(f.name for f in schema) + "."
+        if near:
+            hint += " Did you mean " + ", ".join(f"{v!r} for {k!r}" for k, v in near.items()) + "?"
+        raise SchemaError(
+            f"{where}: missing required column(s) {', '.join(map(repr, missing))}.",
+            hint=hint, columns=missing,
+        )
+
+
+def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str) -> Prepared:
+    """Convert the schema's columns of ``batch`` for R, rejecting rows that do not fit.
+
+    With no schema (the model exposes none), every column is sent, typed by
+    inference. Raises SchemaError for a column of the wrong type.
+    """
+    n = batch.num_rows
+    bad = np.zeros(n, dtype=bool)
+    rejects: list[tuple[int, str, str, str]] = []
+    columns: dict[str, RColumn] = {}
+    fields = schema if schema else [Field(name, "any") for name in batch.schema.names]
+    for f in fields:
+        arr = batch.column(batch.schema.get_field_index(f.name))
+        col, col_bad, reason = _convert(arr, f, where)
+        columns[f.name] = col
+        if col_bad is not None and col_bad.any():
+            new = col_bad & ~bad  # report each row once, with its first bad column
+            for i in np.flatnonzero(new):
+                value = arr[int(i)].as_py()
+                rejects.append((int(i), f.name, "" if value is None else str(value), reason(value)))
+            bad |= col_bad
+    keep = ~bad
+    if bad.any():
+        columns = {k: _take(c, keep) for k, c in columns.items()}
+    rejects.sort()
+    return Prepared(columns=columns, keep=keep, rejects=rejects)
+
+
+def _take(col: RColumn, keep: np.ndarray) -> RColumn:
+    if col.kind == "character":
+        vals = [v for v, k in zip(col.values, keep) if k]
+    else:
+        vals = col.values[keep]
+    return RColumn(col.kind, vals, col.levels, col.ordered)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)))
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _wrong_type(f: Field, arr: pa.Array, where: str, expected: str) -> SchemaError:
+    return SchemaError(
+        f"{where}: column {f.name!r} should hold {expected}, but it holds {arr.type}.",
+        hint=f"Send {f.name!r} as {expected}.", columns=[f.name],
+    )
+
+
+def _convert(arr: pa.Array, f: Field, where: str):
+    """(RColumn, bad-row mask or None, reason(value) -> str)."""
+    arr = _plain(arr)
+    cls = f.r_class
+    if cls in ("numeric", "integer"):
+        return _numeric(arr, f, where)
+    if cls in ("factor", "ordered"):
+        return _factor(arr, f, where)
+    if cls == "logical":
+        return _logical(arr, f, where)
+    if cls == "Date":
+        return _date(arr, f, where)
+    if cls == "character":
+        if not (_is_text(arr.type) or pa.types.is_integer(arr.type)):
+            raise _wrong_type(f, arr, where, "text")
+        return RColumn("character", arr.cast(pa.string()).to_pylist()), None, None
+    # "any": numbers if they all are numbers, else text
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_decimal(arr.type):
+        return _numeric(arr, f, where)
+    if pa.types.is_boolean(arr.type):
+        return _logical(arr, f, where)
+    if pa.types.is_date(arr.type) or pa.types.is_timestamp(arr.type):
+        return _date(arr, f, where)
+    if _is_text(arr.type) or pa.types.is_null(arr.type):
+        try:
+            vals = pc.cast(arr, pa.float64())
+            return RColumn("numeric", _float_values(vals)), None, None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return RColumn("character", arr.cast(pa.string()).to_pylist()), None, None
+    raise _wrong_type(f, arr, where, "numbers or text")
+
+
+def _float_values(arr: pa.Array) -> np.ndarray:
+    return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False) if arr.null_count == 0 \
+        else pc.fill_null(arr, float("nan")).to_numpy(zero_copy_only=False)
+
+
+def _numeric(arr: pa.Array, f: Field, where: str):
+    t = arr.type
+    if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+        return RColumn("numeric", _float_values(arr.cast(pa.float64()))), None, None
+    if pa.types.is_boolean(t):
+        return RColumn("numeric", _float_values(arr.cast(pa.float64()))), None, None
+    if not _is_text(t):
+        raise _wrong_type(f, arr, where, "numbers")
+    try:
+        return RColumn("numeric", _float_values(pc.cast(arr, pa.float64()))), None, None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # Slow path, only for batches with bad values: find them, then parse the rest.
+    ok = pc.fill_null(pc.match_substring_regex(arr, _NUMBER_RE), True)
+    bad = ~ok.to_numpy(zero_copy_only=False)
+    nonnull = arr.is_valid().to_numpy(zero_copy_only=False)
+    if not (nonnull & ~bad).any():
+        sample = next((s for s in arr.to_pylist() if s is not None), "")
+        raise SchemaError(
+            f"{where}: column {f.name!r} should hold numbers, but none of its values is a number "
+            f"(first value: {sample!r}).",
+            hint=f"Check that {f.name!r} is the right column and that numbers use '.' as the "
+            "decimal mark and no thousands separator.",
+            columns=[f.name],
+        )
+    cleaned = pc.if_else(ok, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string()))
+    try:
+        vals = pc.cast(cleaned, pa.float64())
+    except pa.ArrowInvalid:
+        parsed = []
+        for i, s in enumerate(cleaned.to_pylist()):
+            try:
+                parsed.append(None if s is None else float(s))
+            except ValueError:
+                bad[i] = True
+                parsed.append(None)
+        vals = pa.array(parsed, pa.float64())
+    return (RColumn("numeric", _float_values(vals)), bad & nonnull,
+            lambda v: f"column {f.name!r}: {v!r} is not a number")
+
+
+def _factor(arr: pa.Array, f: Field, where: str):
+    levels = f.levels or []
+    t = arr.type
+    if pa.types.is_integer(t):
+        arr = arr.cast(pa.string())
+    elif pa.types.is_floating(t):
+        # 1.0 -> "1", so integer-coded levels stored as doubles still match
+        as_int = pc.cast(arr, pa.int64(), safe=False)
+        arr = pc.if_else(pc.equal(pc.cast(as_int, pa.float64()), arr), as_int.cast(pa.string()), arr.cast(pa.string()))
+    elif pa.types.is_boolean(t):
+        arr = pc.if_else(arr, "TRUE", "FALSE")
+    elif not (_is_text(t) or pa.types.is_null(t)):
+        raise _wrong_type(f, arr, where, "text (factor levels)")
+    arr = arr.cast(pa.string())
+    enc = arr.dictionary_encode()
+    dictionary = enc.dictionary.to_pylist()
+    index = {lv: i + 1 for i, lv in enumerate(levels)}
+    mapping = np.array([index.get(v, -1) for v in dictionary] + [NA_INTEGER], dtype=np.int64)
+    idx = enc.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)
+    codes = mapping[idx]
+    bad = codes == -1
+    if bad.all() and len(codes) > 0 and len(levels) > 0:
+        sample = dictionary[int(idx[0])] if idx[0] < len(dictionary) else None
+        raise SchemaError(
+            f"{where}: column {f.name!r} holds none of the model's levels "
+            f"(first value: {sample!r}; levels: {_show_levels(levels)}).",
+            hint=f"Check that {f.name!r} is the right column and uses the training data's level names.",
+            columns=[f.name],
+        )
+    codes = np.where(bad, NA_INTEGER, codes).astype(np.int32)
+    return (RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None,
+            lambda v: f"column {f.name!r}: level {v!r} was not seen when the model was fitted "
+                      f"(levels: {_show_levels(levels)})")
+
+
+def _show_levels(levels: list[str], most: int = 12) -> str:
+    shown = ", ".join(levels[:most])
+    return shown + (f", ... ({len(levels)} in all)" if len(levels) > most else "")
+
+
+def _logical(arr: pa.Array, f: Field, where: str):
+    t = arr.type
+    if pa.types.is_boolean(t):
+        vals = arr.cast(pa.int32())
+        return RColumn("logical", pc.fill_null(vals, NA_INTEGER).to_numpy(zero_copy_only=False)), None, None
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        arr = arr.cast(pa.string())
+    elif not (_is_text(t) or pa.types.is_null(t)):
+        raise _wrong_type(f, arr, where, "TRUE/FALSE")
+    py = arr.cast(pa.string()).to_pylist()
+    out = np.empty(len(py), dtype=np.int32)
+    bad = np.zeros(len(py), dtype=bool)
+    for i, s in enumerate(py):
+        if s is None:
+            out[i] = NA_INTEGER
+        elif s.strip() in _TRUE:
+            out[i] = 1
+        elif s.strip() in _FALSE:
+            out[i] = 0
+        else:
+            out[i] = NA_INTEGER
+            bad[i] = True
+    return (RColumn("logical", out), bad if bad.any() else None,
+            lambda v: f"column {f.name!r}: {v!r} is not TRUE or FALSE")
+
+
+def _date(arr: pa.Array, f: Field, where: str):
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        arr = arr.cast(pa.date32())
+    if pa.types.is_date(t) or pa.types.is_date(arr.type):
+        days = arr.cast(pa.date32()).cast(pa.int32()).cast(pa.float64())
+        return RColumn("date", _float_values(days)), None, None
+    if not (_is_text(t) or pa.types.is_null(t)):
+        raise _wrong_type(f, arr, where, "dates (YYYY-MM-DD)")
+    try:
+        days = pc.cast(arr.cast(pa.string()), pa.date32()).cast(pa.int32()).cast(pa.float64())
+        return RColumn("date", _float_values(days)), None, None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # slow path below, only for batches with bad values
+    py = arr.cast(pa.string()).to_pylist()
+    parsed, bad = [], np.zeros(len(py), dtype=bool)
+    for i, s in enumerate(py):
+        try:
+            parsed.append(None if s is None else s.strip())
+            if s is not None:
+                pa.scalar(s.strip()).cast(pa.date32())
+        except (pa.ArrowInvalid, ValueError):
+            parsed[-1] = None
+            bad[i] = True
+    days = pa.array(parsed, pa.string()).cast(pa.date32()).cast(pa.int32()).cast(pa.float64())
+    return (RColumn("date", _float_values(days)), bad if bad.any() else None,
+            lambda v: f"column {f.name!r}: {v!r} is not a date (YYYY-MM-DD)")
+
+
+def prediction_names(results: list[tuple[str, pa.Array]], taken: list[str]) -> list[str]:
+    """Output column names: ``prediction`` for a vector, ``prediction_<name>`` per
+    column of a matrix or data frame; suffixed with ``_`` while an input column
+    already has the name."""
+    if len(results) == 1 and results[0][0] == "":
+        names = ["prediction"]
+    else:
+        names = [f"prediction_{n}" for n, _ in results]
+    out = []
+    used = set(taken)
+    for nm in names:
+        while nm in used:
+            nm += "_"
+        used.add(nm)
+        out.append(nm)
+    return out

@@ -1,0 +1,343 @@
+"""One run of the scoring job, from claim to report.
+
+    run()
+      list pending inputs under input/ (all, one model's, or one blob)
+      for each input:
+        claim it (blob lease, renewed in the background)      claims.py
+        resolve and load its model (checksum-verified)        models.py
+        download, validate, score batch by batch              formats.py, frames.py, scoring.py
+        commit the output (and rejected rows) atomically      storage.StagedBlob
+        archive the input; or quarantine it with a note       _archive / _quarantine
+      write the run report                                     report.py
+      return the exit status
+
+Nothing is lost: an input leaves input/ only after its copy in archive/ or
+quarantine/ has been written, and only by the job holding its lease. An output
+carries the ETag of the input it came from, so a run that died after committing
+an output but before archiving its input archives it next time without scoring
+it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+
+from scorer import errors
+from scorer.claims import Claim
+from scorer.errors import (InputError, InputFormatError, ModelError, PoisonInput, ScorerError, StorageError,
+                           TooManyRejected)
+from scorer.formats import OutputWriter, format_of, open_input
+from scorer.frames import Field
+from scorer.log import now, redact_obj
+from scorer.models import Registry
+from scorer.report import InputReport, RunReport
+from scorer.scoring import RejectedRows, score_stream
+from scorer.settings import Settings
+from scorer.storage import TRANSPORT_ERRORS, Store
+
+log = logging.getLogger("scorer.job")
+
+REJECTED_SUFFIX = ".rejected.csv"
+ERROR_SUFFIX = ".error.json"
+SOURCE_ETAG = "scorer_source_etag"
+
+
+class Interrupted(Exception):
+    """Raised inside the job by the SIGTERM/SIGINT handler: stop, leave the input pending."""
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+class Job:
+    """A run over the pending inputs. ``run()`` returns the finished report."""
+
+    def __init__(self, settings: Settings, store: Store, registry: Registry | None = None,
+                 run_id: str | None = None, started_at: float | None = None):
+        self.settings = settings
+        self.store = store
+        self.registry = registry or Registry(store)
+        self.report = RunReport(run_id=run_id or new_run_id(),
+                                scope={"model": settings.model, "blob": settings.blob},
+                                settings=settings.redacted())
+        self._t0 = started_at if started_at is not None else time.monotonic()
+        self._first_row_logged = False
+        self._internal_error = False
+        self._storage_error = False
+        self._stamp = self.report.run_id.split("-")[0]
+
+    # -- the run --------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        s = self.settings
+        log.info("run started", extra={"event": "run_started", "scope": self.report.scope})
+        try:
+            self.store.ensure_containers()
+            for props in self._pending():
+                ir = InputReport(blob=props.name)
+                self.report.inputs.append(ir)
+                claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
+                if claim is None:
+                    ir.status = "skipped"
+                    ir.warnings.append("claimed by another job, or already gone")
+                    log.info("input skipped: claimed elsewhere", extra={"event": "input_skipped", "blob": props.name})
+                    continue
+                try:
+                    self._process(props, claim, ir)
+                finally:
+                    claim.release()
+                    ir.ended = now()
+                if self._storage_error:
+                    break
+        except Interrupted:
+            self.report.error = {"kind": "Interrupted", "message": "the job was asked to stop; "
+                                 "unfinished inputs stay in input/ for the next run"}
+            log.warning("run interrupted", extra={"event": "run_interrupted"})
+            self.report.exit_code = errors.EXIT_INTERRUPTED
+        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
+            self._storage_failed(exc, None)
+        self.report.ended = now()
+        if self.report.exit_code is None:
+            self.report.exit_code = self._exit_code()
+        self._write_report()
+        log.info("run finished", extra={"event": "run_finished", "exit_code": self.report.exit_code,
+                                        "counts": self.report.counts()})
+        return self.report
+
+    def _pending(self) -> list[Any]:
+        s = self.settings
+        if s.blob:
+            props = self.store.properties(s.input_container, s.blob)
+            return [props] if props is not None else []
+        prefix = f"{s.model}/" if s.model else None
+        return self.store.list_names(s.input_container, prefix=prefix)
+
+    def _exit_code(self) -> int:
+        if self._storage_error:
+            return errors.EXIT_STORAGE
+        if self._internal_error:
+            return errors.EXIT_INTERNAL
+        if any(i.status == "quarantined" for i in self.report.inputs):
+            return errors.EXIT_INPUTS_FAILED
+        return errors.EXIT_OK
+
+    # -- one input ------------------------------------------------------------------
+
+    def _process(self, props: Any, claim: Claim, ir: InputReport) -> None:
+        s = self.settings
+        name = props.name
+        t0 = time.monotonic()
+        sinks: list[Any] = []
+        try:
+            attempt = claim.attempts() + 1
+            ir.attempt = attempt
+            if attempt > s.max_attempts:
+                raise PoisonInput(
+                    f"{name}: scoring this input was started {attempt - 1} times and never finished "
+                    "(the job crashed, was killed or ran out of time or memory on it).",
+                    hint="Check the job's logs for those runs; split the file or give the container more "
+                    "memory (memoryInGB) or time (jobTimeout), then drop it again.")
+            claim.count_attempt(attempt)
+            log.info("input claimed", extra={"event": "input_claimed", "blob": name, "attempt": attempt})
+            model_name, _, rel = name.partition("/")
+            if not rel:
+                raise InputFormatError(
+                    f"{name}: inputs must be under a model's folder, input/<model-name>/{name}.",
+                    hint="Move the file into the folder named after the model that should score it.")
+            ir.format = fmt = format_of(name)
+            card = self.registry.card(model_name)
+            ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
+
+            done = self.store.properties(s.output_container, name)
+            if done is not None and (done.metadata or {}).get(SOURCE_ETAG) == props.etag:
+                # An earlier run committed this exact input's output, then died before archiving.
+                ir.status = "scored"
+                ir.output = f"{s.output_container}/{name}"
+                ir.warnings.append("output was already committed by an earlier run; input archived without rescoring")
+                self._archive(props, claim, ir)
+                return
+
+            model = self.registry.load(card)
+            if props.size > s.max_input_bytes:
+                raise InputFormatError(
+                    f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",
+                    hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
+            with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
+                local = Path(tmp) / "input"
+                t = time.monotonic()
+                self.store.download_to(s.input_container, name, local)
+                ir.durations_s["download"] = round(time.monotonic() - t, 3)
+                t = time.monotonic()
+                table = open_input(local, fmt, name, s.batch_rows, s.max_input_bytes)
+                out_sink = self.store.staged(s.output_container, name)
+                sinks.append(out_sink)
+                out = OutputWriter(out_sink, fmt)
+                rej_sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
+                sinks.append(rej_sink)  # staged lazily: blocks are only sent once a row is rejected
+                rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
+                schema = [Field.from_card(f) for f in card["input_schema"]] if card.get("input_schema") else None
+                counts = score_stream(table, schema, model, self.registry.r, card.get("predict_type"),
+                                      out, rejected, name, on_first_scored=self._first_row)
+                ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
+                ir.durations_s["score"] = round(time.monotonic() - t, 3)
+                self._check_counts(name, counts, rejected)
+                t = time.monotonic()
+                out.close()
+                if rejected.writer is not None:
+                    rejected.writer.close()
+                if claim.lost:
+                    raise StorageError(f"{name}: the claim (lease) on this input was lost while scoring it; "
+                                       "it is left for the next run.")
+                meta = {SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id,
+                        "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
+                if rejected.writer is not None:
+                    rej_sink.commit(metadata=meta, content_type="text/csv")
+                    ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
+                else:  # a rejected-rows file from an earlier version of this input would mislead
+                    self.store.delete(s.output_container, name + REJECTED_SUFFIX)
+                out_sink.commit(metadata=meta, content_type=_content_type(fmt))
+                ir.output = f"{s.output_container}/{name}"
+                ir.durations_s["commit"] = round(time.monotonic() - t, 3)
+            ir.status = "scored"
+            log.info("input scored", extra={"event": "input_scored", "blob": name, "rows_scored": ir.rows_scored,
+                                            "rows_rejected": ir.rows_rejected, "model": ir.model,
+                                            "model_version": ir.model_version})
+            self._archive(props, claim, ir)
+        except (InputError, ModelError) as exc:
+            for sink in sinks:
+                sink.abandon()
+            self._quarantine(props, claim, ir, exc)
+        except Interrupted:
+            for sink in sinks:
+                sink.abandon()
+            ir.status = "left_pending"
+            raise
+        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
+            for sink in sinks:
+                sink.abandon()
+            self._storage_failed(exc, ir)
+        except Exception as exc:  # a bug or an R crash: keep the input, count the attempt, go on
+            for sink in sinks:
+                sink.abandon()
+            self._internal_error = True
+            ir.status = "left_pending"
+            ir.error = {"kind": type(exc).__name__, "message": f"internal error: {exc}",
+                        "what_to_do": "The input stays in input/ and is retried; after SCORER_MAX_ATTEMPTS it is "
+                                      "quarantined. Please report this with the run report."}
+            log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": name})
+        finally:
+            ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _check_counts(self, name: str, counts: Any, rejected: RejectedRows) -> None:
+        if counts.rows_read == 0:
+            raise InputFormatError(f"{name}: the file has a header but no data rows.",
+                                   hint="Drop a file with at least one data row.")
+        frac = counts.rows_rejected / counts.rows_read
+        if counts.rows_scored == 0 or frac > self.settings.max_rejected_fraction:
+            raise TooManyRejected(
+                f"{name}: {counts.rows_rejected} of {counts.rows_read} rows ({frac:.1%}) were rejected, more than "
+                f"SCORER_MAX_REJECTED_FRACTION allows ({self.settings.max_rejected_fraction:.1%}).",
+                hint="See rejected_rows for the first rows and why; fix them and drop the file again.",
+                rejected_rows=rejected.first,
+            )
+
+    def _first_row(self) -> None:
+        if not self._first_row_logged:
+            self._first_row_logged = True
+            log.info("first row scored", extra={"event": "first_row_scored",
+                                                "since_start_s": round(time.monotonic() - self._t0, 3)})
+
+    # -- where an input goes afterwards -------------------------------------------
+
+    def _destination(self, container: str, name: str, etag: str) -> str:
+        """``name`` in ``container``, unless an archived copy of a different input
+        (another ETag) already has that name: then the name gets the run's time
+        stamp before its extension, so that nothing is overwritten."""
+        existing = self.store.properties(container, name)
+        if existing is None or (existing.metadata or {}).get(SOURCE_ETAG) == etag:
+            return name
+        path = PurePosixPath(name)
+        stem, dot, exts = path.name.partition(".")
+        return str(path.with_name(f"{stem}.{self._stamp}{dot}{exts}"))
+
+    def _archive(self, props: Any, claim: Claim, ir: InputReport) -> None:
+        s = self.settings
+        dst = self._destination(s.archive_container, props.name, props.etag)
+        self.store.copy(s.input_container, props.name, s.archive_container, dst,
+                        metadata={SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id})
+        self.store.delete(s.input_container, props.name, lease=claim.lease)
+        ir.archived_to = f"{s.archive_container}/{dst}"
+        log.info("input archived", extra={"event": "input_archived", "blob": props.name, "to": ir.archived_to})
+
+    def _quarantine(self, props: Any, claim: Claim, ir: InputReport, exc: ScorerError) -> None:
+        s = self.settings
+        ir.status = "quarantined"
+        ir.error = exc.as_dict()
+        if isinstance(exc, TooManyRejected):
+            ir.output = None
+        log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
+        try:
+            dst = self._destination(s.quarantine_container, props.name, props.etag)
+            self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
+                            metadata={SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id,
+                                      "scorer_error": exc.kind})
+            note = {"input": f"{s.input_container}/{props.name}", "quarantined_at": now(),
+                    "run_id": self.report.run_id, "model": ir.model, "model_version": ir.model_version,
+                    "rows_read": ir.rows_read, "rows_rejected": ir.rows_rejected, **ir.error}
+            self.store.put_json(s.quarantine_container, dst + ERROR_SUFFIX, redact_obj(note))
+            self.store.delete(s.input_container, props.name, lease=claim.lease)
+            ir.quarantined_to = f"{s.quarantine_container}/{dst}"
+        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as e:
+            self._storage_failed(e, ir)
+            ir.status = "left_pending"
+
+    def _storage_failed(self, exc: Exception, ir: InputReport | None) -> None:
+        self._storage_error = True
+        err = exc.as_dict() if isinstance(exc, ScorerError) else {
+            "kind": "StorageError", "message": f"Blob Storage failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            "what_to_do": StorageError.hint}
+        if ir is not None:
+            ir.status = "left_pending"
+            ir.error = err
+        else:
+            self.report.error = err
+        log.error(err["message"], extra={"event": "storage_error", "blob": ir.blob if ir else None})
+
+    def _write_report(self) -> None:
+        s = self.settings
+        name = f"{self.report.run_id}.json"
+        try:
+            self.store.put_json(s.reports_container, name, self.report.to_dict())
+            log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}"})
+        except Exception as exc:  # storage is down: the report still reaches the log
+            log.error("could not write the run report", extra={"event": "report_failed", "error": str(exc),
+                                                               "report_json": self.report.to_dict()})
+            self._storage_error = True
+            if self.report.exit_code == errors.EXIT_OK:
+                self.report.exit_code = errors.EXIT_STORAGE
+
+
+def _content_type(fmt: str) -> str:
+    return {"csv": "text/csv", "csv.gz": "application/gzip", "parquet": "application/vnd.apache.parquet"}[fmt]
+
+
+def run(settings: Settings, store: Store | None = None, started_at: float | None = None) -> RunReport:
+    """Run the job with these settings; builds the storage client if none is given."""
+    from scorer.storage import connect
+    own = store is None
+    store = store or Store(connect(settings), settings)
+    try:
+        return Job(settings, store, started_at=started_at).run()
+    finally:
+        if own:
+            store.close()
+

@@ -1,0 +1,261 @@
+"""The model registry in the models container.
+
+Layout: ``<name>/v<N>/model.rds`` and ``<name>/v<N>/card.json``. Versions are
+immutable (written with "create only", never overwritten) and numbered from 1.
+The card is written last, so a version exists only once its card does; the
+current version of a model is the highest such N.
+
+The card records the version and sha256, the R class, the R version and the
+versions of the packages the model needs, the predict type, and the input schema
+taken from the model itself (variables, classes, factor levels).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+
+from scorer import __version__
+from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound, ScorerError
+from scorer.log import now
+from scorer.storage import Store
+
+log = logging.getLogger("scorer.models")
+
+# A model name is the first path segment of its inputs; keep it to characters that
+# are safe in blob names, URLs and file systems.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+#: predict() type used when the publisher gives none, per R class. glm's own default
+#: ("link") is rarely what a scoring user wants.
+DEFAULT_PREDICT_TYPE = {"glm": "response"}
+
+
+def check_name(name: str) -> str | None:
+    """Why ``name`` is not a valid model name, or None when it is."""
+    if not NAME_RE.match(name) or ".." in name:
+        return ("model names are 1-63 letters, digits, '_', '-' or '.', start with a letter "
+                "or digit, and contain no '..'")
+    return None
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def debian_package_list(path: Path) -> set[str] | None:
+    """R package names the image installs, from docker/r-packages.txt (None if absent)."""
+    if not path.exists():
+        return None
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("r-cran-"):
+            names.add(line[len("r-cran-"):])
+    return names
+
+
+@dataclass
+class Published:
+    card: dict
+    warnings: list[str]
+
+
+class Registry:
+    """Published models: publish, list, resolve and load (verified, cached per run)."""
+
+    def __init__(self, store: Store, r: Any = None):
+        self.store = store
+        self.container = store.settings.models_container
+        self._r = r  # the R bridge; started lazily so `models list` needs no R
+        self._cache: dict[tuple[str, int], Any] = {}
+        self._failed: dict[tuple[str, int], ScorerError] = {}
+
+    @property
+    def r(self) -> Any:
+        if self._r is None:
+            from scorer.rbridge import bridge
+            self._r = bridge()
+        return self._r
+
+    # -- reading --------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions of ``name`` (those with a card), ascending."""
+        out = []
+        for b in self.store.list_names(self.container, prefix=f"{name}/v"):
+            m = re.fullmatch(re.escape(name) + r"/v(\d+)/card\.json", b.name)
+            if m:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def _highest_slot(self, name: str) -> int:
+        """The highest version number with any file, card or not: a publish that
+        died between the .rds and the card leaves a slot that is never reused."""
+        nums = [int(m.group(1)) for b in self.store.list_names(self.container, prefix=f"{name}/v")
+                if (m := re.fullmatch(re.escape(name) + r"/v(\d+)/.*", b.name))]
+        return max(nums, default=0)
+
+    def names(self) -> list[str]:
+        names = set()
+        for b in self.store.list_names(self.container):
+            if b.name.endswith("/card.json"):
+                names.add(b.name.split("/", 1)[0])
+        return sorted(names)
+
+    def card(self, name: str, version: int | None = None) -> dict:
+        """The card of ``name`` at ``version`` (default: the current one).
+
+        Raises ModelNotFound, naming the models that do exist.
+        """
+        why = check_name(name)
+        if why:
+            raise ModelNotFound(f"{name!r} is not a valid model name: {why}.",
+                                hint="Put inputs under input/<model-name>/ with a published model's name.",
+                                model=name)
+        versions = self.versions(name)
+        if not versions:
+            known = self.names()
+            raise ModelNotFound(
+                f"No model named {name!r} is published.",
+                hint=("Publish it with `scorer models publish MODEL.rds --name " + name + "`, or drop the input "
+                      "under one of: " + (", ".join(known) if known else "(no models are published yet)") + "."),
+                model=name,
+            )
+        if version is None:
+            version = versions[-1]
+        elif version not in versions:
+            raise ModelNotFound(f"Model {name!r} has no version {version} (versions: {versions}).",
+                                hint="Pick one of the published versions.", model=name)
+        return self.store.get_json(self.container, f"{name}/v{version}/card.json")
+
+    def load(self, card: dict) -> Any:
+        """The R model for ``card``, checksum-verified and loaded once per run.
+
+        Raises ModelLoadError when the file's sha256 differs from the card's, when a
+        package it needs is not installed, or when R cannot read it.
+        """
+        key = (card["name"], int(card["version"]))
+        if key in self._cache:
+            return self._cache[key]
+        if key in self._failed:
+            raise self._failed[key]
+        what = f"model {card['name']!r} version {card['version']}"
+        try:
+            data = self.store.read_bytes(self.container, f"{card['name']}/v{card['version']}/model.rds")
+            digest = sha256_of(data)
+            if digest != card["sha256"]:
+                raise ModelLoadError(
+                    f"{what}: the .rds file's sha256 is {digest}, but its card says {card['sha256']}; "
+                    "the file was changed or damaged after publishing, so it is not loaded.",
+                    hint="Publish the model again with `scorer models publish` (versions are immutable).",
+                    model=card["name"],
+                )
+            missing = self.r.missing_packages(list(card.get("packages") or {}))
+            if missing:
+                raise ModelLoadError(
+                    f"{what} needs R package(s) {', '.join(missing)}, which are not installed where the job runs.",
+                    hint="Add " + ", ".join(f"r-cran-{p.lower()}" for p in missing)
+                    + " to docker/r-packages.txt and rebuild the image.",
+                    model=card["name"], packages=missing,
+                )
+            with tempfile.NamedTemporaryFile(suffix=".rds") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                model = self.r.read_model(Path(tmp.name), what)
+        except ScorerError as exc:
+            self._failed[key] = exc
+            raise
+        self._cache[key] = model
+        return model
+
+    # -- publishing -----------------------------------------------------------------
+
+    def publish(self, path: Path, name: str, predict_type: str | None = None,
+                packages: list[str] | None = None, package_list: Path | None = None) -> Published:
+        """Publish ``path`` as the next version of ``name``.
+
+        Reads the model in R to build its card. Raises ConfigError for a bad name or
+        file, ModelLoadError when R cannot read it, ModelError when it has no
+        predict() method.
+        """
+        why = check_name(name)
+        if why:
+            raise ConfigError(f"--name {name!r} is not valid: {why}.", hint="Choose another name.")
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file.", hint="Give the path of a model saved with saveRDS().")
+        data = path.read_bytes()
+        r = self.r
+        before = r.loaded_namespaces()
+        model = r.read_model(path, str(path))
+        desc = r.describe(model, before)
+        needed = dict(desc["packages"])
+        for p in packages or []:
+            needed.setdefault(p, None)
+        warnings = []
+        missing = r.missing_packages(list(needed))
+        if missing:
+            warnings.append(f"R package(s) {', '.join(missing)} are not installed here, so the model could not be "
+                            "checked for a predict() method.")
+        elif not r.has_predict(model):
+            raise ModelError(
+                f"{path}: an object of class {'/'.join(model.r_class)} has no predict() method, so it cannot be scored.",
+                hint="Save the fitted model itself (e.g. saveRDS(fit, 'model.rds')), or name its package with --package.",
+            )
+        if desc["packages"] != needed:
+            desc = r.describe(model, before)  # versions of packages loaded just now
+            for p in packages or []:
+                desc["packages"].setdefault(p, None)
+        available = debian_package_list(package_list) if package_list else None
+        if available is not None:
+            absent = sorted(p for p in desc["packages"] if p.lower() not in available)
+            if absent:
+                warnings.append(
+                    f"the model needs R package(s) {', '.join(absent)}, which {package_list} does not list, so the "
+                    "scoring image will not have them: add " + ", ".join(f"r-cran-{p.lower()}" for p in absent)
+                    + " there and rebuild the image.")
+        if desc["input_schema"] is None:
+            warnings.append("R exposes no input schema for this model; inputs are passed to predict() as they are, "
+                            "typed by inference.")
+        if predict_type is None:
+            predict_type = next((DEFAULT_PREDICT_TYPE[c] for c in model.r_class if c in DEFAULT_PREDICT_TYPE), None)
+        card = {
+            "name": name,
+            "version": None,
+            "sha256": sha256_of(data),
+            "size_bytes": len(data),
+            "r_class": model.r_class,
+            "r_version": r.r_version,
+            "packages": desc["packages"],
+            "predict_type": predict_type,
+            "input_schema": desc["input_schema"],
+            "source_file": path.name,
+            "published_at": now(),
+            "published_by": _user(),
+            "scorer_version": __version__,
+        }
+        for _ in range(20):  # another publisher may take a version number first
+            version = self._highest_slot(name) + 1
+            try:
+                self.store.put_bytes(self.container, f"{name}/v{version}/model.rds", data, overwrite=False)
+            except ResourceExistsError:
+                continue
+            card["version"] = version
+            self.store.put_json(self.container, f"{name}/v{version}/card.json", card, overwrite=False)
+            return Published(card=card, warnings=warnings)
+        raise ModelError(f"Could not find a free version number for {name!r}.", hint="Try again.")
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers; the card just omits it
+        return None

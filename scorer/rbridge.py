@@ -1,0 +1,260 @@
+"""The bridge to R: the only module that imports rpy2.
+
+R is embedded once per process and called only through the fixed functions in
+``scorer/r/scorer.R`` and R's own functions, always with arguments. No R source
+text is ever built from data, file names, column names or model names.
+
+Columns cross the bridge without pandas: numbers, logicals and dates are handed to
+R straight from NumPy buffers, and factors as integer codes plus the model's own
+levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays.
+
+Errors: ``read_model`` raises ModelLoadError; ``predict`` raises PredictError with
+R's own message. R's console output is routed to the log, never to stdout, so the
+job's stdout stays pure JSON lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from scorer.errors import ModelLoadError, PredictError
+from scorer.frames import RColumn
+
+log = logging.getLogger("scorer.r")
+
+NA_INTEGER = -(2**31)
+
+_lock = threading.Lock()
+_instance: "RBridge | None" = None
+
+
+@dataclass
+class LoadedModel:
+    """An R model object living in the embedded R session."""
+
+    robj: Any
+    r_class: list[str]
+
+
+def bridge() -> "RBridge":
+    """The process's one R session, started on first use."""
+    global _instance
+    with _lock:
+        if _instance is None:
+            _instance = RBridge()
+        return _instance
+
+
+class RBridge:
+    def __init__(self) -> None:
+        import rpy2.rinterface as ri
+        from rpy2.rinterface_lib import callbacks
+
+        self._warnings: list[str] = []
+        # Route R's console to the log before R prints anything: stdout belongs to
+        # the JSON-lines log.
+        callbacks.consolewrite_print = lambda s: log.debug("R: %s", s.rstrip())
+        callbacks.consolewrite_warnerror = self._on_r_stderr
+        callbacks.showmessage = lambda s: log.debug("R: %s", s.rstrip())
+        ri.initr_simple()
+        self.ri = ri
+        self._base = ri.baseenv
+        self._globalenv = ri.globalenv
+        source = resources.files("scorer").joinpath("r/scorer.R")
+        with resources.as_file(source) as path:
+            self._call("source", ri.StrSexpVector([str(path)]))
+        self._fn = {name: self._globalenv.find(name) for name in
+                    ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_has_predict")}
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _on_r_stderr(self, s: str) -> None:
+        s = s.rstrip()
+        if s:
+            self._warnings.append(s)
+            log.debug("R stderr: %s", s)
+
+    def _call(self, fname: str, *args: Any, **kwargs: Any) -> Any:
+        return self._base.find(fname)(*args, **kwargs)
+
+    def _r_error_text(self, exc: Exception) -> str:
+        msg = str(exc).strip()
+        # rpy2 puts the R condition's message in the exception; R may also have
+        # written "Error in ...:" lines to stderr, which are more specific.
+        errs = [w for w in self._warnings if w.startswith("Error")]
+        self._warnings.clear()
+        if errs:
+            msg = " ".join(e.replace("\n", " ") for e in errs)
+        return msg
+
+    @property
+    def r_version(self) -> str:
+        v = self._call("getRversion")
+        return str(self._call("as.character", v)[0])
+
+    # -- models ---------------------------------------------------------------------
+
+    def loaded_namespaces(self) -> list[str]:
+        return list(self._call("loadedNamespaces"))
+
+    def read_model(self, path: Path, what: str) -> LoadedModel:
+        """readRDS a model file.
+
+        ``what`` names the model for messages. Raises ModelLoadError when R cannot
+        read the file.
+        """
+        self._warnings.clear()
+        try:
+            robj = self._call("readRDS", self.ri.StrSexpVector([str(path)]))
+        except Exception as exc:  # rpy2 raises RRuntimeError; R may fail in other ways
+            raise ModelLoadError(
+                f"{what}: R could not read the .rds file: {self._r_error_text(exc)}",
+                hint="Check that the file was written by saveRDS() and published whole; "
+                "publish it again with `scorer models publish`.",
+            ) from None
+        return LoadedModel(robj=robj, r_class=self.classes(robj))
+
+    def classes(self, robj: Any) -> list[str]:
+        return list(self._call("class", robj))
+
+    def describe(self, model: LoadedModel, loaded_before: list[str]) -> dict:
+        """What a model card records about a model: packages and input schema."""
+        pkgs = self._fn["scorer_packages"](model.robj, self.ri.StrSexpVector(loaded_before))
+        names = list(self._call("names", pkgs)) if len(pkgs) else []
+        packages = {n: (None if v is self.ri.NA_Character else str(v)) for n, v in zip(names, pkgs)}
+        schema = self._fn["scorer_schema"](model.robj)
+        return {"packages": packages, "input_schema": self._schema_to_py(schema)}
+
+    def _schema_to_py(self, schema: Any) -> list[dict] | None:
+        if schema is self.ri.NULL:
+            return None
+        fields = dict(zip(self._call("names", schema), schema))
+        out = []
+        for i, name in enumerate(fields["names"]):
+            lv = fields["levels"][i]
+            out.append({
+                "name": str(name),
+                "class": str(fields["classes"][i]),
+                "levels": None if lv is self.ri.NULL else [str(x) for x in lv],
+            })
+        return out
+
+    def has_predict(self, model: LoadedModel) -> bool:
+        return bool(self._fn["scorer_has_predict"](model.robj)[0])
+
+    def missing_packages(self, packages: list[str]) -> list[str]:
+        """Load each package's namespace (which registers its predict methods);
+        return the ones that are not installed."""
+        missing = []
+        for p in packages:
+            ok = self._call("requireNamespace", self.ri.StrSexpVector([p]), quietly=self.ri.BoolSexpVector([True]))
+            if not ok[0]:
+                missing.append(p)
+        return missing
+
+    # -- scoring --------------------------------------------------------------------
+
+    def predict(self, model: LoadedModel, columns: dict[str, RColumn], nrows: int,
+                predict_type: str | None) -> list[tuple[str, pa.Array]]:
+        """Call R's predict(model, newdata, type) on these columns.
+
+        Returns the result as named Arrow arrays (one, unnamed (""), for a vector
+        result). Raises PredictError with R's message when predict() fails or
+        returns the wrong number of rows.
+        """
+        ri = self.ri
+        newdata = self._data_frame(columns, nrows)
+        rtype = ri.NULL if predict_type is None else ri.StrSexpVector([predict_type])
+        self._warnings.clear()
+        try:
+            out = self._fn["scorer_predict"](model.robj, newdata, rtype)
+        except Exception as exc:
+            raise PredictError(f"R's predict() failed: {self._r_error_text(exc)}") from None
+        result = self._result_columns(out)
+        for name, arr in result:
+            if len(arr) != nrows:
+                raise PredictError(
+                    f"R's predict() returned {len(arr)} values for {nrows} rows",
+                    hint="The model's predict() drops rows (often rows with missing "
+                    "values); fill or remove missing values before scoring.",
+                )
+        return result
+
+    def _vector(self, col: RColumn) -> Any:
+        ri = self.ri
+        if col.kind == "numeric":
+            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
+        elif col.kind == "logical":
+            v = ri.BoolSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
+        elif col.kind == "factor":
+            v = ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
+            v = self._call("levels<-", v, ri.StrSexpVector(col.levels))
+            v = self._set_class(v, ["ordered", "factor"] if col.ordered else ["factor"])
+        elif col.kind == "date":
+            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
+            v = self._set_class(v, ["Date"])
+        elif col.kind == "character":
+            v = ri.StrSexpVector([ri.NA_Character if s is None else s for s in col.values])
+        else:  # pragma: no cover - RColumn.kind is a closed set
+            raise ValueError(col.kind)
+        return v
+
+    def _data_frame(self, columns: dict[str, RColumn], nrows: int) -> Any:
+        ri = self.ri
+        df = ri.ListSexpVector([self._vector(c) for c in columns.values()])
+        df = self._call("names<-", df, ri.StrSexpVector(list(columns)))
+        # compact row names c(NA, -n): what data.frame() itself stores
+        df = self._call("attr<-", df, ri.StrSexpVector(["row.names"]), ri.IntSexpVector([NA_INTEGER, -nrows]))
+        return self._set_class(df, ["data.frame"])
+
+    def _set_class(self, v: Any, cls: list[str]) -> Any:
+        # through `class<-`, which also marks the object for S3 dispatch
+        return self._call("class<-", v, self.ri.StrSexpVector(cls))
+
+    def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
+        ri = self.ri
+        cls = self.classes(out)
+        if "data.frame" in cls:
+            names = [str(n) for n in self._call("names", out)]
+            return [(n, self._array(col)) for n, col in zip(names, out)]
+        dim = self._call("dim", out)
+        if dim is not ri.NULL and len(dim) == 2:
+            nrow, ncol = int(dim[0]), int(dim[1])
+            colnames = self._call("colnames", out)
+            names = [str(n) for n in colnames] if colnames is not ri.NULL else [str(i + 1) for i in range(ncol)]
+            flat = self._array(out, plain=True)
+            return [(names[j], flat.slice(j * nrow, nrow)) for j in range(ncol)]
+        return [("", self._array(out))]
+
+    def _array(self, v: Any, plain: bool = False) -> pa.Array:
+        """An R vector as an Arrow array, NA as null."""
+        ri = self.ri
+        t = v.typeof
+        if t == ri.RTYPES.REALSXP:
+            a = np.array(v.memoryview(), dtype=np.float64, copy=True) if len(v) else np.zeros(0)
+            return pa.array(a, from_pandas=True)  # NaN (R's NA) -> null
+        if t == ri.RTYPES.INTSXP:
+            a = np.array(v.memoryview(), dtype=np.int32, copy=True) if len(v) else np.zeros(0, np.int32)
+            mask = a == NA_INTEGER
+            if not plain and "factor" in self.classes(v):
+                levels = pa.array([str(x) for x in self._call("levels", v)], pa.string())
+                idx = pa.array(a - 1, mask=mask)
+                return pa.DictionaryArray.from_arrays(idx, levels).cast(pa.string())
+            return pa.array(a, mask=mask)
+        if t == ri.RTYPES.LGLSXP:
+            a = np.array(v.memoryview(), dtype=np.int32, copy=True) if len(v) else np.zeros(0, np.int32)
+            return pa.array(a == 1, mask=a == NA_INTEGER)
+        if t == ri.RTYPES.STRSXP:
+            return pa.array([None if s is ri.NA_Character else str(s) for s in v], pa.string())
+        raise PredictError(
+            f"R's predict() returned a value of R type {t!r}, which scorer cannot write to a table",
+            hint="Choose a --predict-type that returns numbers, classes or probabilities.",
+        )

@@ -1,0 +1,152 @@
+"""Scoring one input: batches in, scored batches and rejected rows out.
+
+The pure core of the job. It takes an opened input table, the model's schema, a
+loaded model with the R bridge that can call it, and two writers; it knows
+nothing of blobs, leases or files. Rows keep their input order. Rejected rows are
+left out of the output and written to the rejected-rows writer with their row
+number (counting data rows from 1) and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from scorer.errors import PredictError
+from scorer.formats import InputTable
+from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
+
+
+@dataclass
+class Counts:
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+
+
+class RejectedRows:
+    """Collects rejected rows into a CSV writer created on the first reject."""
+
+    COLUMNS = ["rejected_row", "rejected_column", "rejected_value", "rejected_reason"]
+
+    FIRST = 20  # how many rejected rows a quarantine note quotes
+
+    def __init__(self, open_writer: Callable[[], Any]):
+        self._open = open_writer
+        self.writer = None
+        #: the first rejected rows, for the report when too many were rejected
+        self.first: list[dict] = []
+
+    def add(self, batch: pa.RecordBatch, rows: list[int], offset: int,
+            details: list[tuple[int, str, str, str]]) -> None:
+        if not details:
+            return
+        if self.writer is None:
+            self.writer = self._open()
+        by_row = {d[0]: d for d in details}
+        for r in rows[: max(0, self.FIRST - len(self.first))]:
+            self.first.append({"row": offset + r + 1, "column": by_row[r][1], "value": by_row[r][2],
+                               "reason": by_row[r][3]})
+        idx = pa.array(rows, pa.int64())
+        original = batch.take(idx)
+        cols = [
+            pa.array([offset + r + 1 for r in rows], pa.int64()),
+            pa.array([by_row[r][1] for r in rows], pa.string()),
+            pa.array([by_row[r][2] for r in rows], pa.string()),
+            pa.array([by_row[r][3] for r in rows], pa.string()),
+        ]
+        names = list(self.COLUMNS)
+        for name, col in zip(original.schema.names, original.columns):
+            names.append(name if name not in names else name + "_")
+            cols.append(col)
+        self.writer.write(pa.RecordBatch.from_arrays(cols, names=names))
+
+
+def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: Any,
+                 predict_type: str | None, out: Any, rejected: RejectedRows, where: str,
+                 on_first_scored: Callable[[], None] | None = None) -> Counts:
+    """Score every batch of ``table`` and write the results.
+
+    Raises SchemaError (missing or mistyped columns) and PredictError (R's
+    predict() failed on rows without missing values).
+    """
+    check_columns(table.names, schema, where)
+    counts = Counts()
+    names: list[str] | None = None
+    for batch in table.batches:
+        offset = counts.rows_read
+        counts.rows_read += batch.num_rows
+        if batch.num_rows == 0:
+            continue
+        prep = prepare(batch, schema, where)
+        details = list(prep.rejects)
+        keep = prep.keep.copy()
+        results: list[tuple[str, pa.Array]] = []
+        if prep.n_kept:
+            results, dropped, reason = _predict(r, model, prep, predict_type)
+            if dropped is not None:  # rows R could not score because of missing values
+                kept_rows = np.flatnonzero(keep)
+                for i in kept_rows[dropped]:
+                    details.append((int(i), reason[0], "", reason[1]))
+                keep[kept_rows[dropped]] = False
+        bad_rows = sorted(np.flatnonzero(~keep).tolist())
+        rejected.add(batch, bad_rows, offset, details)
+        counts.rows_rejected += len(bad_rows)
+        n_keep = int(keep.sum())
+        if n_keep == 0:
+            continue
+        scored = batch.filter(pa.array(keep)) if n_keep < batch.num_rows else batch
+        if names is None:
+            names = prediction_names(results, scored.schema.names)
+        arrays = list(scored.columns) + [a for _, a in results]
+        out.write(pa.RecordBatch.from_arrays(arrays, names=scored.schema.names + names))
+        if counts.rows_scored == 0 and on_first_scored:
+            on_first_scored()
+        counts.rows_scored += n_keep
+    return counts
+
+
+def _missing(col: RColumn) -> np.ndarray:
+    if col.kind in ("numeric", "date"):
+        return np.isnan(col.values)
+    if col.kind in ("factor", "logical"):
+        return col.values == NA_INTEGER
+    return np.array([v is None for v in col.values], dtype=bool)
+
+
+def _predict(r: Any, model: Any, prep: Prepared, predict_type: str | None):
+    """predict() on the prepared rows. Many models (randomForest, ranger) refuse
+    missing values outright, and some silently drop those rows: when that happens,
+    score the complete rows and reject the others, rather than fail the file.
+
+    Returns (results, mask of dropped rows among the kept ones or None, (column, reason)).
+    """
+    n = prep.n_kept
+    try:
+        return r.predict(model, prep.columns, n, predict_type), None, None
+    except PredictError as exc:
+        masks = {name: _missing(c) for name, c in prep.columns.items()}
+        incomplete = np.zeros(n, dtype=bool)
+        for m in masks.values():
+            incomplete |= m
+        if not incomplete.any():
+            raise
+        if incomplete.all():
+            raise PredictError(
+                f"{exc} Every row has a missing value, in column(s) "
+                f"{', '.join(repr(k) for k, m in masks.items() if m.any())}.",
+                hint="This model's predict() does not accept missing values: fill them before scoring.",
+            ) from None
+        complete = ~incomplete
+        cols = {k: RColumn(c.kind, [v for v, ok in zip(c.values, complete) if ok] if c.kind == "character"
+                           else c.values[complete], c.levels, c.ordered)
+                for k, c in prep.columns.items()}
+        results = r.predict(model, cols, int(complete.sum()), predict_type)
+        which = ", ".join(repr(k) for k, m in masks.items() if m.any())
+        return results, incomplete, (
+            which, f"missing value in column(s) {which}, and this model's predict() does not accept "
+                   f"missing values ({exc})")

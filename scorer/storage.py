@@ -1,0 +1,262 @@
+"""Blob Storage: the client factory and the few blob operations scorer needs.
+
+``connect`` is the one place a storage client is built, from the settings: a
+connection string (Azurite, development) or an account URL with
+DefaultAzureCredential (Azure: the managed identity). Tests pass the real Azurite
+endpoint through the same settings; nothing is patched.
+
+Outputs are written through ``StagedBlob``: blocks are staged while scoring runs
+and become visible only when the block list is committed, all at once. A reader
+never sees a partial output, and an abandoned output leaves nothing visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
+
+from scorer.errors import StorageError
+from scorer.settings import Settings
+
+log = logging.getLogger("scorer.storage")
+
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+BLOCK_SIZE = 8 * 1024 * 1024
+
+#: exceptions that mean "storage is unreachable or refused us", as opposed to a
+#: specific blob's state (404, 409, 412), which callers handle themselves
+TRANSPORT_ERRORS = (ServiceRequestError, ServiceResponseError, ClientAuthenticationError)
+
+# Bounded: about 30 s of back-off over 5 retries, so an outage ends the run with
+# its inputs intact instead of hanging a container that bills by the second.
+_RETRY = dict(initial_backoff=0.5, increment_base=2, retry_total=5, random_jitter_range=1)
+
+
+def connect(settings: Settings) -> BlobServiceClient:
+    """Build the Blob service client the settings describe.
+
+    With an account URL, waits up to SCORER_CREDENTIAL_TIMEOUT seconds for the
+    first token: a new ACI container group's identity endpoint is not ready at once.
+    Raises StorageError when no token can be had in that time.
+    """
+    common = dict(retry_policy=ExponentialRetry(**_RETRY), connection_timeout=10, read_timeout=120)
+    if settings.connection_string:
+        try:
+            return BlobServiceClient.from_connection_string(settings.connection_string, **common)
+        except ValueError as exc:
+            raise StorageError(
+                f"AZURE_STORAGE_CONNECTION_STRING is malformed: {exc}",
+                hint="Copy the connection string again from the portal or Azurite's docs.",
+                setting="AZURE_STORAGE_CONNECTION_STRING",
+            ) from None
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    wait_for_token(credential, settings.credential_timeout)
+    return BlobServiceClient(settings.account_url, credential=credential, **common)
+
+
+def wait_for_token(credential: Any, timeout: float, *, sleep=time.sleep, clock=time.monotonic) -> None:
+    """Retry the first token until ``timeout`` seconds have passed.
+
+    Raises StorageError with the last error when no token came.
+    """
+    deadline = clock() + timeout
+    delay, last = 1.0, None
+    while True:
+        try:
+            credential.get_token(STORAGE_SCOPE)
+            return
+        except Exception as exc:  # every credential failure looks different; all are retried
+            last = exc
+        if clock() + delay > deadline:
+            break
+        log.info("identity endpoint not ready; retrying", extra={"event": "token_retry", "delay_s": delay})
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
+    raise StorageError(
+        f"No token for Blob Storage within {timeout:.0f} s: {str(last).splitlines()[0] if last else 'no answer'}",
+        hint="Check the container's managed identity (AZURE_CLIENT_ID for a user-assigned one) "
+        "and its Storage Blob Data Contributor role; raise SCORER_CREDENTIAL_TIMEOUT if the "
+        "identity endpoint is slow to start.",
+        setting="SCORER_CREDENTIAL_TIMEOUT",
+    )
+
+
+class Store:
+    """scorer's view of the storage account: its containers and blob operations."""
+
+    def __init__(self, service: BlobServiceClient, settings: Settings):
+        self.service = service
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload")
+
+    def blob(self, container: str, name: str) -> BlobClient:
+        return self.service.get_blob_client(container, name)
+
+    def ensure_containers(self) -> None:
+        """Create scorer's containers where missing (in Azure the template made them)."""
+        for name in self.settings.containers:
+            try:
+                self.service.create_container(name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:  # a role without create rights is fine if they exist
+                    raise
+
+    def list_names(self, container: str, prefix: str | None = None) -> list[Any]:
+        """Blob properties under a prefix, in name order."""
+        return list(self.service.get_container_client(container).list_blobs(name_starts_with=prefix))
+
+    def properties(self, container: str, name: str) -> Any | None:
+        try:
+            return self.blob(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+
+    def download_to(self, container: str, name: str, path: Path) -> Any:
+        """Download a blob into a local file; returns its properties."""
+        downloader = self.blob(container, name).download_blob(max_concurrency=2)
+        with open(path, "wb") as f:
+            downloader.readinto(f)
+        return downloader.properties
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        return self.blob(container, name).download_blob().readall()
+
+    def put_bytes(self, container: str, name: str, data: bytes, *, overwrite: bool = True,
+                  content_type: str = "application/octet-stream", metadata: dict | None = None) -> None:
+        self.blob(container, name).upload_blob(
+            data, overwrite=overwrite, metadata=metadata,
+            content_settings=ContentSettings(content_type=content_type))
+
+    def put_json(self, container: str, name: str, obj: Any, *, overwrite: bool = True) -> None:
+        self.put_bytes(container, name, (json.dumps(obj, indent=2, default=str) + "\n").encode(),
+                       overwrite=overwrite, content_type="application/json")
+
+    def get_json(self, container: str, name: str) -> Any:
+        return json.loads(self.read_bytes(container, name))
+
+    def staged(self, container: str, name: str) -> "StagedBlob":
+        return StagedBlob(self.blob(container, name), self._pool)
+
+    def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
+             metadata: dict | None = None, timeout: float = 300) -> None:
+        """Server-side copy within the account; returns when the copy has succeeded.
+
+        Raises StorageError if the copy fails or does not finish within ``timeout``.
+        """
+        src = self.blob(src_container, src_name)
+        dst = self.blob(dst_container, dst_name)
+        dst.start_copy_from_url(src.url, metadata=metadata)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            props = dst.get_blob_properties()
+            status = props.copy.status
+            if status in (None, "success"):
+                return
+            if status != "pending":
+                raise StorageError(f"copying {src_container}/{src_name} to {dst_container}/{dst_name} "
+                                   f"ended with status {status}: {props.copy.status_description}")
+            if time.monotonic() > deadline:
+                raise StorageError(f"copying {src_container}/{src_name} to {dst_container}/{dst_name} "
+                                   f"did not finish within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def delete(self, container: str, name: str, lease: Any = None) -> None:
+        try:
+            self.blob(container, name).delete_blob(lease=lease)
+        except ResourceNotFoundError:
+            pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class StagedBlob(io.RawIOBase):
+    """A write-only stream that stages blocks of a blob as it fills, and commits
+    them all at once in ``commit``. Uploads run on a small thread pool so they
+    overlap with scoring; at most ``max_inflight`` blocks are held in memory."""
+
+    def __init__(self, client: BlobClient, pool: ThreadPoolExecutor, block_size: int = BLOCK_SIZE,
+                 max_inflight: int = 3):
+        super().__init__()
+        self._client = client
+        self._pool = pool
+        self._block_size = block_size
+        self._max_inflight = max_inflight
+        self._buf = bytearray()
+        self._ids: list[str] = []
+        self._inflight: deque[Future] = deque()
+        self._prefix = uuid.uuid4().hex[:16]
+        self._written = 0
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, b: Any) -> int:
+        data = memoryview(b).cast("B")
+        self._buf += data
+        self._written += len(data)
+        while len(self._buf) >= self._block_size:
+            self._stage(bytes(self._buf[: self._block_size]))
+            del self._buf[: self._block_size]
+        return len(data)
+
+    def _stage(self, data: bytes) -> None:
+        block_id = base64.b64encode(f"{self._prefix}-{len(self._ids):08d}".encode()).decode()
+        self._ids.append(block_id)
+        self._inflight.append(self._pool.submit(self._client.stage_block, block_id, data))
+        while len(self._inflight) >= self._max_inflight:
+            self._inflight.popleft().result()
+
+    def commit(self, *, metadata: dict | None = None, content_type: str | None = None) -> int:
+        """Stage what is left and commit the block list: the blob appears whole.
+        Returns the number of bytes committed."""
+        if self._buf or not self._ids:
+            self._stage(bytes(self._buf))
+            self._buf.clear()
+        while self._inflight:
+            self._inflight.popleft().result()
+        self._client.commit_block_list(
+            self._ids, metadata=metadata,
+            content_settings=ContentSettings(content_type=content_type) if content_type else None)
+        return self._written
+
+    def abandon(self) -> None:
+        """Drop the staged blocks: nothing was committed, so nothing is visible.
+        (Blob Storage discards uncommitted blocks after a week.)"""
+        for f in self._inflight:
+            f.cancel()
+        self._inflight.clear()
+        self._buf.clear()
+
+    def close(self) -> None:
+        # Closing (pyarrow closes its sinks) must not commit: only commit() does.
+        super().close()
