@@ -206,7 +206,9 @@ class OutputWriter:
             else:
                 if self._fmt == "csv.gz":
                     stream = pa.CompressedOutputStream(stream, "gzip")
-                self._writer = pacsv.CSVWriter(stream, batch.schema)
+                # quote only where needed, so numbers read back as numbers everywhere
+                self._writer = pacsv.CSVWriter(stream, batch.schema,
+                                               write_options=pacsv.WriteOptions(quoting_style="needed"))
             self._stream = stream
         elif batch.schema != self.schema:
             batch = batch.cast(self.schema)

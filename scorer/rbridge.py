@@ -239,10 +239,11 @@ class RBridge:
         ri = self.ri
         t = v.typeof
         if t == ri.RTYPES.REALSXP:
-            a = np.array(v.memoryview(), dtype=np.float64, copy=True) if len(v) else np.zeros(0)
+            # a matrix's memoryview is 2-D; flatten in R's (column-major) order
+            a = np.array(v.memoryview(), dtype=np.float64).ravel(order="F") if len(v) else np.zeros(0)
             return pa.array(a, from_pandas=True)  # NaN (R's NA) -> null
         if t == ri.RTYPES.INTSXP:
-            a = np.array(v.memoryview(), dtype=np.int32, copy=True) if len(v) else np.zeros(0, np.int32)
+            a = np.array(v.memoryview(), dtype=np.int32).ravel(order="F") if len(v) else np.zeros(0, np.int32)
             mask = a == NA_INTEGER
             if not plain and "factor" in self.classes(v):
                 levels = pa.array([str(x) for x in self._call("levels", v)], pa.string())
@@ -250,7 +251,7 @@ class RBridge:
                 return pa.DictionaryArray.from_arrays(idx, levels).cast(pa.string())
             return pa.array(a, mask=mask)
         if t == ri.RTYPES.LGLSXP:
-            a = np.array(v.memoryview(), dtype=np.int32, copy=True) if len(v) else np.zeros(0, np.int32)
+            a = np.array(v.memoryview(), dtype=np.int32).ravel(order="F") if len(v) else np.zeros(0, np.int32)
             return pa.array(a == 1, mask=a == NA_INTEGER)
         if t == ri.RTYPES.STRSXP:
             return pa.array([None if s is ri.NA_Character else str(s) for s in v], pa.string())

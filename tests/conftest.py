@@ -1,0 +1,166 @@
+"""Shared fixtures: a real Azurite, real R, and storage isolated per test.
+
+Azurite is started once per test session on a free loopback port, in memory, from
+the project's own node_modules (scripts/setup installs it). Each test gets its own
+set of containers (random suffix), so tests never see each other's blobs.
+The models under test are fitted by R itself (tests/r/fit_models.R) on data that
+ships with R, together with R's own predictions to compare against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answering(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Azurite:
+    """A private Azurite process; ``stop``/``start`` simulate a storage outage."""
+
+    def __init__(self, workdir: Path):
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.connection_string = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;")
+
+    def start(self) -> None:
+        if not AZURITE_BIN.exists():
+            pytest.fail(f"{AZURITE_BIN} is missing: run scripts/setup (it installs Azurite from npm)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--location", str(self.workdir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not _answering(self.port):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("Azurite did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    az = Azurite(tmp_path_factory.mktemp("azurite"))
+    az.start()
+    yield az
+    az.stop()
+
+
+@pytest.fixture
+def settings(azurite):
+    from scorer.settings import Settings
+
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        connection_string=azurite.connection_string,
+        models_container=f"models-{tag}", input_container=f"input-{tag}",
+        output_container=f"output-{tag}", archive_container=f"archive-{tag}",
+        quarantine_container=f"quarantine-{tag}", reports_container=f"reports-{tag}",
+        lease_seconds=15,
+    )
+
+
+@pytest.fixture
+def store(settings):
+    from scorer.storage import Store, connect
+
+    st = Store(connect(settings), settings)
+    st.ensure_containers()
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory) -> Path:
+    """Directory with every model family fitted by R, its new data and R's predictions."""
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run(["Rscript", str(ROOT / "tests" / "r" / "fit_models.R"), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def env_for(settings, **extra) -> dict:
+    """The environment a `scorer` subprocess needs to use these settings."""
+    from scorer.settings import SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    for s in SETTINGS:
+        value = getattr(settings, s.field)
+        if value is not None:
+            env[s.env] = str(value)
+    env.update(extra)
+    return env
+
+
+def scorer_cli(settings, *args, check=False, timeout=300, **extra_env) -> subprocess.CompletedProcess:
+    """Run the real `scorer` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "scorer", *args], env=env_for(settings, **extra_env),
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """Test helper over one isolated set of containers."""
+
+    settings: object
+    store: object
+
+    def publish(self, path: Path, name: str, predict_type: str | None = None) -> dict:
+        from scorer.models import Registry
+        return Registry(self.store).publish(Path(path), name, predict_type).card
+
+    def drop(self, name: str, data: bytes) -> None:
+        self.store.put_bytes(self.settings.input_container, name, data)
+
+    def run(self, **overrides):
+        """One job run in this process (R is embedded once per process)."""
+        from scorer.job import Job
+        s = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
+        return Job(s, self.store).run()
+
+    def names(self, which: str) -> list[str]:
+        return [b.name for b in self.store.list_names(getattr(self.settings, f"{which}_container"))]
+
+    def read(self, which: str, name: str) -> bytes:
+        return self.store.read_bytes(getattr(self.settings, f"{which}_container"), name)
+
+    def read_json(self, which: str, name: str) -> dict:
+        return json.loads(self.read(which, name))
+
+
+@pytest.fixture
+def pipeline(settings, store) -> Pipeline:
+    return Pipeline(settings, store)
