@@ -1,0 +1,498 @@
+#!/usr/bin/env python3
+"""Deploy scorer to an Azure resource group, run it, read its logs, tear it down.
+
+    scripts/deploy.py up -g RG [-l REGION]           deploy or update everything, build the image
+    scripts/deploy.py up -g RG --what-if             show what would change (ARM what-if); change nothing
+    scripts/deploy.py trigger -g RG                  start a scoring run now
+    scripts/deploy.py runs -g RG [--top N]           recent runs and their status
+    scripts/deploy.py logs -g RG RUN                 the container logs a run saved (logs container)
+    scripts/deploy.py teardown -g RG --yes           delete what `up` created
+
+`up` deploys arm_templates/main.json with logicapp/workflow.json injected as the Logic App's
+definition, then builds docker/Dockerfile in the registry with ACR Tasks (no local Docker):
+the build context is uploaded as a tar.gz to the URL the registry hands out, and a
+DockerBuildRequest is scheduled. Authentication is DefaultAzureCredential (az login, or a
+managed identity / service principal in CI).
+
+Every Azure call goes through the clients in ``Clients``, built by ``make_clients``; the
+contract tests build them with an azure-core transport that answers without a network.
+
+Errors: DeployError (message says what to do) for anything the user must fix; SDK
+HttpResponseError passes through with Azure's own message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import datetime as dt
+import fnmatch
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing scorer
+    sys.path.insert(0, str(ROOT))
+
+from scorer.azure import workflow as wf  # noqa: E402
+
+TEMPLATE_PATH = ROOT / "arm_templates" / "main.json"
+DOCKERFILE = "docker/Dockerfile"
+DOCKERIGNORE = ROOT / "docker" / "Dockerfile.dockerignore"
+CREATED_TAG = "scorer-created-by"  # on a resource group `up` created, so teardown may delete it
+ACR_TERMINAL = {"Succeeded", "Failed", "Canceled", "Error", "Timeout"}
+# Deletion order for teardown: what depends on a resource goes before it.
+TEARDOWN_ORDER = (
+    "Microsoft.Authorization/roleAssignments",
+    "Microsoft.EventGrid/systemTopics/eventSubscriptions",
+    "Microsoft.EventGrid/systemTopics",
+    "Microsoft.Logic/workflows",
+    "Microsoft.ContainerRegistry/registries",
+    "Microsoft.Storage/storageAccounts",
+    "Microsoft.ManagedIdentity/userAssignedIdentities",
+)
+
+
+class DeployError(Exception):
+    """Something the person deploying must fix; the message says what."""
+
+
+@dataclasses.dataclass
+class Clients:
+    """Every client the script uses, built in one place (``make_clients``)."""
+
+    resources: Any      # azure.mgmt.resource.ResourceManagementClient
+    deployments: Any    # azure.mgmt.resource.deployments.DeploymentsMgmtClient
+    acr_tasks: Any      # azure.mgmt.containerregistrytasks.ContainerRegistryTasksMgmtClient
+    logic: Any          # azure.mgmt.logic.LogicManagementClient
+    credential: Any
+    client_kwargs: dict  # passed to data-plane clients built later (blob), e.g. transport=
+    poll_seconds: float = 5.0
+
+
+def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float = 5.0, **client_kwargs: Any) -> Clients:
+    """Build every management client with ``credential``; ``client_kwargs`` (e.g. transport=) go to all."""
+    from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
+    from azure.mgmt.logic import LogicManagementClient
+    from azure.mgmt.resource import ResourceManagementClient
+    from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+    return Clients(
+        resources=ResourceManagementClient(credential, subscription_id, **client_kwargs),
+        deployments=DeploymentsMgmtClient(credential, subscription_id, **client_kwargs),
+        acr_tasks=ContainerRegistryTasksMgmtClient(credential, subscription_id, **client_kwargs),
+        logic=LogicManagementClient(credential, subscription_id, **client_kwargs),
+        credential=credential,
+        client_kwargs=client_kwargs,
+        poll_seconds=poll_seconds,
+    )
+
+
+# --- what gets deployed ---------------------------------------------------------------------
+
+def load_template() -> dict:
+    """arm_templates/main.json as a dict."""
+    return json.loads(TEMPLATE_PATH.read_text())
+
+
+def template_parameters(values: dict[str, Any], definition: dict, *, prefix: str, image_name: str,
+                        operator_principal_id: str = "", location: str | None = None) -> dict[str, dict]:
+    """The ARM parameters for one deployment, derived from the workflow's settings ``values``.
+
+    The container names, the input container and the logs container all come from the
+    workflow's scorerEnvironment/logsContainer, so the template creates exactly the
+    containers the job is told about. Raises WorkflowSettingsError for unusable values.
+    """
+    params = {
+        "namePrefix": prefix,
+        "imageName": image_name,
+        "blobContainers": wf.blob_containers(values),
+        "inputContainer": wf.input_container(values),
+        "logsContainer": values["logsContainer"],
+        "workflowDefinition": wf.prepare_definition(definition, values),
+        "workflowParameterValues": wf.arm_parameter_values(values),
+        "blobCreatedTriggerName": wf.BLOB_TRIGGER,
+        "operatorPrincipalId": operator_principal_id,
+    }
+    if location:
+        params["location"] = location
+    return {k: {"value": v} for k, v in params.items()}
+
+
+def signed_in_object_id(credential: Any) -> str:
+    """The object ID (oid claim) of whoever the credential signs in as; '' if the token has none.
+
+    Read from the ARM token's payload, so no Microsoft Graph permission is needed; the
+    token is not verified here because ARM verifies it on every call.
+    """
+    token = credential.get_token("https://management.azure.com/.default").token
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return ""
+    return claims.get("oid", "")
+
+
+def ensure_resource_group(clients: Clients, name: str, location: str | None) -> bool:
+    """Create the resource group if missing (tagged so teardown may delete it). Returns True if created.
+
+    Raises DeployError when it is missing and no location was given.
+    """
+    if clients.resources.resource_groups.check_existence(name):
+        return False
+    if not location:
+        raise DeployError(f"Resource group {name} does not exist. Give --location to create it, "
+                          "or create it first (az group create).")
+    clients.resources.resource_groups.create_or_update(name, {"location": location, "tags": {CREATED_TAG: "deploy.py"}})
+    return True
+
+
+def what_if(clients: Clients, group: str, deployment: str, template: dict, parameters: dict) -> list[tuple[str, str]]:
+    """Ask ARM what a deployment would change. Returns [(changeType, resourceId)], nothing deployed."""
+    poller = clients.deployments.deployments.begin_what_if(
+        group, deployment,
+        {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}},
+        polling_interval=clients.poll_seconds)
+    result = poller.result()
+    changes = result.get("properties", {}).get("changes") or result.get("changes") or []
+    return [(c.get("changeType"), c.get("resourceId")) for c in changes]
+
+
+def deploy_template(clients: Clients, group: str, deployment: str, template: dict, parameters: dict) -> dict[str, Any]:
+    """Deploy (Incremental) and wait. Returns the template's outputs as {name: value}.
+
+    Raises DeployError when ARM reports a provisioning state other than Succeeded.
+    """
+    poller = clients.deployments.deployments.begin_create_or_update(
+        group, deployment,
+        {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}},
+        polling_interval=clients.poll_seconds)
+    result = poller.result()
+    props = result.get("properties", {})
+    if props.get("provisioningState") != "Succeeded":
+        raise DeployError(f"Deployment {deployment} ended {props.get('provisioningState')}: {props.get('error')}. "
+                          f"See the resource group's Deployments blade in the portal.")
+    return {k: v.get("value") for k, v in (props.get("outputs") or {}).items()}
+
+
+def deployment_outputs(clients: Clients, group: str, deployment: str) -> dict[str, Any]:
+    """Outputs of the last `up` in this group. Raises DeployError when there is none."""
+    from azure.core.exceptions import ResourceNotFoundError
+    try:
+        result = clients.deployments.deployments.get(group, deployment)
+    except ResourceNotFoundError:
+        raise DeployError(f"No deployment {deployment} in {group}: run `scripts/deploy.py up -g {group}` first.") from None
+    return {k: v.get("value") for k, v in (result.get("properties", {}).get("outputs") or {}).items()}
+
+
+# --- the image, built by ACR Tasks ----------------------------------------------------------
+
+def _ignore_patterns() -> list[str]:
+    return [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    ignored = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pat = raw.lstrip("!").rstrip("/")
+        candidates = [pat] + ([pat[3:]] if pat.startswith("**/") else [])
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        tails = ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)] \
+            if pat.startswith("**/") else []
+        if any(fnmatch.fnmatchcase(p, c) for c in candidates for p in prefixes + tails):
+            ignored = not negate
+    return ignored
+
+
+def build_context(root: Path = ROOT) -> bytes:
+    """The Docker build context as tar.gz bytes: the files docker/Dockerfile.dockerignore lets through.
+
+    docker/Dockerfile itself is always included (ACR reads it from the archive);
+    docker/ca.crt never is: it is this machine's proxy CA and would break pip in Azure.
+    """
+    patterns = _ignore_patterns()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith((".git/", ".venv", "node_modules/")) or rel == "docker/ca.crt":
+                continue
+            if rel != DOCKERFILE and _ignored(rel, patterns):
+                continue
+            tar.add(path, arcname=rel)
+    return buf.getvalue()
+
+
+def build_image(clients: Clients, group: str, registry: str, context: bytes, image_names: list[str],
+                progress: Callable[[str], None] = print) -> str:
+    """Upload ``context`` and build it in ``registry`` with ACR Tasks. Returns the run ID.
+
+    Raises DeployError (with the build log's link) when the build does not succeed.
+    """
+    from azure.mgmt.containerregistrytasks import models as acr
+    from azure.storage.blob import BlobClient
+
+    source = clients.acr_tasks.registries.get_build_source_upload_url(group, registry)
+    BlobClient.from_blob_url(source.upload_url, **clients.client_kwargs).upload_blob(context, overwrite=True)
+    progress(f"uploaded build context ({len(context) / 1e6:.1f} MB); building {', '.join(image_names)} in {registry}")
+    request = acr.DockerBuildRequest(
+        source_location=source.relative_path, docker_file_path=DOCKERFILE, image_names=image_names,
+        is_push_enabled=True, platform=acr.PlatformProperties(os="Linux", architecture="amd64"),
+        timeout=3600)
+    run = clients.acr_tasks.registries.schedule_run(group, registry, request)
+    run_id = run.properties.run_id
+    status = run.properties.status
+    while status not in ACR_TERMINAL:
+        time.sleep(clients.poll_seconds)
+        status = clients.acr_tasks.runs.get(group, registry, run_id).properties.status
+    if status != "Succeeded":
+        link = clients.acr_tasks.runs.get_log_sas_url(group, registry, run_id).log_link
+        raise DeployError(f"Image build {run_id} ended {status}. Build log: {link}")
+    return run_id
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+def trigger_run(clients: Clients, group: str, logic_app: str) -> None:
+    """Fire the schedule trigger now: one run that scores everything pending."""
+    clients.logic.workflow_triggers.run(group, logic_app, wf.SCHEDULE_TRIGGER)
+
+
+def recent_runs(clients: Clients, group: str, logic_app: str, top: int = 10) -> list[dict[str, Any]]:
+    """The newest runs: name, status, start and end time, error code."""
+    out = []
+    for run in clients.logic.workflow_runs.list(group, logic_app, top=top):
+        error = run.error if isinstance(run.error, dict) else {}
+        out.append({"name": run.name, "status": run.status, "start": run.start_time, "end": run.end_time,
+                    "error": (error.get("code") if error else None)})
+        if len(out) >= top:
+            break
+    return out
+
+
+def run_group_names(clients: Clients, group: str, logic_app: str, run: str) -> list[str]:
+    """The container groups a run created, from its Compose_group_name repetitions."""
+    names = []
+    for rep in clients.logic.workflow_run_action_repetitions.list(group, logic_app, run, "Compose_group_name"):
+        if isinstance(rep.outputs, str):
+            names.append(rep.outputs)
+        elif isinstance(rep.outputs, dict) and isinstance(rep.outputs.get("body"), str):
+            names.append(rep.outputs["body"])
+    return sorted(names)
+
+
+def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, names: list[str]) -> dict[str, str | None]:
+    """Each group's saved log text, or None where no log was saved."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient(blob_endpoint, credential=clients.credential, **clients.client_kwargs)
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = service.get_blob_client(logs_container, f"{name}.log").download_blob().readall().decode("utf-8", "replace")
+        except ResourceNotFoundError:
+            out[name] = None
+    return out
+
+
+# --- teardown -------------------------------------------------------------------------------
+
+def resources_to_delete(clients: Clients, group: str, deployment: str) -> list[str]:
+    """IDs of what the deployment created, in an order that deletes dependants first."""
+    result = clients.deployments.deployments.get(group, deployment)
+    ids = [r["id"] for r in result.get("properties", {}).get("outputResources") or []]
+
+    def rtype(rid: str) -> str:
+        parts = rid.split("/providers/", 1)[1].split("/")
+        return "/".join([parts[0], parts[1]] + parts[3::2])
+
+    rank = {t.lower(): i for i, t in enumerate(TEARDOWN_ORDER)}
+    chosen = [rid for rid in ids if rtype(rid).lower() in rank]
+    return sorted(chosen, key=lambda rid: rank[rtype(rid).lower()])
+
+
+def teardown(clients: Clients, group: str, deployment: str, progress: Callable[[str], None] = print) -> None:
+    """Delete what `up` created: the whole group if `up` created it, else the deployment's resources."""
+    rg = clients.resources.resource_groups.get(group)
+    if (rg.tags or {}).get(CREATED_TAG):
+        progress(f"deleting resource group {group} (created by deploy.py)")
+        clients.resources.resource_groups.begin_delete(group, polling_interval=clients.poll_seconds).result()
+        return
+    api = {r["type"].lower(): r["apiVersion"] for r in load_template()["resources"]}
+    for rid in resources_to_delete(clients, group, deployment):
+        rtype = "/".join([rid.split("/providers/", 1)[1].split("/")[0]] +
+                         rid.split("/providers/", 1)[1].split("/")[1::2])
+        progress(f"deleting {rid}")
+        clients.resources.resources.begin_delete_by_id(
+            rid, api_version=api[rtype.lower()], polling_interval=clients.poll_seconds).result()
+    clients.deployments.deployments.begin_delete(group, deployment, polling_interval=clients.poll_seconds).result()
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    ints = lambda s: [int(x) for x in s.split(",")] if s else None  # noqa: E731
+    return {"cpuCores": args.cpu, "memoryInGB": args.memory, "parallelJobs": args.parallel_jobs,
+            "scheduleFrequency": args.schedule_frequency, "scheduleInterval": args.schedule_interval,
+            "scheduleHours": ints(args.schedule_hours), "scheduleMinutes": ints(args.schedule_minutes),
+            "jobTimeout": args.job_timeout, "pollSeconds": args.poll_seconds}
+
+
+def next_steps(group: str, outputs: dict[str, Any]) -> str:
+    """What to do after `up`, with this deployment's names filled in."""
+    account = outputs.get("blobEndpoint", "https://<account>.blob.core.windows.net/")
+    return f"""
+Deployed. Next:
+  1. Publish a model (needs Storage Blob Data Contributor, granted to you unless --no-grant-me):
+       SCORER_ACCOUNT_URL={account} scorer models publish MODEL.rds --name NAME
+  2. Drop input into {outputs.get('inputContainer', 'input')}/NAME/... (CSV or Parquet); the blob event starts a run,
+     and the schedule scores whatever is pending (including anything an event missed).
+  3. Watch runs:   scripts/deploy.py runs -g {group}
+     Run now:      scripts/deploy.py trigger -g {group}
+     Job logs:     scripts/deploy.py logs -g {group} RUN
+  Role assignments can take a few minutes to apply; a run in the first minutes may fail with 403.
+  Remove everything: scripts/deploy.py teardown -g {group} --yes"""
+
+
+def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
+    definition = wf.load()["definition"]
+    values = wf.settings(definition, _overrides(args))
+    tag = args.image_tag or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    oid = "" if args.no_grant_me else signed_in_object_id(clients.credential)
+    params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
+                                 operator_principal_id=oid, location=args.location)
+    template = load_template()
+    if args.what_if:
+        if not clients.resources.resource_groups.check_existence(args.resource_group):
+            print(f"resource group {args.resource_group} does not exist: everything would be created")
+            return 0
+        for change, rid in what_if(clients, args.resource_group, args.prefix, template, params):
+            print(f"{change:10} {rid}")
+        return 0
+    ensure_resource_group(clients, args.resource_group, args.location)
+    print(f"deploying {TEMPLATE_PATH.relative_to(ROOT)} to {args.resource_group} ...")
+    outputs = deploy_template(clients, args.resource_group, args.prefix, template, params)
+    if not args.skip_build:
+        build_image(clients, args.resource_group, outputs["registryName"], build_context(),
+                    [f"scorer:{tag}", "scorer:latest"])
+        print(f"image {outputs['image']} built")
+    if args.publish_model:
+        env = dict(os.environ, SCORER_ACCOUNT_URL=outputs["blobEndpoint"])
+        env.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        subprocess.run([sys.executable, "-m", "scorer", "models", "publish", args.publish_model,
+                        "--name", args.model_name], env=env, check=True)
+    print(next_steps(args.resource_group, outputs))
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace, clients: Clients) -> int:
+    outputs = deployment_outputs(clients, args.resource_group, args.prefix)
+    trigger_run(clients, args.resource_group, outputs["logicAppName"])
+    print(f"run started; follow it with: scripts/deploy.py runs -g {args.resource_group}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, clients: Clients) -> int:
+    outputs = deployment_outputs(clients, args.resource_group, args.prefix)
+    for r in recent_runs(clients, args.resource_group, outputs["logicAppName"], args.top):
+        print(f"{r['name']}  {r['status']:10} {r['start']}  {r['end'] or '':32} {r['error'] or ''}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, clients: Clients) -> int:
+    outputs = deployment_outputs(clients, args.resource_group, args.prefix)
+    names = run_group_names(clients, args.resource_group, outputs["logicAppName"], args.run)
+    if not names:
+        raise DeployError(f"Run {args.run} created no container group (it ended before, or was a duplicate event).")
+    for name, text in saved_logs(clients, outputs["blobEndpoint"], outputs["logsContainer"], names).items():
+        print(f"===== {outputs['logsContainer']}/{name}.log")
+        print(text if text is not None else "(no log saved: the group failed to start, or the run is still going)")
+    return 0
+
+
+def cmd_teardown(args: argparse.Namespace, clients: Clients) -> int:
+    if not args.yes:
+        raise DeployError("teardown deletes the storage account with every model, input and output in it. "
+                          "Add --yes to go ahead.")
+    teardown(clients, args.resource_group, args.prefix)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deploy.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--subscription", help="subscription ID (default: AZURE_SUBSCRIPTION_ID)")
+    p.add_argument("--prefix", default="scorer", help="name prefix of the resources and of the ARM deployment")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="deploy or update everything, build and push the image")
+    up.add_argument("--what-if", action="store_true", help="show what would change (ARM what-if), change nothing")
+    up.add_argument("-l", "--location", help="region; needed when the resource group does not exist yet")
+    up.add_argument("--image-tag", help="tag of the image to build (default: UTC timestamp)")
+    up.add_argument("--skip-build", action="store_true", help="do not build; deploy pointing at scorer:IMAGE_TAG")
+    up.add_argument("--no-grant-me", action="store_true",
+                    help="do not give the signed-in user Storage Blob Data Contributor on the account")
+    up.add_argument("--publish-model", metavar="MODEL.rds", help="publish this model after deploying (needs R)")
+    up.add_argument("--model-name", help="name to publish --publish-model under")
+    up.add_argument("--cpu", type=float, help="vCPUs per container group (workflow default: cpuCores)")
+    up.add_argument("--memory", type=float, help="GB per container group (workflow default: memoryInGB)")
+    up.add_argument("--parallel-jobs", type=int, help="container groups per run (workflow default: parallelJobs)")
+    up.add_argument("--schedule-frequency", help="Second, Minute, Hour, Day, Week or Month")
+    up.add_argument("--schedule-interval", type=int, help="units of --schedule-frequency between runs")
+    up.add_argument("--schedule-hours", help="UTC hours, comma-separated, e.g. 2,14")
+    up.add_argument("--schedule-minutes", help="minutes, comma-separated, e.g. 0,30")
+    up.add_argument("--job-timeout", help="ISO 8601 duration the job may run, e.g. PT2H")
+    up.add_argument("--poll-seconds", type=int, help="seconds between polls of the container group")
+    up.set_defaults(func=cmd_up)
+
+    for name, func, text in (("trigger", cmd_trigger, "start a scoring run now"),
+                             ("runs", cmd_runs, "list recent runs with their status"),
+                             ("logs", cmd_logs, "print the container logs a run saved"),
+                             ("teardown", cmd_teardown, "delete what `up` created")):
+        s = sub.add_parser(name, help=text)
+        s.set_defaults(func=func)
+        if name == "runs":
+            s.add_argument("--top", type=int, default=10, help="how many runs")
+        if name == "logs":
+            s.add_argument("run", help="run name, as `runs` prints it")
+        if name == "teardown":
+            s.add_argument("--yes", action="store_true", help="really delete (storage data included)")
+    for s in sub.choices.values():
+        s.add_argument("-g", "--resource-group", required=True, help="target resource group")
+    return p
+
+
+def main(argv: list[str] | None = None, clients: Clients | None = None) -> int:
+    """Command-line entry point; ``clients`` lets tests pass clients with a fake transport."""
+    args = parser().parse_args(argv)
+    if args.command == "up" and args.publish_model and not args.model_name:
+        print("error: --publish-model needs --model-name", file=sys.stderr)
+        return 2
+    try:
+        if clients is None:
+            from azure.identity import DefaultAzureCredential
+            subscription = args.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
+            if not subscription:
+                raise DeployError("No subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
+                                  "(az account show --query id -o tsv).")
+            clients = make_clients(DefaultAzureCredential(), subscription)
+        return args.func(args, clients)
+    except (DeployError, wf.WorkflowSettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Offline checks of arm_templates/: Microsoft's published schemas, checkov, and our own rules.
+
+Nothing here reaches Azure. The schema checks use the offline bundle in ../shared/schemas
+(Microsoft's ARM schemas plus a local workflow-definition subset); checkov runs from
+.venv-tools/ (scripts/setup-cloud-tools). Either is skipped, saying so, when absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scorer.azure import workflow as wf  # noqa: E402
+
+TEMPLATES = sorted((ROOT / "arm_templates").glob("*.json"))
+MAIN = ROOT / "arm_templates" / "main.json"
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
+
+ROLE = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
+    "f1a07417-d97a-45cb-824c-7a7467783830": "Managed Identity Operator",
+    "5d977122-f97e-4b4d-a52f-6b43003ddb4d": "Azure Container Instances Contributor",
+}
+BROAD_ROLES = {"8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner", "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+               "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator"}
+
+
+def load_validator():
+    """The bundle's validate_example module, or skip the test with the reason."""
+    if not (SCHEMAS / "validate_example.py").exists():
+        pytest.skip(f"schema check skipped: the offline ARM schema bundle is not at {SCHEMAS} "
+                    "(developers and CI have it as ../shared/schemas)")
+    spec = importlib.util.spec_from_file_location("validate_example", SCHEMAS / "validate_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def template() -> dict:
+    return json.loads(MAIN.read_text())
+
+
+def deployed_template() -> dict:
+    """main.json as ARM evaluates it on `up`: the prepared workflow definition inlined."""
+    definition = wf.load()["definition"]
+    t = template()
+    for r in t["resources"]:
+        if r["type"] == "Microsoft.Logic/workflows":
+            r["properties"]["definition"] = wf.prepare_definition(definition, wf.settings(definition))
+    return t
+
+
+def test_every_template_parses_as_json():
+    assert TEMPLATES, "arm_templates/ holds no template"
+    for path in TEMPLATES:
+        json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("mode", ["compat", "strict"])
+def test_templates_validate_against_microsofts_schemas(mode):
+    # compat = Microsoft's files with the bundle's documented false positives removed;
+    # strict additionally rejects properties the schemas do not declare (misspellings).
+    arm = load_validator()
+    for path in TEMPLATES:
+        result = arm.validate_template(json.loads(path.read_text()), mode=mode)
+        assert result["ok"], f"{path.name} ({mode}):\n" + "\n".join(result["messages"] + result["extra"])
+
+
+def test_template_with_the_workflow_inlined_passes_the_workflow_definition_layer():
+    # With the definition given as a parameter the [wdl] layer sees only an expression;
+    # inlined, it checks the definition exactly as the Logic App receives it.
+    arm = load_validator()
+    result = arm.validate_template(deployed_template(), mode="strict")
+    assert result["ok"], "\n".join(result["messages"] + result["extra"])
+
+
+def test_raw_schema_failures_are_only_the_bundles_documented_false_positives():
+    # The upstream schemas reject tags and Logic App definitions given as expressions and
+    # long storage-container name expressions (see ../shared/schemas/README.md); anything
+    # else failing raw would be a real error the compat patches hide.
+    arm = load_validator()
+    known = re.compile(r"\.tags: .* is not of type 'object'|\.name: .* is too long|"
+                       r"\.properties\.definition: .* is not of type 'object'")
+    result = arm.validate_template(template(), mode="raw")
+    unexpected = [m for m in result["messages"] if not known.search(m)]
+    assert not unexpected, "\n".join(unexpected)
+
+
+def test_checkov_finds_no_failed_check_and_every_skip_is_justified():
+    if not CHECKOV.exists():
+        pytest.skip(f"checkov skipped: {CHECKOV} is missing; run scripts/setup-cloud-tools")
+    proc = subprocess.run([str(CHECKOV), "-d", str(ROOT / "arm_templates"), "--framework", "arm",
+                           "--skip-download", "--compact", "-o", "json"],
+                          capture_output=True, text=True, timeout=300)
+    report = json.loads(proc.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
+    assert not failed, f"checkov failed checks: {failed}"
+    assert sum(r["summary"]["passed"] for r in reports) > 0, "checkov ran no check at all"
+    # A skip needs a reason in the template itself, not just an ID.
+    for res in template()["resources"]:
+        for item in res.get("metadata", {}).get("checkov", []):
+            m = re.match(r"checkov:skip=(CKV_[A-Z]+_\d+): (.+)", item)
+            assert m and len(m.group(2)) > 40, f"unjustified checkov skip on {res['type']}: {item!r}"
+
+
+def test_every_parameter_has_a_description():
+    for path in TEMPLATES:
+        for name, p in json.loads(path.read_text())["parameters"].items():
+            assert p.get("metadata", {}).get("description"), f"{path.name}: parameter {name} has no description"
+
+
+def test_location_defaults_to_the_resource_groups():
+    assert template()["parameters"]["location"]["defaultValue"] == "[resourceGroup().location]"
+    for r in template()["resources"]:
+        if "location" in r:
+            assert r["location"] == "[parameters('location')]", r["type"]
+
+
+def test_api_versions_are_literal():
+    for r in template()["resources"]:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", r["apiVersion"]), (r["type"], r["apiVersion"])
+
+
+def test_no_parameter_is_secret_or_carries_a_default_secret():
+    for name, p in template()["parameters"].items():
+        assert p["type"].lower() not in ("securestring", "secureobject"), name
+        assert not re.search(r"key|password|secret|connection", name, re.I), name
+
+
+def test_storage_account_is_https_only_tls12_private_blobs_and_no_shared_key():
+    (sa,) = [r for r in template()["resources"] if r["type"] == "Microsoft.Storage/storageAccounts"]
+    props = sa["properties"]
+    assert props["supportsHttpsTrafficOnly"] is True
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["allowBlobPublicAccess"] is False
+    assert props["allowSharedKeyAccess"] is False
+    (containers,) = [r for r in template()["resources"]
+                     if r["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"]
+    assert containers["properties"]["publicAccess"] == "None"
+
+
+def test_containers_created_are_exactly_those_the_job_and_logic_app_use():
+    values = wf.settings(wf.load()["definition"])
+    assert wf.blob_containers(values) == ["models", "input", "output", "archive", "quarantine", "reports", "logs"]
+    assert template()["parameters"]["blobContainers"]["defaultValue"] == wf.blob_containers(values)
+    assert template()["parameters"]["inputContainer"]["defaultValue"] == wf.input_container(values)
+    assert template()["parameters"]["logsContainer"]["defaultValue"] == values["logsContainer"]
+
+
+def _role_assignments() -> list[dict]:
+    return [r for r in template()["resources"] if r["type"] == "Microsoft.Authorization/roleAssignments"]
+
+
+def _role_guid(ra: dict) -> str:
+    return re.search(r"variables\('roles'\)\.(\w+)", ra["properties"]["roleDefinitionId"]).group(1)
+
+
+def test_identities_get_exactly_the_least_privilege_roles_and_scopes():
+    roles = template()["variables"]["roles"]
+    grants = set()
+    for ra in _role_assignments():
+        guid = re.search(r"'([0-9a-f-]{36})'", roles[_role_guid(ra)]).group(1)
+        who = "job" if "jobIdentityId'), '2023" in ra["properties"]["principalId"] else \
+              "logicapp" if "logicAppIdentityId'), '2023" in ra["properties"]["principalId"] else "operator"
+        scope = ra.get("scope", "<resource group>")
+        scope = scope.split("(")[0] if scope == "<resource group>" else re.sub(r"\{\d\}", "*", scope.split("'")[1])
+        grants.add((who, ROLE[guid], scope))
+    assert grants == {
+        ("job", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/*"),
+        ("job", "AcrPull", "Microsoft.ContainerRegistry/registries/*"),
+        ("logicapp", "Azure Container Instances Contributor", "<resource group>"),
+        ("logicapp", "Managed Identity Operator", "Microsoft.ManagedIdentity/userAssignedIdentities/*"),
+        ("logicapp", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/*/blobServices/default/containers/*"),
+        ("operator", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/*"),
+    }
+
+
+def test_no_broad_or_subscription_wide_role_is_granted():
+    text = MAIN.read_text()
+    for guid, name in BROAD_ROLES.items():
+        assert guid not in text, f"{name} is granted"
+    for ra in _role_assignments():
+        assert "subscription()" not in ra.get("scope", ""), ra["name"]
+
+
+def test_identity_role_assignments_declare_service_principal():
+    # principalType avoids PrincipalNotFound while a brand-new identity replicates in Entra ID.
+    for ra in _role_assignments():
+        if "operatorPrincipalId" in ra["properties"]["principalId"]:
+            assert ra["properties"]["principalType"] == "[parameters('operatorPrincipalType')]"
+        else:
+            assert ra["properties"]["principalType"] == "ServicePrincipal", ra["name"]
+
+
+def test_event_subscription_targets_the_workflows_blob_trigger_and_input_container():
+    (sub,) = [r for r in template()["resources"] if r["type"] == "Microsoft.EventGrid/systemTopics/eventSubscriptions"]
+    assert template()["parameters"]["blobCreatedTriggerName"]["defaultValue"] == wf.BLOB_TRIGGER
+    assert wf.BLOB_TRIGGER in wf.load()["definition"]["triggers"]
+    assert "parameters('blobCreatedTriggerName')" in sub["properties"]["destination"]["properties"]["endpointUrl"]
+    f = sub["properties"]["filter"]
+    assert f["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert "parameters('inputContainer')" in f["subjectBeginsWith"]
+
+
+def test_outputs_include_everything_the_deploy_script_reads():
+    deploy_src = (ROOT / "scripts" / "deploy.py").read_text()
+    # the deployment's outputs are the local variable `outputs` (not rep.outputs of a Logic App run)
+    read = set(re.findall(r"(?<![.\w])outputs\[\"(\w+)\"\]|(?<![.\w])outputs\.get\(\"(\w+)\"", deploy_src))
+    names = {a or b for a, b in read}
+    assert names, "deploy.py reads no output"
+    assert names <= set(template()["outputs"]), names - set(template()["outputs"])
+
+
+def test_logic_app_gets_every_deployment_specific_workflow_parameter():
+    (la,) = [r for r in template()["resources"] if r["type"] == "Microsoft.Logic/workflows"]
+    params_expr = la["properties"]["parameters"]
+    for name in wf.ARM_FILLED:
+        assert f"'{name}', createObject('value'" in params_expr, f"the template does not set workflow parameter {name}"
+    assert "'SCORER_ACCOUNT_URL'" in params_expr and "'AZURE_CLIENT_ID'" in params_expr
