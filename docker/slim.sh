@@ -15,18 +15,18 @@ kb() { du -sk "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
 # step NAME ROOT -- COMMAND...: run COMMAND and report how much ROOT shrank.
 step() {
-  name=$1 root=$2
+  step_name=$1 step_root=$2
   shift 3
-  before=$(kb "$root")
+  before=$(kb "$step_root")
   "$@"
-  after=$(kb "$root")
-  echo "slim: $name: saved $(awk -v b="$before" -v a="$after" 'BEGIN {printf "%.1f", (b - a) / 1024}') MB"
+  after=$(kb "$step_root")
+  echo "slim: $step_name: saved $(awk -v b="$before" -v a="$after" 'BEGIN {printf "%.1f", (b - a) / 1024}') MB"
 }
 
-rm_found() {  # rm_found ROOT FIND-ARGS...: delete what find matches, quietly
-  root=$1
+rm_found() {  # rm_found DIR FIND-ARGS...: delete what find matches
+  find_dir=$1
   shift
-  find "$root" "$@" -prune -exec rm -rf {} +
+  find "$find_dir" "$@" -prune -exec rm -rf {} +
 }
 
 r_docs() {
@@ -90,7 +90,11 @@ venv_tests() {
 }
 venv_strip() {
   # Symbol tables only help debuggers; wheels (pyarrow's above all) ship them.
-  find "$site" -type f -name '*.so*' -exec strip --strip-unneeded {} +
+  # Not the libraries auditwheel vendored into <package>.libs/: it rewrote their
+  # headers with patchelf, and strip then leaves them unloadable ("ELF load
+  # command address/offset not page-aligned", seen with numpy's OpenBLAS).
+  find "$site" -type d -name '*.libs' -prune -o -type f -name '*.so*' \
+    -exec strip --strip-unneeded {} +
 }
 venv_pycache() {
   # Whatever the build compiled, for whichever invalidation mode; the Dockerfile
