@@ -197,6 +197,12 @@ def _format_datetime(ts: str, fmt: str = "o") -> str:
     return t.strftime(out)
 
 
+def _ticks(ts: str) -> int:
+    import datetime as dt
+    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return int((t - dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)).total_seconds() * 10_000_000)
+
+
 _FUNCS = {
     "concat": lambda *a: "".join(str(x) for x in a) if all(isinstance(x, str) for x in a)
     else [y for x in a for y in x],
@@ -216,6 +222,8 @@ _FUNCS = {
     "utcNow": lambda fmt=None: FIXED_NOW if fmt is None else _format_datetime(FIXED_NOW, fmt),
     "formatDateTime": _format_datetime,
     "guid": lambda fmt=None: FIXED_GUID,
+    "greater": lambda a, b: a > b,
+    "ticks": _ticks,
 }
 
 
@@ -223,7 +231,8 @@ def evaluate(node, context: Mapping[str, Any]) -> Any:
     """Evaluate a parsed expression.
 
     ``context`` maps ``parameters``, ``variables``, ``items`` (Foreach name -> current item)
-    and ``outputs`` (action name -> output) to dicts. Raises ExpressionError for an unknown
+    and ``outputs`` (action name -> output) to dicts, and ``item`` to the current element
+    of a Query (``item()``). Raises ExpressionError for an unknown
     function or a missing name.
     """
     if isinstance(node, Literal):
@@ -248,6 +257,10 @@ def evaluate(node, context: Mapping[str, Any]) -> Any:
         if args[0] not in table:
             raise ExpressionError(f"{name}({args[0]!r}) is not in the evaluation context")
         return table[args[0]]
+    if name == "item":
+        if "item" not in context:
+            raise ExpressionError("item() used outside a Query/Select element")
+        return context["item"]
     if name not in _FUNCS:
         raise ExpressionError(f"function {name}() is not implemented by this evaluator")
     return _FUNCS[name](*args)
