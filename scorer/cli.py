@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--version", type=int, help="a version (default: the current one)")
     show.set_defaults(func=cmd_show)
 
+    drop = sub.add_parser("drop", help="upload a file as a pending input: input/MODEL/NAME")
+    drop.add_argument("path", type=Path, metavar="FILE", help="a .csv, .csv.gz or .parquet file")
+    drop.add_argument("--model", required=True, help="the model that should score it")
+    drop.add_argument("--as", dest="as_name", metavar="PATH",
+                      help="its path under input/MODEL/ (default: the file's name)")
+    drop.set_defaults(func=cmd_drop)
+
+    cat = sub.add_parser("cat", help="print a blob, e.g. output/MODEL/file.csv or the latest run report")
+    cat.add_argument("blob", metavar="CONTAINER/BLOB",
+                     help="a blob path; 'reports/latest' is the newest run report")
+    cat.set_defaults(func=cmd_cat)
+
     local = sub.add_parser("local", help="run the pipeline locally: Azurite plus the local twin of the Logic App")
     local.add_argument("--once", action="store_true", help="process what is pending, then exit")
     local.add_argument("--engine", choices=["auto", "podman", "docker", "process"], default="auto",
@@ -158,6 +170,46 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     reg = Registry(_store(_settings()))
     print(json.dumps(reg.card(args.name, args.version), indent=2))
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from scorer.formats import format_of
+    from scorer.models import check_name
+
+    settings = _settings()
+    why = check_name(args.model)
+    if why:
+        raise errors.ConfigError(f"--model {args.model!r} is not valid: {why}.", hint="Use a published model's name.")
+    if not args.path.is_file():
+        raise errors.ConfigError(f"{args.path}: no such file.", hint="Give the path of a CSV or Parquet file.")
+    rel = (args.as_name or args.path.name).lstrip("/")
+    format_of(rel)
+    store = _store(settings)
+    store.ensure_containers()
+    store.put_bytes(settings.input_container, f"{args.model}/{rel}", args.path.read_bytes())
+    print(f"dropped {args.path} as {settings.input_container}/{args.model}/{rel}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    settings = _settings()
+    container, _, name = args.blob.partition("/")
+    if not name:
+        raise errors.ConfigError(f"{args.blob!r} is not CONTAINER/BLOB.", hint="For example output/mymodel/day.csv.")
+    store = _store(settings)
+    if container == settings.reports_container and name == "latest":
+        reports = sorted(b.name for b in store.list_names(container))
+        if not reports:
+            raise errors.ConfigError("No run report yet.", hint="Run `scorer run` or `scorer local --once` first.")
+        name = reports[-1]
+    from azure.core.exceptions import ResourceNotFoundError
+    try:
+        data = store.read_bytes(container, name)
+    except ResourceNotFoundError:
+        raise errors.ConfigError(f"No blob {container}/{name}.", hint="Check the container and path.") from None
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
     return 0
 
 
