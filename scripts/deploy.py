@@ -82,7 +82,7 @@ def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float =
     """Build every management client with ``credential``; ``client_kwargs`` (e.g. transport=) go to all."""
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
     from azure.mgmt.logic import LogicManagementClient
-    from azure.mgmt.resource import ResourceManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
     from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
     return Clients(
