@@ -1,0 +1,119 @@
+"""Settings are read in one place, documented, and fail by name; the command line
+is thin, helpful, and never shows a traceback for a user's mistake."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from scorer.cli import build_parser
+from scorer.errors import ConfigError
+from scorer.settings import ENV_NAMES, SETTINGS, Settings
+
+from conftest import scorer_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+CS = {"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+
+
+def test_every_setting_is_documented_in_the_readme_settings_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
+    assert documented == ENV_NAMES
+
+
+def test_every_setting_field_exists_on_the_settings_object():
+    fields = set(Settings.__dataclass_fields__)
+    assert {s.field for s in SETTINGS} == fields
+    defaults = Settings()
+    for s in SETTINGS:
+        assert getattr(defaults, s.field) == s.default, s.env
+
+
+@pytest.mark.parametrize("env,value,words", [
+    ("SCORER_MAX_REJECTED_FRACTION", "1.5", "between 0 and 1"),
+    ("SCORER_BATCH_ROWS", "many", "SCORER_BATCH_ROWS='many'"),
+    ("SCORER_INPUT_CONTAINER", "Input_Files", "lower-case"),
+    ("SCORER_LOG_LEVEL", "loud", "DEBUG, INFO"),
+    ("SCORER_LEASE_SECONDS", "5", "15-60"),
+])
+def test_bad_setting_is_named_with_what_is_wrong(env, value, words):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**CS, env: value})
+    assert env in str(err.value) and words in str(err.value) + err.value.hint
+
+
+def test_no_storage_configured_names_both_ways_to_configure_it():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({})
+    assert "AZURE_STORAGE_CONNECTION_STRING" in err.value.hint and "SCORER_ACCOUNT_URL" in err.value.hint
+
+
+def test_containers_must_be_distinct_so_input_holds_only_pending_work():
+    with pytest.raises(ConfigError, match="share a name"):
+        Settings.from_env({**CS, "SCORER_ARCHIVE_CONTAINER": "input"})
+
+
+def test_redacted_settings_never_show_the_connection_string():
+    s = Settings.from_env({"AZURE_STORAGE_CONNECTION_STRING": "AccountKey=SECRET;"})
+    assert "SECRET" not in str(s.redacted())
+
+
+def _all_parsers(parser: argparse.ArgumentParser, path=("scorer",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, path + (name,))
+
+
+def test_every_command_and_option_has_help_text():
+    missing = []
+    for path, parser in _all_parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    if not choice.help:
+                        missing.append(" ".join(path) + " " + choice.dest)
+            elif not action.help:
+                missing.append(" ".join(path) + " " + "/".join(action.option_strings or [action.dest]))
+    assert missing == []
+
+
+def test_bad_setting_exits_2_with_a_message_not_a_traceback(settings):
+    out = scorer_cli(settings, "run", SCORER_MAX_REJECTED_FRACTION="lots")
+    assert out.returncode == 2
+    assert "SCORER_MAX_REJECTED_FRACTION" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unreachable_storage_exits_4_with_inputs_untouched(settings):
+    dead = settings.connection_string.replace(settings.connection_string.split(":")[-1].split("/")[0], "9")
+    out = scorer_cli(settings, "run", AZURE_STORAGE_CONNECTION_STRING=dead, timeout=120)
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "AccountKey=Eby8" not in out.stdout + out.stderr
+
+
+def test_run_subprocess_scores_and_exits_0_with_json_lines_on_stdout(settings, fitted, store):
+    import json
+    scorer_cli(settings, "models", "publish", str(fitted / "glm_gamma.rds"), "--name", "g", check=True)
+    store.put_bytes(settings.input_container, "g/a.csv", b"wt,hp\n2.6,110\n3.2,150\n")
+    out = scorer_cli(settings, "run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = [json.loads(line)["event"] for line in out.stdout.splitlines()]
+    assert events[0] == "run_started" and events[-1] == "run_finished"
+    assert {"input_claimed", "first_row_scored", "input_scored", "input_archived", "report_written"} <= set(events)
+
+
+def test_drop_and_cat_round_trip(settings, fitted, tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("wt,hp\n2.6,110\n")
+    assert scorer_cli(settings, "drop", str(f), "--model", "g", "--as", "d/x.csv").returncode == 0
+    out = scorer_cli(settings, "cat", f"{settings.input_container}/g/d/x.csv")
+    assert out.stdout == "wt,hp\n2.6,110\n"
+    bad = scorer_cli(settings, "drop", str(f), "--model", "../etc")
+    assert bad.returncode == 2 and "not valid" in bad.stderr
