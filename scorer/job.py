@@ -54,6 +54,11 @@ class Interrupted(Exception):
     """Raised inside the job by the SIGTERM/SIGINT handler: stop, leave the input pending."""
 
 
+def etag_of(props: Any) -> str:
+    """The blob's ETag without quotes: listings and property reads differ in quoting."""
+    return (props.etag or "").strip('"')
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
@@ -160,7 +165,7 @@ class Job:
             ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
 
             done = self.store.properties(s.output_container, name)
-            if done is not None and (done.metadata or {}).get(SOURCE_ETAG) == props.etag:
+            if done is not None and (done.metadata or {}).get(SOURCE_ETAG) == etag_of(props):
                 # An earlier run committed this exact input's output, then died before archiving.
                 ir.status = "scored"
                 ir.output = f"{s.output_container}/{name}"
@@ -199,7 +204,7 @@ class Job:
                 if claim.lost:
                     raise StorageError(f"{name}: the claim (lease) on this input was lost while scoring it; "
                                        "it is left for the next run.")
-                meta = {SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id,
+                meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
                         "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
                 if rejected.writer is not None:
                     rej_sink.commit(metadata=meta, content_type="text/csv")
@@ -273,9 +278,9 @@ class Job:
 
     def _archive(self, props: Any, claim: Claim, ir: InputReport) -> None:
         s = self.settings
-        dst = self._destination(s.archive_container, props.name, props.etag)
+        dst = self._destination(s.archive_container, props.name, etag_of(props))
         self.store.copy(s.input_container, props.name, s.archive_container, dst,
-                        metadata={SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id})
+                        metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id})
         self.store.delete(s.input_container, props.name, lease=claim.lease)
         ir.archived_to = f"{s.archive_container}/{dst}"
         log.info("input archived", extra={"event": "input_archived", "blob": props.name, "to": ir.archived_to})
@@ -288,9 +293,9 @@ class Job:
             ir.output = None
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
         try:
-            dst = self._destination(s.quarantine_container, props.name, props.etag)
+            dst = self._destination(s.quarantine_container, props.name, etag_of(props))
             self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
-                            metadata={SOURCE_ETAG: props.etag, "scorer_run_id": self.report.run_id,
+                            metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
                                       "scorer_error": exc.kind})
             note = {"input": f"{s.input_container}/{props.name}", "quarantined_at": now(),
                     "run_id": self.report.run_id, "model": ir.model, "model_version": ir.model_version,

@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The environment as it was before embedded R started in this process: R adds its
+# own LD_LIBRARY_PATH, which would break other Python builds in subprocesses.
+CLEAN_ENV = dict(os.environ)
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -116,7 +119,7 @@ def env_for(settings, **extra) -> dict:
     """The environment a `scorer` subprocess needs to use these settings."""
     from scorer.settings import SETTINGS
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    env = {k: v for k, v in CLEAN_ENV.items() if not k.startswith("SCORER_")}
     for s in SETTINGS:
         value = getattr(settings, s.field)
         if value is not None:
