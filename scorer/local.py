@@ -320,7 +320,7 @@ class LocalRunner:
                 code = self.engine.poll(handle)
                 state = "TimedOut" if not self.stopping.is_set() else "Stopped"
                 break
-            time.sleep(interval)
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
         seconds = time.monotonic() - t0
         logs_blob = f"{self.params.logs_container}/{group}.log"
         try:

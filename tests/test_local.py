@@ -137,10 +137,11 @@ def test_schedule_fires_at_the_configured_interval(gamma):
 
 def test_job_outliving_the_timeout_is_stopped_and_its_input_stays_safe(gamma, tmp_path):
     wf = json.loads(WORKFLOW.read_text())
-    wf["definition"]["parameters"]["jobTimeout"]["defaultValue"] = "PT0.2S"
+    wf["definition"]["parameters"]["jobTimeout"]["defaultValue"] = "PT1.5S"
     short = tmp_path / "workflow.json"
     short.write_text(json.dumps(wf))
-    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 200_000)
+    # about 4 s of work: stopped while scoring, after it claimed the input
+    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 2_500_000)
     r = Runner(gamma.settings, "--engine", "process", "--once", "--workflow", str(short))
     r.proc.wait(timeout=120)
     assert any("finished: TimedOut" in line for line in r.lines), r.lines
