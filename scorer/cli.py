@@ -104,16 +104,15 @@ def _store(settings):
 def cmd_run(args: argparse.Namespace) -> int:
     from scorer import job, log
 
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        job.request_stop()  # acted on at the job's next safe point
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     settings = _settings(model=args.model, blob=args.blob)
     context = log.setup(settings.log_level, debug=args.debug)
     run_id = job.new_run_id()
     context["run_id"] = run_id
-
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise job.Interrupted()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     store = _store(settings)
     try:
         report = job.Job(settings, store, run_id=run_id, started_at=_STARTED).run()

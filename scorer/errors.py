@@ -13,6 +13,10 @@
         ├── PoisonInput            started SCORER_MAX_ATTEMPTS times, never finished
         └── PredictError           R's predict() itself failed on this data
 
+Apart from the tree, ``Interrupted`` (a BaseException, like KeyboardInterrupt) is
+raised at a safe point after SIGTERM/SIGINT asked the job to stop: the input being
+worked on stays pending and its lease is released.
+
 Each message names the blob, model, column or setting involved and says what to do
 next, because it is shown to users verbatim: in the log, the run report and the
 quarantine note. ``hint`` carries the "what to do" part separately so the report
@@ -95,6 +99,10 @@ class PoisonInput(InputError):
 
 class PredictError(InputError):
     """R's predict() raised an error on this input."""
+
+
+class Interrupted(BaseException):
+    """The job was asked to stop (SIGTERM/SIGINT); raised only at safe points."""
 
 
 #: process exit statuses, documented in the README

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -32,8 +33,8 @@ from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
 from scorer.claims import Claim
-from scorer.errors import (InputError, InputFormatError, ModelError, PoisonInput, ScorerError, StorageError,
-                           TooManyRejected)
+from scorer.errors import (InputError, InputFormatError, Interrupted, ModelError, PoisonInput, ScorerError,
+                           StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, format_of, open_input
 from scorer.frames import Field
 from scorer.log import now, redact_obj
@@ -50,8 +51,20 @@ ERROR_SUFFIX = ".error.json"
 SOURCE_ETAG = "scorer_source_etag"
 
 
-class Interrupted(Exception):
-    """Raised inside the job by the SIGTERM/SIGINT handler: stop, leave the input pending."""
+#: Set by the SIGTERM/SIGINT handler. The job looks at it at safe points (between
+#: inputs, between batches, before committing) rather than raising from inside the
+#: handler: a signal that lands while R is computing would otherwise be swallowed
+#: by R's callbacks, and one inside a library could be mistaken for a failed input.
+STOP = threading.Event()
+
+
+def request_stop() -> None:
+    STOP.set()
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise Interrupted()
 
 
 def etag_of(props: Any) -> str:
@@ -88,6 +101,7 @@ class Job:
         try:
             self.store.ensure_containers()
             for props in self._pending():
+                _check_stop()
                 ir = InputReport(blob=props.name)
                 self.report.inputs.append(ir)
                 claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
@@ -193,7 +207,8 @@ class Job:
                 rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
                 schema = [Field.from_card(f) for f in card["input_schema"]] if card.get("input_schema") else None
                 counts = score_stream(table, schema, model, self.registry.r, card.get("predict_type"),
-                                      out, rejected, name, on_first_scored=self._first_row)
+                                      out, rejected, name, on_first_scored=self._first_row,
+                                      check_stop=_check_stop)
                 ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
@@ -201,6 +216,7 @@ class Job:
                 out.close()
                 if rejected.writer is not None:
                     rejected.writer.close()
+                _check_stop()
                 if claim.lost:
                     raise StorageError(f"{name}: the claim (lease) on this input was lost while scoring it; "
                                        "it is left for the next run.")

@@ -68,7 +68,8 @@ class RejectedRows:
 
 def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: Any,
                  predict_type: str | None, out: Any, rejected: RejectedRows, where: str,
-                 on_first_scored: Callable[[], None] | None = None) -> Counts:
+                 on_first_scored: Callable[[], None] | None = None,
+                 check_stop: Callable[[], None] | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
@@ -78,6 +79,8 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
     counts = Counts()
     names: list[str] | None = None
     for batch in table.batches:
+        if check_stop:
+            check_stop()  # raises Interrupted when the job was asked to stop
         offset = counts.rows_read
         counts.rows_read += batch.num_rows
         if batch.num_rows == 0:

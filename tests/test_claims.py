@@ -111,3 +111,20 @@ def test_four_concurrent_jobs_score_each_of_120_inputs_exactly_once(gamma):
     assert len(gamma.names("archive")) == 120
     runs_that_scored = sum(1 for stdout, _ in outs if '"input_scored"' in stdout)
     assert runs_that_scored >= 2  # the work really was shared
+
+
+def test_sigterm_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma):
+    gamma.drop("g/big.csv", b"wt,hp\n" + b"2.6,110\n" * 1_500_000)
+    proc = subprocess.Popen([sys.executable, "-m", "scorer", "--debug", "run"], env=env_for(gamma.settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if '"input_claimed"' in line:
+            proc.send_signal(subprocess.signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130
+    assert '"run_interrupted"' in rest and "Traceback" not in rest
+    assert gamma.names("input") == ["g/big.csv"] and gamma.names("output") == []
+    assert gamma.store.properties(gamma.settings.input_container, "g/big.csv").lease.state == "available"
+    report = gamma.read_json("reports", gamma.names("reports")[0])
+    assert report["exit_code"] == 130 and report["inputs"][0]["status"] == "left_pending"

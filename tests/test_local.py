@@ -147,7 +147,8 @@ def test_job_outliving_the_timeout_is_stopped_and_its_input_stays_safe(gamma, tm
     assert any("finished: TimedOut" in line for line in r.lines), r.lines
     assert r.proc.returncode != 0
     # the input is still pending, not lost, and its lease was released
-    assert gamma.names("input") == ["g/a.csv"] and gamma.names("output") == []
+    logs = [gamma.store.read_bytes("logs", b.name).decode() for b in gamma.store.list_names("logs")]
+    assert gamma.names("input") == ["g/a.csv"] and gamma.names("output") == [], (r.lines, logs[-1][-3000:])
     assert gamma.store.properties(gamma.settings.input_container, "g/a.csv").lease.state == "available"
 
 
