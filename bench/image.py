@@ -18,7 +18,9 @@ its clock is the host's. Two baselines are measured in the same run:
     --version    until `scorer --version` has printed: Python and scorer start
 
 The first run of each family follows a drop of the page cache when that is
-permitted (root), which is nearer to a freshly pulled image; the rest are warm.
+permitted (root): every file then comes from disk, the worst case for a freshly
+pulled image; the rest are warm. The load average is printed at the start and the
+end: on a shared 2-core machine other work moves these figures a lot.
 Needs: the image (scripts/build-image), podman or docker (docker/engine.sh),
 R with the model packages and Azurite (scripts/setup). Build first; this script
 does not.
@@ -197,6 +199,8 @@ def main() -> int:
     args = p.parse_args()
     families = args.family or ["glm_binomial", "ranger"]
     eng, env = engine()
+    # Other work on the machine slows every figure below; say how busy it was.
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
 
     total, layers = image_size(eng, env, args.image)
     mb = total / 1e6
@@ -251,6 +255,7 @@ def main() -> int:
             store.close()
         finally:
             azurite.stop()
+    print(f"machine: load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 

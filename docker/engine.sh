@@ -31,7 +31,11 @@ case "$(scorer_engine_name)" in
     ENGINE=(podman --runtime runc --cgroup-manager=cgroupfs)
     export CONTAINERS_CONF="$SCORER_LOCAL/containers.conf"
     ;;
-  *) echo "SCORER_ENGINE must be docker or podman, not '$SCORER_ENGINE'" >&2; return 1 2>/dev/null || exit 1 ;;
+  *)
+    echo "SCORER_ENGINE must be docker or podman, not '$SCORER_ENGINE'" >&2
+    [ "${BASH_SOURCE[0]}" != "$0" ] || exit 1
+    return 1
+    ;;
 esac
 
 # The base image this machine can build from. BASE_IMAGE in the environment wins;
