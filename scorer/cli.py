@@ -102,15 +102,15 @@ def _store(settings):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scorer import job, log
+    from scorer import log
+    from scorer.stopping import request_stop
 
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        job.request_stop()  # acted on at the job's next safe point
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # acted on at the job's next safe point: see scorer/stopping.py
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     settings = _settings(model=args.model, blob=args.blob)
     context = log.setup(settings.log_level, debug=args.debug)
+    from scorer import job
     run_id = job.new_run_id()
     context["run_id"] = run_id
     store = _store(settings)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -42,6 +41,7 @@ from scorer.models import Registry
 from scorer.report import InputReport, RunReport
 from scorer.scoring import RejectedRows, score_stream
 from scorer.settings import Settings
+from scorer.stopping import check as check_stop
 from scorer.storage import TRANSPORT_ERRORS, Store
 
 log = logging.getLogger("scorer.job")
@@ -49,22 +49,6 @@ log = logging.getLogger("scorer.job")
 REJECTED_SUFFIX = ".rejected.csv"
 ERROR_SUFFIX = ".error.json"
 SOURCE_ETAG = "scorer_source_etag"
-
-
-#: Set by the SIGTERM/SIGINT handler. The job looks at it at safe points (between
-#: inputs, between batches, before committing) rather than raising from inside the
-#: handler: a signal that lands while R is computing would otherwise be swallowed
-#: by R's callbacks, and one inside a library could be mistaken for a failed input.
-STOP = threading.Event()
-
-
-def request_stop() -> None:
-    STOP.set()
-
-
-def _check_stop() -> None:
-    if STOP.is_set():
-        raise Interrupted()
 
 
 def etag_of(props: Any) -> str:
@@ -101,7 +85,7 @@ class Job:
         try:
             self.store.ensure_containers()
             for props in self._pending():
-                _check_stop()
+                check_stop()
                 ir = InputReport(blob=props.name)
                 self.report.inputs.append(ir)
                 claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
@@ -208,7 +192,7 @@ class Job:
                 schema = [Field.from_card(f) for f in card["input_schema"]] if card.get("input_schema") else None
                 counts = score_stream(table, schema, model, self.registry.r, card.get("predict_type"),
                                       out, rejected, name, on_first_scored=self._first_row,
-                                      check_stop=_check_stop)
+                                      check_stop=check_stop)
                 ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
@@ -216,7 +200,7 @@ class Job:
                 out.close()
                 if rejected.writer is not None:
                     rejected.writer.close()
-                _check_stop()
+                check_stop()
                 if claim.lost:
                     raise StorageError(f"{name}: the claim (lease) on this input was lost while scoring it; "
                                        "it is left for the next run.")

@@ -124,3 +124,4 @@ scorer_predict <- function(model, newdata, type) {
   }
   out
 }
+
