@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -145,6 +146,38 @@ def test_container_exits_3_with_a_bad_input_quarantined_and_the_report_written(p
     report = pipeline.read_json("reports", report_name)
     assert report["exit_code"] == 3
     assert [(i["blob"], i["status"]) for i in report["inputs"]] == [("infert/bad.csv", "quarantined")]
+
+
+def test_container_stops_on_sigterm_with_status_130_leaving_unfinished_inputs_pending(pipeline, fitted, image):
+    # Azure stops a container group with SIGTERM. The job runs under tini (PID 1),
+    # which passes the signal on; the job stops at a safe point and says so.
+    pipeline.publish(fitted / "glm_binomial.rds", "infert", "response")
+    rows = (fitted / "glm_binomial.csv").read_bytes()
+    header, _, body = rows.partition(b"\n")
+    data = header + b"\n" + body * 2000
+    for i in range(20):
+        pipeline.drop(f"infert/part-{i:02d}.csv", data)
+    env = env_for(pipeline.settings, SCORER_IMAGE=image)
+    proc = subprocess.Popen([str(ROOT / "scripts" / "run-image")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(json.loads(line)["event"])
+        if seen[-1] == "input_claimed":
+            # run-image has exec'd the engine's `run`, which forwards the signal.
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=120)
+    seen += events(rest)
+
+    assert proc.returncode == 130, (seen, err)
+    assert "run_interrupted" in seen
+    (report_name,) = pipeline.names("reports")
+    report = pipeline.read_json("reports", report_name)
+    assert report["exit_code"] == 130
+    pending = [i["blob"] for i in report["inputs"] if i["status"] == "left_pending"]
+    assert pending and set(pending) <= set(pipeline.names("input"))
+    assert len(pipeline.names("input")) + len(pipeline.names("archive")) == 20
 
 
 def test_container_exits_2_naming_a_bad_setting_from_the_environment(settings, image):
