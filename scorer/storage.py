@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from azure.core.exceptions import (
@@ -70,22 +71,28 @@ def connect(settings: Settings) -> BlobServiceClient:
             ) from None
     from azure.identity import DefaultAzureCredential
 
-    credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
-    wait_for_token(credential, settings.credential_timeout)
+    credential = wait_for_token(lambda: DefaultAzureCredential(exclude_interactive_browser_credential=True),
+                                settings.credential_timeout)
     return BlobServiceClient(settings.account_url, credential=credential, **common)
 
 
-def wait_for_token(credential: Any, timeout: float, *, sleep=time.sleep, clock=time.monotonic) -> None:
-    """Retry the first token until ``timeout`` seconds have passed.
+def wait_for_token(make_credential: Callable[[], Any], timeout: float, *, sleep=time.sleep,
+                   clock=time.monotonic) -> Any:
+    """Retry the first token until ``timeout`` seconds have passed; return the
+    credential that got it.
 
+    Each attempt uses a new credential: a managed-identity credential whose first
+    request failed can keep failing without asking the endpoint again (seen with
+    azure-identity 1.27), and ACI's endpoint is often not ready at container start.
     Raises StorageError with the last error when no token came.
     """
     deadline = clock() + timeout
     delay, last = 1.0, None
     while True:
+        credential = make_credential()
         try:
             credential.get_token(STORAGE_SCOPE)
-            return
+            return credential
         except Exception as exc:  # every credential failure looks different; all are retried
             last = exc
         if clock() + delay > deadline:
