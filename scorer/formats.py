@@ -77,13 +77,13 @@ def _head(path: Path, gz: bool, where: str) -> bytes:
 
 
 def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+        raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
     if b"\x00" in head:
         raise InputFormatError(
             f"{where}: this is not a text file (it contains NUL bytes).",
             hint="Drop CSV text (UTF-8) under a .csv name, or Parquet under .parquet.",
         )
-    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
-        raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
     text = head.decode("utf-8-sig", errors="replace")
     first = text.splitlines()[0] if text.splitlines() else ""
     if not first.strip():
@@ -126,6 +126,9 @@ def _open_csv(path: Path, gz: bool, where: str, batch_rows: int, max_bytes: int)
 
 def _csv_error(exc: Exception, where: str) -> InputFormatError:
     msg = str(exc)
+    if "Empty CSV file" in msg:  # a header line with no newline and nothing after it
+        return InputFormatError(f"{where}: the file has a header but no data rows.",
+                                hint="Drop a file with at least one data row.")
     if "UTF8" in msg or "utf8" in msg.lower():
         return InputFormatError(f"{where}: the file is not valid UTF-8 text.",
                                 hint="Save the CSV as UTF-8 (Excel: 'CSV UTF-8').")

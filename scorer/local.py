@@ -380,7 +380,8 @@ class LocalRunner:
             self.engine.stop(handle)
 
 
-def _answering(port: int) -> bool:
+def port_answering(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.3):
             return True
@@ -390,7 +391,7 @@ def _answering(port: int) -> bool:
 
 def ensure_azurite(port: int = 10000) -> None:
     """Start the project's Azurite if nothing answers on the port."""
-    if _answering(port):
+    if port_answering(port):
         return
     _say(f"starting Azurite on 127.0.0.1:{port}")
     subprocess.run([str(ROOT / "scripts" / "azurite")], env=dict(os.environ, AZURITE_PORT=str(port)), check=True,

@@ -26,21 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # own LD_LIBRARY_PATH, which would break other Python builds in subprocesses.
 CLEAN_ENV = dict(os.environ)
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+from scorer.local import AZURITE_KEY as ACCOUNT_KEY, azurite_connection_string, port_answering  # noqa: E402
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _answering(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Azurite:
@@ -50,9 +42,7 @@ class Azurite:
         self.port = _free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
-        self.connection_string = (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;")
+        self.connection_string = azurite_connection_string(self.port)
 
     def start(self) -> None:
         if not AZURITE_BIN.exists():
@@ -63,7 +53,7 @@ class Azurite:
              "--location", str(self.workdir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while not _answering(self.port):
+        while not port_answering(self.port):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("Azurite did not start")
             time.sleep(0.05)

@@ -128,3 +128,20 @@ def test_sigterm_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma)
     assert gamma.store.properties(gamma.settings.input_container, "g/big.csv").lease.state == "available"
     report = gamma.read_json("reports", gamma.names("reports")[0])
     assert report["exit_code"] == 130 and report["inputs"][0]["status"] == "left_pending"
+
+
+def test_claim_is_renewed_while_an_input_takes_longer_than_the_lease(gamma):
+    from scorer.claims import Claim
+
+    gamma.drop("g/long.csv", ROW)
+    blob = gamma.store.blob(gamma.settings.input_container, "g/long.csv")
+    claim = Claim.take(blob, 15)
+    try:
+        time.sleep(20)  # longer than the 15 s lease: only renewal keeps it
+        assert Claim.take(blob, 15) is None
+        assert not claim.lost
+    finally:
+        claim.release()
+    other = Claim.take(blob, 15)
+    assert other is not None
+    other.release()

@@ -137,11 +137,14 @@ def test_schedule_fires_at_the_configured_interval(gamma):
 
 def test_job_outliving_the_timeout_is_stopped_and_its_input_stays_safe(gamma, tmp_path):
     wf = json.loads(WORKFLOW.read_text())
-    wf["definition"]["parameters"]["jobTimeout"]["defaultValue"] = "PT1.5S"
+    params = wf["definition"]["parameters"]
+    params["jobTimeout"]["defaultValue"] = "PT1.5S"
+    # 600 batches of 500 rows: several seconds of work however fast the machine,
+    # so the deadline falls while the job is scoring, not after it committed
+    params["scorerEnvironment"]["defaultValue"].append({"name": "SCORER_BATCH_ROWS", "value": "500"})
     short = tmp_path / "workflow.json"
     short.write_text(json.dumps(wf))
-    # about 4 s of work: stopped while scoring, after it claimed the input
-    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 2_500_000)
+    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 300_000)
     r = Runner(gamma.settings, "--engine", "process", "--once", "--workflow", str(short))
     r.proc.wait(timeout=120)
     assert any("finished: TimedOut" in line for line in r.lines), r.lines
