@@ -294,13 +294,14 @@ class Job:
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
         try:
             dst = self._destination(s.quarantine_container, props.name, etag_of(props))
-            self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
-                            metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
-                                      "scorer_error": exc.kind})
             note = {"input": f"{s.input_container}/{props.name}", "quarantined_at": now(),
                     "run_id": self.report.run_id, "model": ir.model, "model_version": ir.model_version,
                     "rows_read": ir.rows_read, "rows_rejected": ir.rows_rejected, **ir.error}
+            # the note first: a quarantined input is never seen without its reason
             self.store.put_json(s.quarantine_container, dst + ERROR_SUFFIX, redact_obj(note))
+            self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
+                            metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
+                                      "scorer_error": exc.kind})
             self.store.delete(s.input_container, props.name, lease=claim.lease)
             ir.quarantined_to = f"{s.quarantine_container}/{dst}"
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as e:

@@ -40,7 +40,7 @@ def check_invariants(p: Pipeline, names: list[str], final: bool = False) -> None
         places = (name in inputs) + (name in archive) + (name in quarantine)
         assert places == 1 if final else places >= 1, f"{name} is in {places} places"
         if name in quarantine:
-            assert name + ".error.json" in quarantine
+            assert name + ".error.json" in quarantine, f"{name} quarantined without its note"
     for out in p.names("output"):
         table = pacsv.read_csv(io.BytesIO(p.read("output", out)))
         assert table.num_rows == ROWS, f"partial output visible: {out} has {table.num_rows} rows"
