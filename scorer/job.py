@@ -109,7 +109,7 @@ class Job:
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
             self._storage_failed(exc, None)
         self.report.ended = now()
-        if self.registry._r is not None:  # R was started: record which one scored
+        if self.registry.r_started:  # record which R scored
             self.report.r_version = self.registry.r.r_version
         if self.report.exit_code is None:
             self.report.exit_code = self._exit_code()

@@ -80,6 +80,10 @@ class Registry:
         self._failed: dict[tuple[str, int], ScorerError] = {}
 
     @property
+    def r_started(self) -> bool:
+        return self._r is not None
+
+    @property
     def r(self) -> Any:
         if self._r is None:
             from scorer.rbridge import bridge
