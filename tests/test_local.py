@@ -137,21 +137,18 @@ def test_schedule_fires_at_the_configured_interval(gamma):
 
 def test_job_outliving_the_timeout_is_stopped_and_its_input_stays_safe(gamma, tmp_path):
     wf = json.loads(WORKFLOW.read_text())
-    params = wf["definition"]["parameters"]
-    params["jobTimeout"]["defaultValue"] = "PT1.5S"
-    # 600 batches of 500 rows: several seconds of work however fast the machine,
-    # so the deadline falls while the job is scoring, not after it committed
-    params["scorerEnvironment"]["defaultValue"].append({"name": "SCORER_BATCH_ROWS", "value": "500"})
+    # 0.3 s is less than any job needs just to start, so the deadline always falls
+    # inside the job; stopping mid-scoring is covered in test_claims and test_image
+    wf["definition"]["parameters"]["jobTimeout"]["defaultValue"] = "PT0.3S"
     short = tmp_path / "workflow.json"
     short.write_text(json.dumps(wf))
-    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 300_000)
+    gamma.drop("g/a.csv", ROW)
     r = Runner(gamma.settings, "--engine", "process", "--once", "--workflow", str(short))
     r.proc.wait(timeout=120)
     assert any("finished: TimedOut" in line for line in r.lines), r.lines
     assert r.proc.returncode != 0
     # the input is still pending, not lost, and its lease was released
-    logs = [gamma.store.read_bytes("logs", b.name).decode() for b in gamma.store.list_names("logs")]
-    assert gamma.names("input") == ["g/a.csv"] and gamma.names("output") == [], (r.lines, logs[-1][-3000:])
+    assert gamma.names("input") == ["g/a.csv"] and gamma.names("output") == [], r.lines
     assert gamma.store.properties(gamma.settings.input_container, "g/a.csv").lease.state == "available"
 
 

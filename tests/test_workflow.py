@@ -7,7 +7,6 @@ rendered with scorer.azure.expressions' small evaluator and checked against the 
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import re
