@@ -28,6 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from scorer.errors import InputFormatError
+from scorer.frames import check_columns
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["", "NA"]
@@ -105,9 +106,7 @@ def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
 
 def _open_csv(path: Path, gz: bool, where: str, batch_rows: int, max_bytes: int) -> InputTable:
     names, delimiter = _sniff(_head(path, gz, where), where)
-    if len(set(names)) != len(names):
-        from scorer.frames import check_columns
-        check_columns(names, None, where)  # raises, naming the repeated columns
+    check_columns(names, None, where)  # raises on repeated column names
     source = pa.input_stream(str(path), compression="gzip" if gz else None)
     try:
         reader = pacsv.open_csv(
@@ -169,9 +168,7 @@ def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> In
         raise InputFormatError(f"{where}: not a readable Parquet file ({exc}).",
                                hint="Write the file with a Parquet writer (pyarrow, arrow::write_parquet).") from None
     names = pf.schema_arrow.names
-    if len(set(names)) != len(names):
-        from scorer.frames import check_columns
-        check_columns(names, None, where)
+    check_columns(names, None, where)  # raises on repeated column names
 
     def batches() -> Iterator[pa.RecordBatch]:
         seen = 0
