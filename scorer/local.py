@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
-from scorer.settings import Settings
+from scorer.settings import SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -259,7 +259,6 @@ class LocalRunner:
     schedule_interval_s: float | None = None
     watch_poll_s: float = 2.0
     stopping: threading.Event = field(default_factory=threading.Event)
-    results: list[JobResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from scorer.storage import Store, connect
@@ -279,10 +278,9 @@ class LocalRunner:
         env.update(self.params.environment)
         env["AZURE_STORAGE_CONNECTION_STRING"] = self.settings.connection_string or ""
         env.pop("SCORER_ACCOUNT_URL", None)
-        for name in ("SCORER_MODELS_CONTAINER", "SCORER_INPUT_CONTAINER", "SCORER_OUTPUT_CONTAINER",
-                     "SCORER_ARCHIVE_CONTAINER", "SCORER_QUARANTINE_CONTAINER", "SCORER_REPORTS_CONTAINER"):
-            field_name = name.removeprefix("SCORER_").lower()
-            env[name] = getattr(self.settings, field_name)
+        for s in SETTINGS:  # this machine's container names, from the one settings table
+            if s.field.endswith("_container"):
+                env[s.env] = getattr(self.settings, s.field)
         return env
 
     def run_jobs(self, trigger: str) -> list[JobResult]:
@@ -297,18 +295,13 @@ class LocalRunner:
             self._active.append((group, handle))
             started.append((group, handle, time.monotonic()))
             _say(f"job {group} started ({self.engine.name}, trigger: {trigger})")
-        results = []
-        for group, handle, t0 in started:
-            results.append(self._wait(group, handle, t0))
-        self.results.extend(results)
-        return results
+        return [self._wait(group, handle, t0) for group, handle, t0 in started]
 
     def _wait(self, group: str, handle: Any, t0: float) -> JobResult:
         deadline = t0 + self.params.job_timeout_s
         # The workflow waits pollSeconds between looks; a local look is cheap, so
         # look at least every second for a snappier local loop.
         interval = min(self.params.poll_seconds, 1.0)
-        state, code = "TimedOut", None
         while True:
             code = self.engine.poll(handle)
             if code is not None:
