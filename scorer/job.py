@@ -171,11 +171,11 @@ class Job:
                 self._archive(props, claim, ir)
                 return
 
-            model = self.registry.load(card)
-            if props.size > s.max_input_bytes:
+            if props.size > s.max_input_bytes:  # before loading the model: no R for a file refused anyway
                 raise InputFormatError(
                     f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",
                     hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
+            model = self.registry.load(card)
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 local = Path(tmp) / "input"
                 t = time.monotonic()
@@ -289,8 +289,6 @@ class Job:
         s = self.settings
         ir.status = "quarantined"
         ir.error = exc.as_dict()
-        if isinstance(exc, TooManyRejected):
-            ir.output = None
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
         try:
             dst = self._destination(s.quarantine_container, props.name, etag_of(props))
