@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
@@ -66,10 +64,6 @@ class Claim:
                     self.lost = True
                     return
 
-    @property
-    def lease_id(self) -> str:
-        return self.lease.id
-
     def attempts(self) -> int:
         try:
             return int(self.blob.get_blob_tags().get(ATTEMPTS_TAG, "0"))
@@ -89,9 +83,3 @@ class Claim:
             self.lease.release()
         except Exception:  # the blob is gone (archived) or the lease lapsed: nothing to give back
             pass
-
-    def __enter__(self) -> "Claim":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
