@@ -4,10 +4,13 @@
     .venv/bin/python bench/scoring.py --big      # also 10M rows for the memory figures
     .venv/bin/python bench/scoring.py --rows 200000 --repeat 1   # quick look
 
-Every figure is measured in the same run, on the same generated data (fixed seeds):
+Every figure is measured in the same run, on the same generated data (fixed seeds),
+with (a), (b) and (c) taking turns:
   (a) scorer: `python -m scorer run` as a process, input blob to output blob through
       Azurite (download, validate, predict in embedded R, upload, commit, archive,
-      report), process start to exit;
+      report), process start to exit. Azurite keeps its blobs in memory here: it
+      runs on the same two cores as the job, and in Azure the storage service
+      takes none of the job's CPU, so the emulator's own work should weigh least;
   (b) plain R: `Rscript` with data.table (fread, predict, fwrite) on local files;
   (c) naive rpy2: pandas read_csv, pandas2ri conversion of the whole frame, predict,
       pandas to_csv (bench/naive_rpy2.py).
@@ -145,7 +148,9 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
     plain = case.dir / "plain.R"
     plain.write_text(R_PLAIN)
     res: dict = {"case": case.name, "rows": case.rows}
-    a_runs, a_rss, cold = [], [], []
+    a_runs, a_rss, cold, b_runs, c_runs = [], [], [], [], []
+    # (a), (b) and (c) take turns, so that drift in the machine's speed (it is a
+    # shared VM) weighs on all three alike.
     for i in range(repeat):
         tag = uuid.uuid4().hex[:8]
         env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string,
@@ -162,8 +167,6 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
         cold += [e["since_start_s"] for e in events if e["event"] == "first_row_scored"]
         a_runs.append(wall)
         a_rss.append(rss)
-    b_runs, c_runs = [], []
-    for i in range(repeat):
         wall, rss, _ = measure(["Rscript", str(plain), str(case.model), str(case.input),
                                 str(case.dir / "plain_out.csv"), ",".join(case.factors), case.ptype], env_base)
         b_runs.append(wall)
@@ -173,9 +176,11 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
                                  naive_env(env_base))
             c_runs.append(wall)
     res["a_scorer_s"] = statistics.median(a_runs)
+    res["a_runs_s"] = a_runs
     res["a_peak_rss_mb"] = max(a_rss) / 1024
     res["cold_start_s"] = statistics.median(cold)
     res["b_plain_r_s"] = statistics.median(b_runs)
+    res["b_runs_s"] = b_runs
     res["a_over_b"] = res["a_scorer_s"] / res["b_plain_r_s"]
     if c_runs:
         res["c_naive_rpy2_s"] = statistics.median(c_runs)
@@ -207,7 +212,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the glm case (default 1M)")
     ap.add_argument("--wide-rows", type=int, default=200_000, help="rows for the wide and ranger cases")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are printed")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; medians are printed")
     ap.add_argument("--big", action="store_true", help="also score 10M rows for the streaming-memory figures")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -215,7 +220,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
     env_base = dict(CLEAN_ENV)
     env_base.pop("AZURE_STORAGE_CONNECTION_STRING", None)
-    az = Azurite(work / "azurite")
+    az = Azurite(work / "azurite", in_memory=True)
     az.start()
     try:
         print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "

@@ -17,15 +17,13 @@ import codecs
 import csv
 import io
 import zlib
-import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from scorer.errors import InputFormatError
 from scorer.frames import check_columns
@@ -33,7 +31,7 @@ from scorer.frames import check_columns
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["", "NA"]
 _SNIFF_BYTES = 64 * 1024
-_CSV_BLOCK = 8 * 1024 * 1024
+_CSV_BLOCK = 4 * 1024 * 1024  # also the size of a batch R sees when rows are wide
 
 
 def format_of(name: str) -> str:
@@ -56,25 +54,60 @@ class InputTable:
     batches: Iterator[pa.RecordBatch]
 
 
-def open_input(path: Path, fmt: str, where: str, batch_rows: int, max_bytes: int) -> InputTable:
-    """Open a downloaded input. Raises InputFormatError naming ``where`` (the blob)."""
-    if path.stat().st_size == 0:
-        raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    """Open an input: Parquet from a local file (its footer needs random access),
+    CSV from a binary stream, read front to back as it arrives. Raises
+    InputFormatError naming ``where`` (the blob)."""
     if fmt == "parquet":
-        return _open_parquet(path, where, batch_rows, max_bytes)
-    return _open_csv(path, fmt == "csv.gz", where, batch_rows, max_bytes)
+        if Path(source).stat().st_size == 0:
+            raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+        return _open_parquet(Path(source), where, batch_rows, max_bytes)
+    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes)
 
 
-def _head(path: Path, gz: bool, where: str) -> bytes:
-    try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                return f.read(_SNIFF_BYTES)
-        with open(path, "rb") as f:
-            return f.read(_SNIFF_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputFormatError(f"{where}: not a readable gzip file ({exc}).",
-                               hint="Compress with gzip, or drop the plain .csv.") from None
+def _peek(stream: BinaryIO, gz: bool, where: str) -> tuple[bytes, bytes]:
+    """Read the start of ``stream``: (the bytes read, the text they begin with)."""
+    raw = bytearray()
+    text = b""
+    unzip = zlib.decompressobj(wbits=31) if gz else None  # 31: gzip framing
+    while len(text) < _SNIFF_BYTES:
+        piece = stream.read(_SNIFF_BYTES)
+        if not piece:
+            break
+        raw += piece
+        if unzip is None:
+            text = bytes(raw)
+            continue
+        try:
+            text += unzip.decompress(piece)
+        except zlib.error as exc:
+            raise InputFormatError(f"{where}: not a readable gzip file ({exc}).",
+                                   hint="Compress with gzip, or drop the plain .csv.") from None
+        if unzip.eof:
+            break
+    if not raw:
+        raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+    return bytes(raw), text[:_SNIFF_BYTES]
+
+
+class _Replay(io.RawIOBase):
+    """``stream`` with the bytes already read from it put back in front."""
+
+    def __init__(self, first: bytes, stream: BinaryIO):
+        super().__init__()
+        self._first = memoryview(first)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._first:
+            n = min(len(b), len(self._first))
+            b[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        return self._stream.readinto(b)
 
 
 def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
@@ -104,10 +137,13 @@ def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
     return names, delimiter
 
 
-def _open_csv(path: Path, gz: bool, where: str, batch_rows: int, max_bytes: int) -> InputTable:
-    names, delimiter = _sniff(_head(path, gz, where), where)
+def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    raw, text = _peek(stream, gz, where)
+    names, delimiter = _sniff(text, where)
     check_columns(names, None, where)  # raises on repeated column names
-    source = pa.input_stream(str(path), compression="gzip" if gz else None)
+    source = pa.PythonFile(_Replay(raw, stream), mode="r")
+    if gz:
+        source = pa.CompressedInputStream(source, "gzip")
     try:
         reader = pacsv.open_csv(
             source,
@@ -162,6 +198,8 @@ def _slices(batch: pa.RecordBatch, batch_rows: int) -> Iterator[pa.RecordBatch]:
 
 
 def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+    import pyarrow.parquet as pq  # here, not above: 8 ms of every start, for CSV too
+
     try:
         pf = pq.ParquetFile(str(path))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -202,6 +240,8 @@ class OutputWriter:
             self.schema = batch.schema
             stream = pa.PythonFile(self._sink, mode="w")
             if self._fmt == "parquet":
+                import pyarrow.parquet as pq
+
                 self._writer = pq.ParquetWriter(stream, batch.schema, compression="snappy")
             else:
                 if self._fmt == "csv.gz":

@@ -24,6 +24,7 @@ import logging
 import tempfile
 import time
 import uuid
+from concurrent.futures import wait
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -142,6 +143,7 @@ class Job:
         name = props.name
         t0 = time.monotonic()
         sinks: list[Any] = []
+        streams: list[Any] = []
         try:
             attempt = claim.attempts() + 1
             ir.attempt = attempt
@@ -175,14 +177,20 @@ class Job:
                 raise InputFormatError(
                     f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",
                     hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
-            model = self.registry.load(card)
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
-                local = Path(tmp) / "input"
                 t = time.monotonic()
-                self.store.download_to(s.input_container, name, local)
-                ir.durations_s["download"] = round(time.monotonic() - t, 3)
+                # The input downloads, and its first block is parsed, while R loads the model.
+                fetch = self.store.submit(self._fetch, name, Path(tmp) / "input", fmt, ir, streams)
+                try:
+                    model = self.registry.load(card)
+                except BaseException:
+                    # The model's error is the one to report. The download cannot be
+                    # cancelled midway, and must finish before its directory goes.
+                    wait([fetch])
+                    raise
+                ir.durations_s["load_model"] = round(time.monotonic() - t, 3)
+                table = fetch.result()
                 t = time.monotonic()
-                table = open_input(local, fmt, name, s.batch_rows, s.max_input_bytes)
                 out_sink = self.store.staged(s.output_container, name)
                 sinks.append(out_sink)
                 out = OutputWriter(out_sink, fmt)
@@ -242,7 +250,25 @@ class Job:
                                       "quarantined. Please report this with the run report."}
             log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": name})
         finally:
+            for stream in streams:
+                if stream.seconds is not None:
+                    ir.durations_s["download"] = round(stream.seconds, 3)
+                stream.close()
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _fetch(self, name: str, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
+        """Open an input for reading (on an I/O thread). CSV is read as it
+        downloads; Parquet, which needs random access, is downloaded first."""
+        s = self.settings
+        if fmt == "parquet":
+            t = time.monotonic()
+            self.store.download_to(s.input_container, name, local)
+            ir.durations_s["download"] = round(time.monotonic() - t, 3)
+            source = local
+        else:
+            source = self.store.open_read(s.input_container, name)
+            streams.append(source)
+        return open_input(source, fmt, name, s.batch_rows, s.max_input_bytes)
 
     def _check_counts(self, name: str, counts: Any, rejected: RejectedRows) -> None:
         if counts.rows_read == 0:

@@ -154,7 +154,10 @@ class Registry:
             raise self._failed[key]
         what = f"model {card['name']!r} version {card['version']}"
         try:
-            data = self.store.read_bytes(self.container, f"{card['name']}/v{card['version']}/model.rds")
+            fetch = self.store.submit(self.store.read_bytes, self.container,
+                                      f"{card['name']}/v{card['version']}/model.rds")
+            self.r  # R starts on this thread while the file downloads
+            data = fetch.result()
             digest = sha256_of(data)
             if digest != card["sha256"]:
                 raise ModelLoadError(

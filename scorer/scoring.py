@@ -10,6 +10,7 @@ number (counting data rows from 1) and the reason.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,44 +73,81 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
                  check_stop: Callable[[], None] | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
+    Three stages overlap, one batch apart: a reader thread parses and validates
+    batch k+1 while R predicts batch k on this thread, and a writer thread
+    formats and uploads batch k-1. R stays on the thread that started it; the
+    other two spend their time in Arrow's C++ code, which releases the GIL. At
+    most three batches are in flight, so memory does not grow with the file.
+
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
     predict() failed on rows without missing values).
     """
     check_columns(table.names, schema, where)
     counts = Counts()
     names: list[str] | None = None
-    for batch in table.batches:
-        if check_stop:
-            check_stop()  # raises Interrupted when the job was asked to stop
-        offset = counts.rows_read
-        counts.rows_read += batch.num_rows
-        if batch.num_rows == 0:
-            continue
-        prep = prepare(batch, schema, where)
-        details = list(prep.rejects)
-        keep = prep.keep.copy()
-        results: list[tuple[str, pa.Array]] = []
-        if prep.n_kept:
-            results, dropped, reason = _predict(r, model, prep, predict_type)
-            if dropped is not None:  # rows R could not score because of missing values
-                kept_rows = np.flatnonzero(keep)
-                for i in kept_rows[dropped]:
-                    details.append((int(i), reason[0], "", reason[1]))
-                keep[kept_rows[dropped]] = False
-        bad_rows = sorted(np.flatnonzero(~keep).tolist())
-        rejected.add(batch, bad_rows, offset, details)
-        counts.rows_rejected += len(bad_rows)
-        n_keep = int(keep.sum())
-        if n_keep == 0:
-            continue
-        scored = batch.filter(pa.array(keep)) if n_keep < batch.num_rows else batch
-        if names is None:
-            names = prediction_names(results, scored.schema.names)
-        arrays = list(scored.columns) + [a for _, a in results]
-        out.write(pa.RecordBatch.from_arrays(arrays, names=scored.schema.names + names))
-        if counts.rows_scored == 0 and on_first_scored:
-            on_first_scored()
-        counts.rows_scored += n_keep
+    batches = iter(table.batches)
+
+    def read_next() -> tuple[pa.RecordBatch, Prepared | None] | None:
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        return batch, (prepare(batch, schema, where) if batch.num_rows else None)
+
+    def write(batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
+              arrays: list[pa.Array], out_names: list[str]) -> None:
+        rejected.add(batch, np.flatnonzero(~keep).tolist(), offset, details)
+        if not keep.any():
+            return
+        scored = batch.filter(pa.array(keep)) if not keep.all() else batch
+        out.write(pa.RecordBatch.from_arrays(list(scored.columns) + arrays,
+                                             names=scored.schema.names + out_names))
+
+    # shutdown(cancel_futures) on the way out: an error or a stop waits for at most
+    # the one batch each stage is working on, never for the rest of the file.
+    reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
+    try:
+        ahead = reader.submit(read_next)
+        written: Future | None = None
+        while True:
+            item = ahead.result()  # re-raises the reader's errors, in input order
+            if item is None:
+                break
+            ahead = reader.submit(read_next)
+            if check_stop:
+                check_stop()  # raises Interrupted when the job was asked to stop
+            batch, prep = item
+            offset = counts.rows_read
+            counts.rows_read += batch.num_rows
+            if prep is None:
+                continue
+            details = list(prep.rejects)
+            keep = prep.keep.copy()
+            results: list[tuple[str, pa.Array]] = []
+            if prep.n_kept:
+                results, dropped, reason = _predict(r, model, prep, predict_type)
+                if dropped is not None:  # rows R could not score because of missing values
+                    kept_rows = np.flatnonzero(keep)
+                    for i in kept_rows[dropped]:
+                        details.append((int(i), reason[0], "", reason[1]))
+                    keep[kept_rows[dropped]] = False
+            n_keep = int(keep.sum())
+            counts.rows_rejected += batch.num_rows - n_keep
+            if n_keep and names is None:
+                names = prediction_names(results, batch.schema.names)
+            if written is not None:
+                written.result()  # one batch written behind; re-raises the writer's errors
+            written = writer.submit(write, batch, keep, details, offset, [a for _, a in results],
+                                    names if n_keep else [])
+            if n_keep:
+                if counts.rows_scored == 0 and on_first_scored:
+                    on_first_scored()
+                counts.rows_scored += n_keep
+        if written is not None:
+            written.result()
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
     return counts
 
 

@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -41,7 +42,10 @@ from scorer.settings import Settings
 log = logging.getLogger("scorer.storage")
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-BLOCK_SIZE = 8 * 1024 * 1024
+BLOCK_SIZE = 4 * 1024 * 1024
+#: Downloads come in pieces of this size, the first one included (the SDK's
+#: default first GET is 32 MiB, which would hold back the first batch).
+GET_SIZE = 4 * 1024 * 1024
 
 #: exceptions that mean "storage is unreachable or refused us", as opposed to a
 #: specific blob's state (404, 409, 412), which callers handle themselves
@@ -59,7 +63,8 @@ def connect(settings: Settings) -> BlobServiceClient:
     first token: a new ACI container group's identity endpoint is not ready at once.
     Raises StorageError when no token can be had in that time.
     """
-    common = dict(retry_policy=ExponentialRetry(**_RETRY), connection_timeout=10, read_timeout=120)
+    common = dict(retry_policy=ExponentialRetry(**_RETRY), connection_timeout=10, read_timeout=120,
+                  max_single_get_size=GET_SIZE, max_chunk_get_size=GET_SIZE)
     if settings.connection_string:
         try:
             return BlobServiceClient.from_connection_string(settings.connection_string, **common)
@@ -149,7 +154,7 @@ class Store:
         return downloader.properties
 
     def read_bytes(self, container: str, name: str) -> bytes:
-        return self.blob(container, name).download_blob().readall()
+        return self.blob(container, name).download_blob(max_concurrency=2).readall()
 
     def put_bytes(self, container: str, name: str, data: bytes, *, overwrite: bool = True,
                   content_type: str = "application/octet-stream", metadata: dict | None = None) -> None:
@@ -163,6 +168,15 @@ class Store:
 
     def get_json(self, container: str, name: str) -> Any:
         return json.loads(self.read_bytes(container, name))
+
+    def open_read(self, container: str, name: str) -> "BlobReader":
+        """A blob as a stream that downloads ahead of its reader."""
+        return BlobReader(self.blob(container, name))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run ``fn(*args)`` on the store's I/O threads, so that a download
+        overlaps R's work on the main thread."""
+        return self._pool.submit(fn, *args)
 
     def staged(self, container: str, name: str) -> "StagedBlob":
         return StagedBlob(self.blob(container, name), self._pool)
@@ -200,6 +214,76 @@ class Store:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class BlobReader(io.RawIOBase):
+    """A read-only stream over a blob, downloaded piece by piece on a thread of
+    its own, at most ``ahead`` pieces ahead of the reader. Parsing starts with
+    the first piece instead of after the whole file, and memory stays bounded.
+
+    A download error is raised to the reader as StorageError (never as OSError,
+    which the CSV reader would take for a malformed file). ``seconds`` is how
+    long the download took, once it is complete.
+    """
+
+    _END = object()
+
+    def __init__(self, client: BlobClient, ahead: int = 3):
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._piece = memoryview(b"")
+        self._ended = False
+        self.seconds: float | None = None
+        self._thread = threading.Thread(target=self._pump, args=(client,), daemon=True,
+                                        name=f"download:{client.blob_name}")
+        self._thread.start()
+
+    def _pump(self, client: BlobClient) -> None:
+        t = time.monotonic()
+        try:
+            for piece in client.download_blob().chunks():
+                if not self._put(piece):
+                    return
+            self.seconds = time.monotonic() - t
+            self._put(self._END)
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._piece:
+            if self._ended:
+                return 0
+            item = self._queue.get()
+            if item is self._END:
+                self._ended = True
+                return 0
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise StorageError(f"downloading the input failed: {str(item).splitlines()[0] if str(item) else type(item).__name__}") from item
+            self._piece = memoryview(item)
+        n = min(len(b), len(self._piece))
+        b[:n] = self._piece[:n]
+        self._piece = self._piece[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop the download (when reading ended early) and release its pieces."""
+        self._stop.set()
+        self._piece = memoryview(b"")
+        super().close()
 
 
 class StagedBlob(io.RawIOBase):

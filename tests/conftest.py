@@ -38,9 +38,10 @@ def _free_port() -> int:
 class Azurite:
     """A private Azurite process; ``stop``/``start`` simulate a storage outage."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, in_memory: bool = False):
         self.port = _free_port()
         self.workdir = workdir
+        self.in_memory = in_memory  # no disk: for bench/, where the emulator's own work should weigh least
         self.proc: subprocess.Popen | None = None
         self.connection_string = azurite_connection_string(self.port)
 
@@ -50,7 +51,8 @@ class Azurite:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--location", str(self.workdir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
+             *(["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.workdir)]),
+             "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not port_answering(self.port):
