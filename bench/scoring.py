@@ -127,6 +127,15 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return r["wall"], r["rss"], r["out"]
 
 
+def drop_containers(az: Azurite, tag: str) -> None:
+    """Free a run's blobs: the in-memory Azurite would otherwise fill up."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(az.connection_string)
+    for c in ("models", "input", "output", "archive", "quarantine", "reports"):
+        service.delete_container(f"{c}-{tag}")
+
+
 class Case:
     def __init__(self, name: str, table: pa.Table, kind: str, factors: list[str], ptype: str, work: Path):
         self.name, self.kind, self.factors, self.ptype = name, kind, factors, ptype
@@ -167,6 +176,7 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
         cold += [e["since_start_s"] for e in events if e["event"] == "first_row_scored"]
         a_runs.append(wall)
         a_rss.append(rss)
+        drop_containers(az, tag)
         wall, rss, _ = measure(["Rscript", str(plain), str(case.model), str(case.input),
                                 str(case.dir / "plain_out.csv"), ",".join(case.factors), case.ptype], env_base)
         b_runs.append(wall)
@@ -204,6 +214,7 @@ def memory_case(rows: int, model: Path, az: Azurite, work: Path, env_base: dict)
     subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
                    env=env, check=True, capture_output=True)
     _, rss, _ = measure([sys.executable, "-m", "scorer", "run"], env)
+    drop_containers(az, tag)
     inp.unlink()
     return rss / 1024
 

@@ -31,7 +31,10 @@ from scorer.frames import check_columns
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["", "NA"]
 _SNIFF_BYTES = 64 * 1024
-_CSV_BLOCK = 4 * 1024 * 1024  # also the size of a batch R sees when rows are wide
+# Arrow's streaming reader reads up to 32 blocks ahead of the parser (its background
+# reader's queue), so the block size bounds the input held in memory: 32 MiB here.
+_CSV_BLOCK = 1024 * 1024
+_BATCH_BYTES = 8 * 1024 * 1024  # of Arrow data (text and offsets): caps batches of wide rows
 
 
 def format_of(name: str) -> str:
@@ -141,7 +144,10 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
     raw, text = _peek(stream, gz, where)
     names, delimiter = _sniff(text, where)
     check_columns(names, None, where)  # raises on repeated column names
-    source = pa.PythonFile(_Replay(raw, stream), mode="r")
+    # Buffered, so that each read Arrow asks for is filled: Arrow makes a block of
+    # whatever one read returns, and a short first read (the 64 KiB peeked above)
+    # would cost an extra call into R, which for some models (ranger) is slow.
+    source = pa.PythonFile(io.BufferedReader(_Replay(raw, stream), _SNIFF_BYTES), mode="r")
     if gz:
         source = pa.CompressedInputStream(source, "gzip")
     try:
@@ -175,6 +181,10 @@ def _csv_error(exc: Exception, where: str) -> InputFormatError:
 
 
 def _guarded(reader, where: str, batch_rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    return _rebatch(_blocks(reader, where, max_bytes), batch_rows)
+
+
+def _blocks(reader, where: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
     seen = 0
     while True:
         try:
@@ -189,12 +199,38 @@ def _guarded(reader, where: str, batch_rows: int, max_bytes: int) -> Iterator[pa
                 f"{where}: the data is larger than SCORER_MAX_INPUT_BYTES ({max_bytes} bytes) once read.",
                 hint="Split the file, or raise SCORER_MAX_INPUT_BYTES if this size is expected.",
             )
-        yield from _slices(batch, batch_rows)
+        yield batch
 
 
-def _slices(batch: pa.RecordBatch, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    for start in range(0, batch.num_rows, batch_rows):
-        yield batch.slice(start, batch_rows)
+def _rebatch(blocks: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of ``batch_rows`` rows, or of _BATCH_BYTES when rows are wide, from
+    blocks of any size.
+
+    Blocks are small because Arrow's reader reads up to 32 of them ahead; batches
+    are larger because some models' predict() costs much per call (ranger's
+    about 0.1 s), but not so large that wide rows fill memory.
+    """
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    for block in blocks:
+        while block.num_rows:
+            take = min(batch_rows - rows, block.num_rows)
+            part = block.slice(0, take)
+            pending.append(part)
+            rows += take
+            size += part.nbytes
+            block = block.slice(take)
+            if rows == batch_rows or size >= _BATCH_BYTES:
+                yield _concat(pending)
+                pending, rows, size = [], 0, 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> InputTable:

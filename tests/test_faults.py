@@ -120,3 +120,38 @@ def test_storage_outage_mid_run_exits_4_with_inputs_intact_and_the_next_run_comp
         store.close()
     finally:
         az.stop()
+
+
+def test_storage_outage_while_an_input_still_downloads_leaves_it_pending(fitted, tmp_path):
+    """CSV inputs are parsed as they download. Storage vanishing midway is a storage
+    failure (exit 4, input left pending), never taken for a malformed file."""
+    from scorer.settings import Settings
+    from scorer.storage import Store, connect
+
+    az = Azurite(tmp_path / "azurite")
+    az.start()
+    try:
+        # small batches keep the job reading slowly, far behind the end of the file
+        settings = Settings(connection_string=az.connection_string, lease_seconds=15, batch_rows=2_000)
+        store = Store(connect(settings), settings)
+        store.ensure_containers()
+        p = Pipeline(settings, store)
+        p.publish(fitted / "glm_gamma.rds", "g")
+        header, rows = make_input(0).split(b"\n", 1)
+        p.drop("g/big.csv", header + b"\n" + rows * 60)  # 3.6M rows, about 36 MB
+        proc = subprocess.Popen([sys.executable, "-m", "scorer", "run"], env=env_for(settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if '"first_row_scored"' in line:
+                az.stop()
+                break
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=180) == 4, rest
+        assert '"storage_error"' in rest and "downloading the input failed" in rest
+        assert '"input_quarantined"' not in rest and "Traceback" not in rest
+        az.start()
+        assert p.names("input") == ["g/big.csv"]
+        assert p.names("output") == [] and p.names("quarantine") == []
+        store.close()
+    finally:
+        az.stop()

@@ -1,0 +1,145 @@
+"""The fast path keeps every guarantee: inputs read while they download, batches
+read, predicted and written on three threads, R unhooked from Python's event
+loop, and the command line's quick exit.
+
+Against real Azurite and real R, like the rest of the suite. Timings live in
+bench/, not here: these tests check results and states only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from conftest import env_for
+from scorer.errors import StorageError
+from scorer.formats import open_input
+
+HEADER = "age,parity,education,spontaneous,induced\n"
+LEVELS = ["0-5yrs", "6-11yrs", "12+ yrs"]
+
+
+def infert_rows(n: int, start: int = 0) -> str:
+    return "".join(f"{20 + (i % 25)},{1 + i % 6},{LEVELS[i % 3]},{i % 3},{(i // 3) % 3}\n"
+                   for i in range(start, start + n))
+
+
+@pytest.fixture
+def infert(pipeline, fitted):
+    pipeline.publish(fitted / "glm_binomial.rds", "infert")
+    return pipeline
+
+
+def test_an_input_many_download_pieces_long_is_scored_whole_and_in_order(infert):
+    # about 14 MB: four 4 MiB download pieces, more than the three read ahead
+    n = 480_000
+    infert.drop("infert/big.csv", (HEADER + infert_rows(n)).encode())
+    report = infert.run(batch_rows=50_000)
+    assert report.exit_code == 0, report.to_dict()
+    item = report.inputs[0]
+    assert (item.rows_read, item.rows_scored, item.rows_rejected) == (n, n, 0)
+    assert "download" in item.durations_s
+    out = pacsv.read_csv(io.BytesIO(infert.read("output", "infert/big.csv")))
+    assert out.num_rows == n
+    assert out.column("age").to_pylist()[:3] == [20, 21, 22]
+    assert out.column("age").to_pylist()[-1] == 20 + (n - 1) % 25
+    assert out.column("prediction").null_count == 0
+
+
+def test_rejected_rows_keep_their_numbers_across_batches_and_threads(infert):
+    lines = infert_rows(9_000).splitlines(keepends=True)
+    bad_at = [5, 2_999, 3_000, 6_001, 8_999]  # 0-based data rows, in several batches
+    for i in bad_at:
+        lines[i] = f"{20 + i % 25},1,no-such-level,0,0\n"
+    infert.drop("infert/r.csv", (HEADER + "".join(lines)).encode())
+    report = infert.run(batch_rows=1_000)
+    assert report.exit_code == 0
+    rejected = pacsv.read_csv(io.BytesIO(infert.read("output", "infert/r.csv.rejected.csv")))
+    assert rejected.column("rejected_row").to_pylist() == [i + 1 for i in bad_at]
+    out = pacsv.read_csv(io.BytesIO(infert.read("output", "infert/r.csv")))
+    assert out.num_rows == 9_000 - len(bad_at)
+    assert "no-such-level" not in out.column("education").to_pylist()
+
+
+def test_a_column_gone_bad_in_a_later_batch_quarantines_with_nothing_committed(infert):
+    # batch 4 of 5 has no number in 'age': found on the reader thread while R is
+    # still predicting earlier batches and the writer uploading them
+    good = infert_rows(4_000).splitlines(keepends=True)
+    bad = [f"old,1,{LEVELS[i % 3]},0,0\n" for i in range(1_000)]
+    infert.drop("infert/late.csv", (HEADER + "".join(good[:3_000] + bad + good[3_000:])).encode())
+    report = infert.run(batch_rows=1_000)
+    assert report.exit_code == 3
+    item = report.inputs[0]
+    assert item.status == "quarantined" and item.error["kind"] == "SchemaError", item.error
+    assert "'age'" in item.error["message"]
+    assert infert.names("output") == []  # the earlier batches' staged blocks were never committed
+    assert infert.names("quarantine") == ["infert/late.csv", "infert/late.csv.error.json"]
+
+
+def test_a_download_that_fails_midway_is_a_storage_error_not_a_malformed_file():
+    """The CSV reader gets the download's StorageError as is: an OSError would have
+    been taken for a malformed file and the input quarantined. (A failing stream
+    stands in for the download here; test_faults stops a real Azurite mid-download.)"""
+
+    class FailsAfter(io.RawIOBase):
+        def __init__(self, data: bytes, limit: int):
+            self.data, self.pos, self.limit = data, 0, limit
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            if self.pos >= self.limit:
+                raise StorageError("downloading the input failed: connection reset")
+            n = min(len(b), self.limit - self.pos)
+            b[:n] = self.data[self.pos:self.pos + n]
+            self.pos += n
+            return n
+
+    data = (HEADER + infert_rows(1_500_000)).encode()  # about 40 MB
+    table = open_input(FailsAfter(data, 20_000_000), "csv", "infert/x.csv", 100_000, 10**10)
+    rows = 0
+    with pytest.raises(StorageError, match="connection reset"):
+        for batch in table.batches:
+            rows += batch.num_rows
+    assert rows < 1_500_000  # Arrow reads far ahead: the error may come before any batch
+
+
+def test_r_runs_unhooked_from_python_events(infert):
+    """R's event callback needs the GIL; with the reader and writer threads busy,
+    each call would wait for them (see rbridge._no_event_callback)."""
+    from rpy2.rinterface_lib import openrlib
+
+    from scorer.rbridge import bridge
+
+    bridge()
+    assert openrlib.rlib.ptr_R_ProcessEvents == openrlib.ffi.NULL
+
+
+def test_the_command_line_exits_at_once_yet_flushes_its_log_and_cleans_r_temp(infert, tmp_path):
+    infert.drop("infert/a.csv", (HEADER + infert_rows(100)).encode())
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
+                          env=env_for(infert.settings, TMPDIR=str(tmp)))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
+    assert events[-1] == "run_finished" and "report_written" in events
+    assert list(tmp.iterdir()) == []  # R's session directory (Rtmp...) and scorer's own are gone
+
+
+def test_csv_gz_streams_too(infert):
+    import gzip
+
+    n = 60_000
+    infert.drop("infert/z.csv.gz", gzip.compress((HEADER + infert_rows(n)).encode()))
+    report = infert.run(batch_rows=7_000)
+    assert report.exit_code == 0
+    out = pacsv.read_csv(pa.py_buffer(gzip.decompress(infert.read("output", "infert/z.csv.gz"))))
+    assert out.num_rows == n
