@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest share of an input's rows that may be rejected (unseen factor level, "
             "unparseable value) before the whole input is quarantined."),
     Setting("batch_rows", "SCORER_BATCH_ROWS", _positive_int, 250_000,
-            "Rows handed to R's predict() at a time; bounds memory for large inputs."),
+            "Most rows handed to R's predict() at a time (fewer when rows are wide: a batch "
+            "holds at most 8 MiB of CSV text); bounds memory for large inputs."),
     Setting("lease_seconds", "SCORER_LEASE_SECONDS", _positive_int, 60,
             "Length of the blob lease that claims an input (15-60); renewed while working, "
             "so a job that dies loses its claims within this time."),
