@@ -272,7 +272,8 @@ class BlobReader(io.RawIOBase):
                 return 0
             if isinstance(item, BaseException):
                 self._ended = True
-                raise StorageError(f"downloading the input failed: {str(item).splitlines()[0] if str(item) else type(item).__name__}") from item
+                first_line = str(item).splitlines()[0] if str(item) else type(item).__name__
+                raise StorageError(f"downloading the input failed: {first_line}") from item
             self._piece = memoryview(item)
         n = min(len(b), len(self._piece))
         b[:n] = self._piece[:n]
