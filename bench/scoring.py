@@ -1,6 +1,6 @@
 """Benchmark: scorer end to end through Blob Storage against plain R and naive rpy2.
 
-    .venv/bin/python bench/scoring.py            # 1M rows glm, wide model, ranger; about 3 minutes
+    .venv/bin/python bench/scoring.py            # 1M rows glm, wide model, ranger; about 5 minutes
     .venv/bin/python bench/scoring.py --big      # also 10M rows for the memory figures
     .venv/bin/python bench/scoring.py --rows 200000 --repeat 1   # quick look
 
