@@ -127,13 +127,27 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return r["wall"], r["rss"], r["out"]
 
 
-def drop_containers(az: Azurite, tag: str) -> None:
-    """Free a run's blobs: the in-memory Azurite would otherwise fill up."""
+CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports")
+
+
+def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None
+               ) -> tuple[float, int, str]:
+    """(a) once: publish ``model``, drop ``inp``, then time `scorer run`, in containers
+    of its own that are deleted afterwards (the in-memory Azurite would fill up)."""
     from azure.storage.blob import BlobServiceClient
 
+    tag = uuid.uuid4().hex[:8]
+    env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string,
+               **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in CONTAINERS})
+    subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m",
+                    *(["--predict-type", ptype] if ptype else [])], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
+                   env=env, check=True, capture_output=True)
+    result = measure([sys.executable, "-m", "scorer", "run"], env)
     service = BlobServiceClient.from_connection_string(az.connection_string)
-    for c in ("models", "input", "output", "archive", "quarantine", "reports"):
+    for c in CONTAINERS:
         service.delete_container(f"{c}-{tag}")
+    return result
 
 
 class Case:
@@ -161,22 +175,13 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
     # (a), (b) and (c) take turns, so that drift in the machine's speed (it is a
     # shared VM) weighs on all three alike.
     for i in range(repeat):
-        tag = uuid.uuid4().hex[:8]
-        env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string,
-                   **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in
-                      ("models", "input", "output", "archive", "quarantine", "reports")})
-        subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(case.model), "--name", "m",
-                        "--predict-type", case.ptype], env=env, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-m", "scorer", "drop", str(case.input), "--model", "m",
-                        "--as", "in.csv"], env=env, check=True, capture_output=True)
-        wall, rss, out = measure([sys.executable, "-m", "scorer", "run"], env)
+        wall, rss, out = scorer_run(az, env_base, case.model, case.input, case.ptype)
         events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         finished = next(e for e in events if e["event"] == "run_finished")
         assert finished["exit_code"] == 0 and finished["counts"]["rows_scored"] == case.rows, finished
         cold += [e["since_start_s"] for e in events if e["event"] == "first_row_scored"]
         a_runs.append(wall)
         a_rss.append(rss)
-        drop_containers(az, tag)
         wall, rss, _ = measure(["Rscript", str(plain), str(case.model), str(case.input),
                                 str(case.dir / "plain_out.csv"), ",".join(case.factors), case.ptype], env_base)
         b_runs.append(wall)
@@ -205,16 +210,7 @@ def memory_case(rows: int, model: Path, az: Azurite, work: Path, env_base: dict)
     t = gen_glm(rows, seed=rows % 1000)
     write_csv(t.select(["gre", "gpa", "rank"]), inp)
     del t
-    tag = uuid.uuid4().hex[:8]
-    env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string,
-               **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in
-                  ("models", "input", "output", "archive", "quarantine", "reports")})
-    subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m"],
-                   env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
-                   env=env, check=True, capture_output=True)
-    _, rss, _ = measure([sys.executable, "-m", "scorer", "run"], env)
-    drop_containers(az, tag)
+    _, rss, _ = scorer_run(az, env_base, model, inp)
     inp.unlink()
     return rss / 1024
 

@@ -63,9 +63,13 @@ def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, m
     InputFormatError naming ``where`` (the blob)."""
     if fmt == "parquet":
         if Path(source).stat().st_size == 0:
-            raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+            raise _empty(where)
         return _open_parquet(Path(source), where, batch_rows, max_bytes)
     return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes)
+
+
+def _empty(where: str) -> InputFormatError:
+    return InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
 
 
 def _peek(stream: BinaryIO, gz: bool, where: str) -> tuple[bytes, bytes]:
@@ -89,7 +93,7 @@ def _peek(stream: BinaryIO, gz: bool, where: str) -> tuple[bytes, bytes]:
         if unzip.eof:
             break
     if not raw:
-        raise InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
+        raise _empty(where)
     return bytes(raw), text[:_SNIFF_BYTES]
 
 
@@ -162,7 +166,8 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(exc, where) from None
-    return InputTable(names=reader.schema.names, batches=_guarded(reader, where, batch_rows, max_bytes))
+    batches = _rebatch(_capped(_blocks(reader, where), where, max_bytes), batch_rows)
+    return InputTable(names=reader.schema.names, batches=batches)
 
 
 def _csv_error(exc: Exception, where: str) -> InputFormatError:
@@ -180,12 +185,7 @@ def _csv_error(exc: Exception, where: str) -> InputFormatError:
                             hint="Check that every row has as many fields as the header and that quotes are closed.")
 
 
-def _guarded(reader, where: str, batch_rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    return _rebatch(_blocks(reader, where, max_bytes), batch_rows)
-
-
-def _blocks(reader, where: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    seen = 0
+def _blocks(reader, where: str) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             batch = reader.read_next_batch()
@@ -193,6 +193,13 @@ def _blocks(reader, where: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
             return
         except (pa.ArrowInvalid, OSError, zlib.error) as exc:
             raise _csv_error(exc, where) from None
+        yield batch
+
+
+def _capped(batches: Iterator[pa.RecordBatch], where: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """``batches``, failing the input once more than ``max_bytes`` have been read."""
+    seen = 0
+    for batch in batches:
         seen += batch.nbytes
         if seen > max_bytes:
             raise InputFormatError(
@@ -245,20 +252,13 @@ def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> In
     check_columns(names, None, where)  # raises on repeated column names
 
     def batches() -> Iterator[pa.RecordBatch]:
-        seen = 0
         try:
-            for batch in pf.iter_batches(batch_size=batch_rows):
-                seen += batch.nbytes
-                if seen > max_bytes:
-                    raise InputFormatError(
-                        f"{where}: the data is larger than SCORER_MAX_INPUT_BYTES ({max_bytes} bytes) once read.",
-                        hint="Split the file, or raise SCORER_MAX_INPUT_BYTES if this size is expected.")
-                yield batch
+            yield from pf.iter_batches(batch_size=batch_rows)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
                                    hint="Write the file again.") from None
 
-    return InputTable(names=names, batches=batches())
+    return InputTable(names=names, batches=_capped(batches(), where, max_bytes))
 
 
 class OutputWriter:

@@ -228,21 +228,13 @@ class Job:
                                             "model_version": ir.model_version})
             self._archive(props, claim, ir)
         except (InputError, ModelError) as exc:
-            for sink in sinks:
-                sink.abandon()
             self._quarantine(props, claim, ir, exc)
         except Interrupted:
-            for sink in sinks:
-                sink.abandon()
             ir.status = "left_pending"
             raise
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
-            for sink in sinks:
-                sink.abandon()
             self._storage_failed(exc, ir)
         except Exception as exc:  # a bug or an R crash: keep the input, count the attempt, go on
-            for sink in sinks:
-                sink.abandon()
             self._internal_error = True
             ir.status = "left_pending"
             ir.error = {"kind": type(exc).__name__, "message": f"internal error: {exc}",
@@ -250,6 +242,8 @@ class Job:
                                       "quarantined. Please report this with the run report."}
             log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": name})
         finally:
+            for sink in sinks:  # drops what was staged and not committed; after a commit, nothing
+                sink.abandon()
             for stream in streams:
                 if stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
