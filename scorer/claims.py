@@ -64,16 +64,19 @@ class Claim:
                     self.lost = True
                     return
 
-    def attempts(self) -> int:
-        try:
-            return int(self.blob.get_blob_tags().get(ATTEMPTS_TAG, "0"))
-        except ValueError:
-            return 0
-
-    def count_attempt(self, n: int) -> None:
+    def start_attempt(self, limit: int) -> int:
+        """Count one more start of scoring this input, unless that would pass
+        ``limit``; return the number of this start either way. One read and one
+        write of the blob's tags, which other tags keep."""
         tags = self.blob.get_blob_tags()
-        tags[ATTEMPTS_TAG] = str(n)
-        self.blob.set_blob_tags(tags, lease=self.lease)
+        try:
+            n = int(tags.get(ATTEMPTS_TAG, "0")) + 1
+        except ValueError:
+            n = 1
+        if n <= limit:
+            tags[ATTEMPTS_TAG] = str(n)
+            self.blob.set_blob_tags(tags, lease=self.lease)
+        return n
 
     def release(self) -> None:
         """Stop renewing and give the lease back if the blob still exists."""

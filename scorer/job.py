@@ -145,7 +145,7 @@ class Job:
         sinks: list[Any] = []
         streams: list[Any] = []
         try:
-            attempt = claim.attempts() + 1
+            attempt = claim.start_attempt(s.max_attempts)
             ir.attempt = attempt
             if attempt > s.max_attempts:
                 raise PoisonInput(
@@ -153,7 +153,6 @@ class Job:
                     "(the job crashed, was killed or ran out of time or memory on it).",
                     hint="Check the job's logs for those runs; split the file or give the container more "
                     "memory (memoryInGB) or time (jobTimeout), then drop it again.")
-            claim.count_attempt(attempt)
             log.info("input claimed", extra={"event": "input_claimed", "blob": name, "attempt": attempt})
             model_name, _, rel = name.partition("/")
             if not rel:

@@ -23,7 +23,6 @@ overlap).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -55,6 +54,11 @@ def azurite_connection_string(port: int = 10000) -> str:
 
 # -- the workflow's parameters: one source of truth ------------------------------------
 
+#: the workflow parameters the local runner follows
+_USED = ("scheduleFrequency", "scheduleInterval", "scheduleHours", "scheduleMinutes", "pollSeconds",
+         "jobTimeout", "cpuCores", "memoryInGB", "parallelJobs", "scorerEnvironment", "logsContainer")
+
+
 @dataclass
 class WorkflowParams:
     frequency: str
@@ -71,28 +75,30 @@ class WorkflowParams:
 
     @classmethod
     def load(cls, path: Path) -> "WorkflowParams":
-        """The defaults of logicapp/workflow.json's parameters. Raises ConfigError."""
+        """The defaults of logicapp/workflow.json's parameters, read as a deployment
+        reads them (scorer.azure.workflow). Raises ConfigError."""
+        from scorer.azure import workflow as wf
+
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            doc = wf.load(path)
+            definition = doc.get("definition", doc)
+            params = definition["parameters"]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: cannot read the workflow ({exc}).",
                               hint="Pass --workflow with the path of logicapp/workflow.json.") from None
-        params = doc.get("definition", doc).get("parameters", {})
-
-        def get(name: str) -> Any:
-            if name not in params or "defaultValue" not in params[name]:
-                raise ConfigError(f"{path}: the workflow has no default for parameter {name!r}.",
-                                  hint="Give it a defaultValue in logicapp/workflow.json.")
-            return params[name]["defaultValue"]
-
+        missing = [n for n in _USED if "defaultValue" not in params.get(n, {})]
+        if missing:
+            raise ConfigError(f"{path}: the workflow has no default for parameter(s) {', '.join(map(repr, missing))}.",
+                              hint="Give them a defaultValue in logicapp/workflow.json.")
+        v = wf.defaults(definition)
         return cls(
-            frequency=get("scheduleFrequency"), interval=int(get("scheduleInterval")),
-            hours=list(get("scheduleHours") or []), minutes=list(get("scheduleMinutes") or []),
-            poll_seconds=float(get("pollSeconds")), job_timeout_s=iso_duration_seconds(get("jobTimeout")),
-            cpu_cores=float(get("cpuCores")), memory_gb=float(get("memoryInGB")),
-            parallel_jobs=int(get("parallelJobs")),
-            environment={e["name"]: str(e["value"]) for e in get("scorerEnvironment")},
-            logs_container=get("logsContainer"),
+            frequency=v["scheduleFrequency"], interval=int(v["scheduleInterval"]),
+            hours=list(v["scheduleHours"] or []), minutes=list(v["scheduleMinutes"] or []),
+            poll_seconds=float(v["pollSeconds"]), job_timeout_s=iso_duration_seconds(v["jobTimeout"]),
+            cpu_cores=float(v["cpuCores"]), memory_gb=float(v["memoryInGB"]),
+            parallel_jobs=int(v["parallelJobs"]),
+            environment={k: str(x) for k, x in wf.environment(v).items()},
+            logs_container=v["logsContainer"],
         )
 
 
@@ -263,11 +269,7 @@ class LocalRunner:
     def __post_init__(self) -> None:
         from scorer.storage import Store, connect
         self.store = Store(connect(self.settings), self.settings)
-        self.store.ensure_containers()
-        try:
-            self.store.service.create_container(self.params.logs_container)
-        except Exception:  # already there
-            pass
+        self.store.ensure_containers(self.params.logs_container)
         self._active: list[tuple[str, Any]] = []
 
     def job_environment(self) -> dict[str, str]:

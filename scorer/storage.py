@@ -120,14 +120,15 @@ class Store:
     def __init__(self, service: BlobServiceClient, settings: Settings):
         self.service = service
         self.settings = settings
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
 
     def blob(self, container: str, name: str) -> BlobClient:
         return self.service.get_blob_client(container, name)
 
-    def ensure_containers(self) -> None:
-        """Create scorer's containers where missing (in Azure the template made them)."""
-        for name in self.settings.containers:
+    def ensure_containers(self, *extra: str) -> None:
+        """Create scorer's containers, and ``extra`` ones, where missing (in Azure
+        the template made them)."""
+        for name in (*self.settings.containers, *extra):
             try:
                 self.service.create_container(name)
             except ResourceExistsError:
