@@ -181,7 +181,7 @@ def deploy_template(clients: Clients, group: str, deployment: str, template: dic
     if props.get("provisioningState") != "Succeeded":
         raise DeployError(f"Deployment {deployment} ended {props.get('provisioningState')}: {props.get('error')}. "
                           f"See the resource group's Deployments blade in the portal.")
-    return {k: v.get("value") for k, v in (props.get("outputs") or {}).items()}
+    return _outputs(props)
 
 
 def deployment_outputs(clients: Clients, group: str, deployment: str) -> dict[str, Any]:
@@ -191,7 +191,12 @@ def deployment_outputs(clients: Clients, group: str, deployment: str) -> dict[st
         result = clients.deployments.deployments.get(group, deployment)
     except ResourceNotFoundError:
         raise DeployError(f"No deployment {deployment} in {group}: run `scripts/deploy.py up -g {group}` first.") from None
-    return {k: v.get("value") for k, v in (result.get("properties", {}).get("outputs") or {}).items()}
+    return _outputs(result.get("properties", {}))
+
+
+def _outputs(props: dict) -> dict[str, Any]:
+    """A deployment's template outputs as {name: value}."""
+    return {k: v.get("value") for k, v in (props.get("outputs") or {}).items()}
 
 
 # --- the image, built by ACR Tasks ----------------------------------------------------------
