@@ -49,6 +49,14 @@ class RColumn:
     levels: list[str] | None = None
     ordered: bool = False
 
+    def take(self, keep: np.ndarray) -> "RColumn":
+        """This column's rows where ``keep`` is True."""
+        if self.kind == "character":
+            vals = [v for v, k in zip(self.values, keep) if k]
+        else:
+            vals = self.values[keep]
+        return RColumn(self.kind, vals, self.levels, self.ordered)
+
 
 @dataclass
 class Field:
@@ -125,17 +133,9 @@ def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str) -> Pr
             bad |= col_bad
     keep = ~bad
     if bad.any():
-        columns = {k: _take(c, keep) for k, c in columns.items()}
+        columns = {k: c.take(keep) for k, c in columns.items()}
     rejects.sort()
     return Prepared(columns=columns, keep=keep, rejects=rejects)
-
-
-def _take(col: RColumn, keep: np.ndarray) -> RColumn:
-    if col.kind == "character":
-        vals = [v for v, k in zip(col.values, keep) if k]
-    else:
-        vals = col.values[keep]
-    return RColumn(col.kind, vals, col.levels, col.ordered)
 
 
 def _is_text(t: pa.DataType) -> bool:

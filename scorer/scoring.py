@@ -183,9 +183,7 @@ def _predict(r: Any, model: Any, prep: Prepared, predict_type: str | None):
                 hint="This model's predict() does not accept missing values: fill them before scoring.",
             ) from None
         complete = ~incomplete
-        cols = {k: RColumn(c.kind, [v for v, ok in zip(c.values, complete) if ok] if c.kind == "character"
-                           else c.values[complete], c.levels, c.ordered)
-                for k, c in prep.columns.items()}
+        cols = {k: c.take(complete) for k, c in prep.columns.items()}
         results = r.predict(model, cols, int(complete.sum()), predict_type)
         which = ", ".join(repr(k) for k, m in masks.items() if m.any())
         return results, incomplete, (
