@@ -147,6 +147,10 @@ class Job:
         try:
             attempt = claim.start_attempt(s.max_attempts)
             ir.attempt = attempt
+            # Before the poison check: a run killed between commit and archive, even
+            # SCORER_MAX_ATTEMPTS times, has still scored the input.
+            if self._already_committed(props, claim, ir):
+                return
             if attempt > s.max_attempts:
                 raise PoisonInput(
                     f"{name}: scoring this input was started {attempt - 1} times and never finished "
@@ -163,14 +167,6 @@ class Job:
             card = self.registry.card(model_name)
             ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
 
-            done = self.store.properties(s.output_container, name)
-            if done is not None and (done.metadata or {}).get(SOURCE_ETAG) == etag_of(props):
-                # An earlier run committed this exact input's output, then died before archiving.
-                ir.status = "scored"
-                ir.output = f"{s.output_container}/{name}"
-                ir.warnings.append("output was already committed by an earlier run; input archived without rescoring")
-                self._archive(props, claim, ir)
-                return
 
             if props.size > s.max_input_bytes:  # before loading the model: no R for a file refused anyway
                 raise InputFormatError(
@@ -248,6 +244,23 @@ class Job:
                     ir.durations_s["download"] = round(stream.seconds, 3)
                 stream.close()
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _already_committed(self, props: Any, claim: Claim, ir: InputReport) -> bool:
+        """Archive the input, without rescoring, if an earlier run committed the
+        output of this exact input (same ETag) and died before archiving it."""
+        s = self.settings
+        done = self.store.properties(s.output_container, props.name)
+        meta = (done.metadata or {}) if done is not None else {}
+        if meta.get(SOURCE_ETAG) != etag_of(props):
+            return False
+        ir.status = "scored"
+        ir.output = f"{s.output_container}/{props.name}"
+        ir.model = meta.get("scorer_model")
+        version = meta.get("scorer_model_version", "")
+        ir.model_version = int(version) if version.isdigit() else None
+        ir.warnings.append("output was already committed by an earlier run; input archived without rescoring")
+        self._archive(props, claim, ir)
+        return True
 
     def _fetch(self, name: str, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
         """Open an input for reading (on an I/O thread). CSV is read as it

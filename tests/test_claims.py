@@ -58,6 +58,24 @@ def test_committed_output_is_not_rescored_after_a_crash_before_archiving(gamma):
     assert gamma.names("input") == [] and gamma.names("archive") == ["g/a.csv"]
 
 
+def test_committed_output_is_archived_even_after_max_attempts(gamma):
+    """A run killed between commit and archive, three times over, has still
+    scored the input: it is archived, not quarantined as poison (found by the
+    SIGKILL fault test in CI)."""
+    gamma.drop("g/a.csv", ROW)
+    blob = gamma.store.blob(gamma.settings.input_container, "g/a.csv")
+    blob.set_blob_tags({ATTEMPTS_TAG: "3"})
+    etag = gamma.store.properties(gamma.settings.input_container, "g/a.csv").etag
+    gamma.store.put_bytes(gamma.settings.output_container, "g/a.csv", b"committed\n",
+                          metadata={SOURCE_ETAG: etag.strip('"'), "scorer_model": "g",
+                                    "scorer_model_version": "1"})
+    report = gamma.run()
+    item = report.inputs[0]
+    assert report.exit_code == 0
+    assert item.status == "scored" and (item.model, item.model_version) == ("g", 1)
+    assert gamma.names("archive") == ["g/a.csv"] and gamma.names("quarantine") == []
+
+
 def test_new_file_under_an_archived_name_is_scored_and_archived_beside_the_old(gamma):
     gamma.drop("g/a.csv", ROW)
     gamma.run()
