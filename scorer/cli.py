@@ -117,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     settings = _settings(model=args.model, blob=args.blob)
     context = log.setup(settings.log_level, debug=args.debug)
+    from scorer import rbridge
+    rbridge.start_early()  # R starts while the next imports and the claim run
     from scorer import job
     run_id = job.new_run_id()
     context["run_id"] = run_id

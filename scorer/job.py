@@ -20,6 +20,7 @@ it again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import time
@@ -263,8 +264,9 @@ class Job:
         return True
 
     def _fetch(self, name: str, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
-        """Open an input for reading (on an I/O thread). CSV is read as it
-        downloads; Parquet, which needs random access, is downloaded first."""
+        """Open an input for reading and read its first batch (on an I/O thread,
+        while R loads the model). CSV is read as it downloads; Parquet, which
+        needs random access, is downloaded first."""
         s = self.settings
         if fmt == "parquet":
             t = time.monotonic()
@@ -274,7 +276,10 @@ class Job:
         else:
             source = self.store.open_read(s.input_container, name)
             streams.append(source)
-        return open_input(source, fmt, name, s.batch_rows, s.max_input_bytes)
+        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes)
+        first = next(table.batches, None)
+        table.batches = itertools.chain([first] if first is not None else [], table.batches)
+        return table
 
     def _check_counts(self, name: str, counts: Any, rejected: RejectedRows) -> None:
         if counts.rows_read == 0:

@@ -75,7 +75,7 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
 
     Three stages overlap, one batch apart: a reader thread parses and validates
     batch k+1 while R predicts batch k on this thread, and a writer thread
-    formats and uploads batch k-1. R stays on the thread that started it; the
+    formats and uploads batch k-1. R is called from this thread only; the
     other two spend their time in Arrow's C++ code, which releases the GIL. At
     most three batches are in flight, so memory does not grow with the file.
 

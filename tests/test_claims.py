@@ -4,6 +4,7 @@ a crash after commit does not rescore, and poison inputs are set aside."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -131,13 +132,17 @@ def test_four_concurrent_jobs_score_each_of_120_inputs_exactly_once(gamma):
     assert runs_that_scored >= 2  # the work really was shared
 
 
-def test_sigterm_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma):
+@pytest.mark.parametrize("signum, when", [(signal.SIGTERM, "input_claimed"), (signal.SIGINT, "first_row_scored")],
+                         ids=["SIGTERM-at-claim", "SIGINT-while-scoring"])
+def test_sigterm_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma, signum, when):
+    """SIGTERM is how ACI stops a container; SIGINT is Ctrl-C in a local run, sent
+    once R is up (R's start-up must not take the stop handler over)."""
     gamma.drop("g/big.csv", b"wt,hp\n" + b"2.6,110\n" * 1_500_000)
     proc = subprocess.Popen([sys.executable, "-m", "scorer", "--debug", "run"], env=env_for(gamma.settings),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
-        if '"input_claimed"' in line:
-            proc.send_signal(subprocess.signal.SIGTERM)
+        if f'"{when}"' in line:
+            proc.send_signal(signum)
             break
     rest = proc.stdout.read()
     assert proc.wait(timeout=60) == 130

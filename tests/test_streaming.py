@@ -1,6 +1,6 @@
 """The fast path keeps every guarantee: inputs read while they download, batches
 read, predicted and written on three threads, R unhooked from Python's event
-loop, and the command line's quick exit.
+loop and started on a thread of its own, and the command line's quick exit.
 
 Against real Azurite and real R, like the rest of the suite. Timings live in
 bench/, not here: these tests check results and states only.
@@ -132,6 +132,31 @@ def test_the_command_line_exits_at_once_yet_flushes_its_log_and_cleans_r_temp(in
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
     assert events[-1] == "run_finished" and "report_written" in events
     assert list(tmp.iterdir()) == []  # R's session directory (Rtmp...) and scorer's own are gone
+
+
+def test_r_started_early_is_cleaned_up_even_when_nothing_was_pending(infert, tmp_path):
+    """`scorer run` starts R on a thread at once; with nothing to score, the quick
+    exit still waits for that start-up and removes R's session directory."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
+                          env=env_for(infert.settings, TMPDIR=str(tmp)))
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_r_that_cannot_start_leaves_the_input_pending_and_says_so(infert):
+    """R fails to start on its early thread: the failure reaches the job where R is
+    needed, as an internal error (exit 1), and the input stays pending."""
+    infert.drop("infert/a.csv", (HEADER + infert_rows(10)).encode())
+    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
+                          env=env_for(infert.settings, R_HOME="/nonexistent/R"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = infert.read_json("reports", infert.names("reports")[0])
+    item = report["inputs"][0]
+    assert item["status"] == "left_pending" and "internal error" in item["error"]["message"]
+    assert infert.names("input") == ["infert/a.csv"] and infert.names("quarantine") == []
+    assert "Traceback" not in proc.stdout
 
 
 def test_csv_gz_streams_too(infert):
