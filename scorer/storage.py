@@ -127,15 +127,19 @@ class Store:
 
     def ensure_containers(self, *extra: str) -> None:
         """Create scorer's containers, and ``extra`` ones, where missing (in Azure
-        the template made them)."""
-        for name in (*self.settings.containers, *extra):
-            try:
-                self.service.create_container(name)
-            except ResourceExistsError:
-                pass
-            except HttpResponseError as exc:
-                if exc.status_code != 403:  # a role without create rights is fine if they exist
-                    raise
+        the template made them). The requests go out together: one round trip
+        each, on the start-up path of every run."""
+        for done in [self._pool.submit(self._ensure_container, name) for name in (*self.settings.containers, *extra)]:
+            done.result()
+
+    def _ensure_container(self, name: str) -> None:
+        try:
+            self.service.create_container(name)
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code != 403:  # a role without create rights is fine if they exist
+                raise
 
     def list_names(self, container: str, prefix: str | None = None) -> list[Any]:
         """Blob properties under a prefix, in name order."""
