@@ -17,7 +17,7 @@ import codecs
 import csv
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,10 +51,24 @@ def format_of(name: str) -> str:
 
 @dataclass
 class InputTable:
-    """An input opened for reading: its column names and a stream of batches."""
+    """An input opened for reading: its column names and a stream of batches.
+    ``close`` it when done, whether or not every batch was read."""
 
     names: list[str]
     batches: Iterator[pa.RecordBatch]
+    _close: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        """Stop reading, and close the source the input was opened from.
+
+        A CSV reader stopped early (a stop request, a bad row, a model that failed)
+        may have Arrow's read-ahead thread inside the source's Python ``read``.
+        Freeing the reader then waits for that thread while holding the GIL, which
+        the thread needs to return: a deadlock. So the source is closed first, which
+        makes every read fail at once, and the reader is drained to its end (without
+        the GIL) before anything frees it.
+        """
+        self._close()
 
 
 def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int) -> InputTable:
@@ -167,7 +181,16 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(exc, where) from None
     batches = _rebatch(_capped(_blocks(reader, where), where, max_bytes), batch_rows)
-    return InputTable(names=reader.schema.names, batches=batches)
+
+    def close() -> None:
+        stream.close()
+        try:
+            while True:
+                reader.read_next_batch()
+        except Exception:  # StopIteration at the end, or the read that failed because the stream is closed
+            pass
+
+    return InputTable(names=reader.schema.names, batches=batches, _close=close)
 
 
 def _csv_error(exc: Exception, where: str) -> InputFormatError:
@@ -258,7 +281,7 @@ def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> In
             raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
                                    hint="Write the file again.") from None
 
-    return InputTable(names=names, batches=_capped(batches(), where, max_bytes))
+    return InputTable(names=names, batches=_capped(batches(), where, max_bytes), _close=pf.close)
 
 
 class OutputWriter:

@@ -44,7 +44,7 @@ from scorer.report import InputReport, RunReport
 from scorer.scoring import RejectedRows, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
-from scorer.storage import TRANSPORT_ERRORS, Store
+from scorer.storage import TRANSPORT_ERRORS, BlobReader, Store
 
 log = logging.getLogger("scorer.job")
 
@@ -144,7 +144,7 @@ class Job:
         name = props.name
         t0 = time.monotonic()
         sinks: list[Any] = []
-        streams: list[Any] = []
+        streams: list[Any] = []  # the input's blob stream, then the table read from it
         try:
             attempt = claim.start_attempt(s.max_attempts)
             ir.attempt = attempt
@@ -240,10 +240,10 @@ class Job:
         finally:
             for sink in sinks:  # drops what was staged and not committed; after a commit, nothing
                 sink.abandon()
-            for stream in streams:
-                if stream.seconds is not None:
-                    ir.durations_s["download"] = round(stream.seconds, 3)
+            for stream in reversed(streams):  # the table before the blob stream it reads: see InputTable.close
                 stream.close()
+                if isinstance(stream, BlobReader) and stream.seconds is not None:
+                    ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
 
     def _already_committed(self, props: Any, claim: Claim, ir: InputReport) -> bool:
@@ -277,6 +277,7 @@ class Job:
             source = self.store.open_read(s.input_container, name)
             streams.append(source)
         table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes)
+        streams.append(table)
         first = next(table.batches, None)
         table.batches = itertools.chain([first] if first is not None else [], table.batches)
         return table

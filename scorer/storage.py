@@ -268,10 +268,17 @@ class BlobReader(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
+        if self._stop.is_set():
+            raise ValueError("read from a closed blob stream")
         while not self._piece:
             if self._ended:
                 return 0
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():  # closed while waiting: the download will put nothing more
+                    raise ValueError("read from a closed blob stream") from None
+                continue
             if item is self._END:
                 self._ended = True
                 return 0

@@ -111,6 +111,63 @@ def test_a_download_that_fails_midway_is_a_storage_error_not_a_malformed_file():
     assert rows < 1_500_000  # Arrow reads far ahead: the error may come before any batch
 
 
+ABANDON = """
+import sys, time
+from scorer.formats import open_input
+from scorer.settings import Settings
+from scorer.storage import Store, connect
+settings = Settings.from_env()
+store = Store(connect(settings), settings)
+stream = store.open_read(settings.input_container, "infert/big.csv")
+table = open_input(stream, "csv", "infert/big.csv", 10_000, 10**10)
+next(table.batches)
+# no pause: Arrow's read-ahead thread is still reading from the download stream
+table.close()
+del table
+print("closed")
+"""
+
+
+def test_an_input_abandoned_mid_download_is_closed_without_hanging(infert):
+    """A job that stops reading early (SIGTERM, a bad row, a failed model) frees the
+    CSV reader while Arrow's read-ahead thread may still be reading the blob stream;
+    freeing it waits for that thread. InputTable.close stops the stream and drains
+    the reader first. In a subprocess, so that a hang fails the test."""
+    infert.drop("infert/big.csv", (HEADER + infert_rows(1_500_000)).encode())  # about 40 MB
+    proc = subprocess.run([sys.executable, "-c", ABANDON], capture_output=True, text=True, timeout=120,
+                          env=env_for(infert.settings))
+    assert proc.returncode == 0 and proc.stdout.strip() == "closed", proc.stderr
+
+
+def test_a_blob_stream_closed_while_a_read_waits_ends_that_read(infert):
+    """The reader waits for the download's next piece; close() stops the download,
+    which will put nothing more, so the waiting read must end (with an error), not
+    wait for ever. Arrow's read-ahead thread is such a reader: the SIGTERM test hung
+    on it when the CSV reader was freed."""
+    import threading
+
+    infert.drop("infert/big.csv", (HEADER + infert_rows(1_500_000)).encode())  # about 40 MB
+    stream = infert.store.open_read(infert.settings.input_container, "infert/big.csv")
+    outcome: list = []
+
+    def consume() -> None:  # faster than the download: mostly waiting for the next piece
+        buf = bytearray(1 << 20)
+        try:
+            while stream.readinto(buf):
+                pass
+            outcome.append("end")
+        except ValueError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    stream.readinto(bytearray(1))  # the download has begun
+    stream.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "a read still waits after close()"
+    assert outcome in (["read from a closed blob stream"], ["end"])
+
+
 def test_r_runs_unhooked_from_python_events(infert):
     """R's event callback needs the GIL; with the reader and writer threads busy,
     each call would wait for them (see rbridge._no_event_callback)."""
