@@ -341,9 +341,9 @@ class LocalRunner:
             return next_fire(self.params, after)
 
         due = next_schedule(start)
+        seen = self.pending()  # before saying "watching": anything dropped after that is a new blob
         _say(f"schedule: next run at {due.isoformat(timespec='seconds')}; watching "
              f"{self.settings.input_container}/ every {self.watch_poll_s:g} s")
-        seen = self.pending()
         if seen:
             _say(f"{len(seen)} input(s) already pending: running now")
             self.run_jobs("pending at start")
