@@ -168,7 +168,6 @@ class Job:
             card = self.registry.card(model_name)
             ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
 
-
             if props.size > s.max_input_bytes:  # before loading the model: no R for a file refused anyway
                 raise InputFormatError(
                     f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",

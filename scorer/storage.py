@@ -127,8 +127,8 @@ class Store:
 
     def ensure_containers(self, *extra: str) -> None:
         """Create scorer's containers, and ``extra`` ones, where missing (in Azure
-        the template made them). The requests go out together: one round trip
-        each, on the start-up path of every run."""
+        the template made them). The requests run side by side on the I/O
+        threads: they are on the start-up path of every run."""
         for done in [self._pool.submit(self._ensure_container, name) for name in (*self.settings.containers, *extra)]:
             done.result()
 
