@@ -134,7 +134,7 @@ def test_four_concurrent_jobs_score_each_of_120_inputs_exactly_once(gamma):
 
 @pytest.mark.parametrize("signum, when", [(signal.SIGTERM, "input_claimed"), (signal.SIGINT, "first_row_scored")],
                          ids=["SIGTERM-at-claim", "SIGINT-while-scoring"])
-def test_sigterm_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma, signum, when):
+def test_a_stop_signal_mid_input_leaves_it_pending_unclaimed_and_without_output(gamma, signum, when):
     """SIGTERM is how ACI stops a container; SIGINT is Ctrl-C in a local run, sent
     once R is up (R's start-up must not take the stop handler over)."""
     gamma.drop("g/big.csv", b"wt,hp\n" + b"2.6,110\n" * 1_500_000)
