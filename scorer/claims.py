@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 

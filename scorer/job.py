@@ -174,7 +174,7 @@ class Job:
                     hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 t = time.monotonic()
-                # The input downloads, and its first block is parsed, while R loads the model.
+                # The input downloads, and its first batch is read, while R loads the model.
                 fetch = self.store.submit(self._fetch, name, Path(tmp) / "input", fmt, ir, streams)
                 try:
                     model = self.registry.load(card)

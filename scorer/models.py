@@ -156,7 +156,7 @@ class Registry:
         try:
             fetch = self.store.submit(self.store.read_bytes, self.container,
                                       f"{card['name']}/v{card['version']}/model.rds")
-            self.r  # R starts on this thread while the file downloads
+            self.r  # R starts (or, started early, finishes starting) while the file downloads
             data = fetch.result()
             digest = sha256_of(data)
             if digest != card["sha256"]:

@@ -22,7 +22,7 @@ import time
 import pyarrow.csv as pacsv
 import pytest
 
-from conftest import Azurite, Pipeline, env_for
+from conftest import Azurite, Pipeline, env_for, scorer_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_sigkill_at_50_seeded_points_loses_nothing_and_scores_once(pipeline, fit
     names = ["g/warm-up.csv"]
     pipeline.drop(names[0], make_input(99))
     t = time.monotonic()
-    subprocess.run([sys.executable, "-m", "scorer", "run"], env=env, check=True, capture_output=True)
+    scorer_cli(pipeline.settings, "run", check=True)
     whole_run = time.monotonic() - t
     kills = 0
     for round_ in range(50):

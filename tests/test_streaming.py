@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from conftest import env_for
+from conftest import env_for, scorer_cli
 from scorer.errors import StorageError
 from scorer.formats import open_input
 
@@ -183,8 +183,7 @@ def test_the_command_line_exits_at_once_yet_flushes_its_log_and_cleans_r_temp(in
     infert.drop("infert/a.csv", (HEADER + infert_rows(100)).encode())
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
-                          env=env_for(infert.settings, TMPDIR=str(tmp)))
+    proc = scorer_cli(infert.settings, "run", timeout=120, TMPDIR=str(tmp))
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
     assert events[-1] == "run_finished" and "report_written" in events
@@ -196,8 +195,7 @@ def test_r_started_early_is_cleaned_up_even_when_nothing_was_pending(infert, tmp
     exit still waits for that start-up and removes R's session directory."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
-                          env=env_for(infert.settings, TMPDIR=str(tmp)))
+    proc = scorer_cli(infert.settings, "run", timeout=120, TMPDIR=str(tmp))
     assert proc.returncode == 0, proc.stderr
     assert list(tmp.iterdir()) == []
 
@@ -206,8 +204,7 @@ def test_r_that_cannot_start_leaves_the_input_pending_and_says_so(infert):
     """R fails to start on its early thread: the failure reaches the job where R is
     needed, as an internal error (exit 1), and the input stays pending."""
     infert.drop("infert/a.csv", (HEADER + infert_rows(10)).encode())
-    proc = subprocess.run([sys.executable, "-m", "scorer", "run"], capture_output=True, text=True, timeout=120,
-                          env=env_for(infert.settings, R_HOME="/nonexistent/R"))
+    proc = scorer_cli(infert.settings, "run", timeout=120, R_HOME="/nonexistent/R")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = infert.read_json("reports", infert.names("reports")[0])
     item = report["inputs"][0]
