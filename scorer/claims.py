@@ -9,13 +9,20 @@ takes the input over.
 The number of times scoring of an input was started is kept in a blob index tag
 (``scorer-attempts``): tags do not change the blob's ETag, which identifies the
 input's content, and an input whose attempts reach SCORER_MAX_ATTEMPTS without
-finishing is quarantined as poison rather than crashing every run.
+finishing is quarantined as poison rather than crashing every run. The same tag
+records how each unfinished attempt ended, when the job could still say so:
+``"3 1=no-space 3=stopped"`` is three starts, the first out of disk space, the
+third stopped by a signal, and the second with no record (the job was killed or
+crashed: SIGKILL, the kernel's out-of-memory killer). One tag, because Blob
+Storage allows ten per blob and the user's own come first; tag values may hold
+letters, digits, space and ``+-./:=_``, which the codes keep to.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobLeaseClient
@@ -23,6 +30,47 @@ from azure.storage.blob import BlobClient, BlobLeaseClient
 log = logging.getLogger("scorer.claims")
 
 ATTEMPTS_TAG = "scorer-attempts"
+
+#: what each recorded outcome means, for a poison note
+OUTCOMES = {
+    "no-space": "ran out of disk space (no space left on device)",
+    "out-of-memory": "ran out of memory",
+    "stopped": "was stopped by SIGTERM or SIGINT before it finished (jobTimeout, a shutdown, Ctrl-C)",
+    "storage": "lost Blob Storage before it finished",
+    "internal": "failed with an internal error (see that run's report)",
+    "lease-lost": "lost its claim (lease) on the input",
+}
+NO_RECORD = ("ended with no record: the job was killed or crashed (SIGKILL, the out-of-memory killer, "
+             "a container deleted at jobTimeout)")
+
+
+@dataclass
+class Attempts:
+    """The attempt record kept in the ``scorer-attempts`` tag."""
+
+    number: int = 0
+    outcomes: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "Attempts":
+        """Read a tag value; anything unreadable counts as no attempts so far."""
+        parts = text.split()
+        if not parts or not parts[0].isdigit():
+            return cls()
+        outcomes = {}
+        for p in parts[1:]:
+            k, _, v = p.partition("=")
+            if k.isdigit() and v:
+                outcomes[int(k)] = v
+        return cls(int(parts[0]), outcomes)
+
+    def format(self) -> str:
+        return " ".join([str(self.number)] + [f"{k}={v}" for k, v in sorted(self.outcomes.items())])
+
+    def history(self, upto: int) -> list[str]:
+        """How attempts 1..upto ended, in words."""
+        return [f"attempt {i} {OUTCOMES.get(self.outcomes[i], self.outcomes[i]) if i in self.outcomes else NO_RECORD}"
+                for i in range(1, upto + 1)]
 
 
 class Claim:
@@ -33,6 +81,8 @@ class Claim:
         self.lease = lease
         self.seconds = seconds
         self.lost = False
+        self._tags: dict[str, str] = {}
+        self._record: Attempts | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease:{blob.blob_name}", daemon=True)
         self._thread.start()
@@ -65,19 +115,38 @@ class Claim:
                     self.lost = True
                     return
 
-    def start_attempt(self, limit: int) -> int:
+    def start_attempt(self, limit: int) -> "Attempts":
         """Count one more start of scoring this input, unless that would pass
-        ``limit``; return the number of this start either way. One read and one
-        write of the blob's tags, which other tags keep."""
+        ``limit``; return the record, with this start's number, either way. One
+        read and one write of the blob's tags, which other tags keep.
+
+        Raises HttpResponseError as Blob Storage does: 400 TagsTooLarge when the
+        blob already carries ten tags (the caller quarantines it, see job.py).
+        """
         tags = self.blob.get_blob_tags()
-        try:
-            n = int(tags.get(ATTEMPTS_TAG, "0")) + 1
-        except ValueError:
-            n = 1
-        if n <= limit:
-            tags[ATTEMPTS_TAG] = str(n)
+        record = Attempts.parse(tags.get(ATTEMPTS_TAG, ""))
+        record.number += 1
+        if record.number <= limit:
+            tags[ATTEMPTS_TAG] = record.format()
             self.blob.set_blob_tags(tags, lease=self.lease)
-        return n
+        self._tags = tags
+        self._record = record
+        return record
+
+    def end_attempt(self, code: str) -> None:
+        """Record how this attempt ended without finishing (``no-space``,
+        ``stopped``, ...). Best effort: when storage is down it cannot be written,
+        and the next run reads "no record"."""
+        record = self._record
+        if record is None or self.lost:
+            return
+        record.outcomes[record.number] = code
+        self._tags[ATTEMPTS_TAG] = record.format()
+        try:
+            self.blob.set_blob_tags(self._tags, lease=self.lease)
+        except Exception as exc:  # storage outage or a lapsed lease: the record stays as it was
+            log.warning("could not record how the attempt ended", extra={
+                "event": "attempt_record_failed", "blob": self.blob.blob_name, "error": str(exc).splitlines()[0]})
 
     def release(self) -> None:
         """Stop renewing and give the lease back if the blob still exists."""

@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(model=args.model, blob=args.blob)
     context = log.setup(settings.log_level, debug=args.debug)
     from scorer import rbridge
-    rbridge.start_early()  # R starts while the next imports and the claim run
+    rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
     from scorer import job
     run_id = job.new_run_id()
     context["run_id"] = run_id
@@ -131,9 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from scorer import rbridge
     from scorer.models import Registry
 
     settings = _settings()
+    rbridge.start()  # before the blob I/O threads: see "Threads" in rbridge.py
     store = _store(settings)
     store.ensure_containers()
     pub = Registry(store).publish(args.path, args.name, args.predict_type, args.package, args.package_list)

@@ -3,6 +3,8 @@
     ScorerError                    anything scorer reports to a user (never a traceback)
     ├── ConfigError                a setting is missing or malformed           -> exit 2
     ├── StorageError               Blob Storage unreachable or refused us      -> exit 4
+    ├── ResourceError              out of disk space or memory on an input     -> exit 5
+    │                              (the input stays pending; the attempt records why)
     ├── ModelError                 the model cannot be used; its inputs are quarantined
     │   ├── ModelNotFound          no published model (or version) of that name
     │   └── ModelLoadError         checksum mismatch, corrupt .rds, missing R package
@@ -11,7 +13,9 @@
         ├── SchemaError            missing columns or wrong column types
         ├── TooManyRejected        rejected rows exceed SCORER_MAX_REJECTED_FRACTION
         ├── PoisonInput            started SCORER_MAX_ATTEMPTS times, never finished
-        └── PredictError           R's predict() itself failed on this data
+        ├── PredictError           R's predict() itself failed on this data
+        └── BlobError              Blob Storage refused an operation on this one blob
+                                   (too many tags, a name too long): not an outage
 
 Apart from the tree, ``Interrupted`` (a BaseException, like KeyboardInterrupt) is
 raised at a safe point after SIGTERM/SIGINT asked the job to stop: the input being
@@ -65,6 +69,33 @@ class StorageError(ScorerError):
     )
 
 
+class ResourceError(ScorerError):
+    """The job ran out of disk space or memory while working on an input.
+
+    Not the input's fault as such, and not scorer's: the input stays pending, the
+    attempt records the cause, and a poison quarantine quotes it.
+    """
+
+    #: the short code recorded with the attempt (scorer.claims)
+    code = "resources"
+
+
+class OutOfDisk(ResourceError):
+    """No space left on the device that holds the job's temporary files."""
+
+    code = "no-space"
+    hint = ("Give the job more temporary disk space (TMPDIR), or split the file; the input stays "
+            "in input/ and is retried by the next run.")
+
+
+class OutOfMemory(ResourceError):
+    """Python, Arrow or R could not allocate memory."""
+
+    code = "out-of-memory"
+    hint = ("Give the container more memory (memoryInGB), lower SCORER_BATCH_ROWS, or split the "
+            "file; the input stays in input/ and is retried by the next run.")
+
+
 class ModelError(ScorerError):
     """The model an input asks for cannot be used."""
 
@@ -100,6 +131,15 @@ class PoisonInput(InputError):
 class PredictError(InputError):
     """R's predict() raised an error on this input."""
 
+    hint = ("R's own message above says what it could not do with these rows. Check the input "
+            "against the model's card (`scorer models show MODEL`: column types, factor levels), "
+            "or score a few rows with the model in R to see the same error there.")
+
+
+class BlobError(InputError):
+    """Blob Storage refused an operation on this one blob (a 4xx about the blob,
+    not the service): it is quarantined, and the run goes on with the others."""
+
 
 class Interrupted(BaseException):
     """The job was asked to stop (SIGTERM/SIGINT); raised only at safe points."""
@@ -111,4 +151,5 @@ EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_INPUTS_FAILED = 3
 EXIT_STORAGE = 4
+EXIT_RESOURCES = 5
 EXIT_INTERRUPTED = 130

@@ -20,6 +20,8 @@ it again.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import itertools
 import logging
 import tempfile
@@ -33,9 +35,9 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
-from scorer.claims import Claim
-from scorer.errors import (InputError, InputFormatError, Interrupted, ModelError, PoisonInput, ScorerError,
-                           StorageError, TooManyRejected)
+from scorer.claims import ATTEMPTS_TAG, Attempts, Claim
+from scorer.errors import (BlobError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
+                           PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, format_of, open_input
 from scorer.frames import Field
 from scorer.log import now, redact_obj
@@ -44,7 +46,7 @@ from scorer.report import InputReport, RunReport
 from scorer.scoring import RejectedRows, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
-from scorer.storage import TRANSPORT_ERRORS, BlobReader, Store
+from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
 
 log = logging.getLogger("scorer.job")
 
@@ -77,6 +79,8 @@ class Job:
         self._first_row_logged = False
         self._internal_error = False
         self._storage_error = False
+        self._resource_error = False
+        self._blob_error = False  # an input Blob Storage refused, that could not even be quarantined
         self._stamp = self.report.run_id.split("-")[0]
 
     # -- the run --------------------------------------------------------------------
@@ -90,11 +94,19 @@ class Job:
                 check_stop()
                 ir = InputReport(blob=props.name)
                 self.report.inputs.append(ir)
-                claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
+                if props.copy is not None and props.copy.status == "pending":
+                    # a copy into input/ still under way: its content is not all there yet
+                    self._skip(ir, "a copy into this blob is still in progress; the next run scores it")
+                    continue
+                try:
+                    claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
+                except HttpResponseError as exc:
+                    if is_outage(exc):
+                        raise
+                    self._skip(ir, f"Blob Storage refused to lease it: {_first_line(exc)}")
+                    continue
                 if claim is None:
-                    ir.status = "skipped"
-                    ir.warnings.append("claimed by another job, or already gone")
-                    log.info("input skipped: claimed elsewhere", extra={"event": "input_skipped", "blob": props.name})
+                    self._skip(ir, "claimed by another job, or already gone")
                     continue
                 try:
                     self._process(props, claim, ir)
@@ -115,9 +127,12 @@ class Job:
             self.report.r_version = self.registry.r.r_version
         if self.report.exit_code is None:
             self.report.exit_code = self._exit_code()
-        self._write_report()
+        written = self._write_report()
+        # The last line of the log; when the report could not be stored (storage is
+        # down), it carries the whole report, so the outcome is never lost.
         log.info("run finished", extra={"event": "run_finished", "exit_code": self.report.exit_code,
-                                        "counts": self.report.counts()})
+                                        "counts": self.report.counts(),
+                                        **({"report": written} if written else {"report_json": self.report.to_dict()})})
         return self.report
 
     def _pending(self) -> list[Any]:
@@ -133,9 +148,16 @@ class Job:
             return errors.EXIT_STORAGE
         if self._internal_error:
             return errors.EXIT_INTERNAL
-        if any(i.status == "quarantined" for i in self.report.inputs):
+        if self._resource_error:
+            return errors.EXIT_RESOURCES
+        if self._blob_error or any(i.status == "quarantined" for i in self.report.inputs):
             return errors.EXIT_INPUTS_FAILED
         return errors.EXIT_OK
+
+    def _skip(self, ir: InputReport, why: str) -> None:
+        ir.status = "skipped"
+        ir.warnings.append(why)
+        log.info(f"input skipped: {why}", extra={"event": "input_skipped", "blob": ir.blob})
 
     # -- one input ------------------------------------------------------------------
 
@@ -146,18 +168,20 @@ class Job:
         sinks: list[Any] = []
         streams: list[Any] = []  # the input's blob stream, then the table read from it
         try:
-            attempt = claim.start_attempt(s.max_attempts)
-            ir.attempt = attempt
+            try:
+                record = claim.start_attempt(s.max_attempts)
+            except HttpResponseError as exc:
+                if is_outage(exc):
+                    raise
+                raise _tag_refused(name, exc) from None
+            attempt = ir.attempt = record.number
+            _check_name_room(name)
             # Before the poison check: a run killed between commit and archive, even
             # SCORER_MAX_ATTEMPTS times, has still scored the input.
             if self._already_committed(props, claim, ir):
                 return
             if attempt > s.max_attempts:
-                raise PoisonInput(
-                    f"{name}: scoring this input was started {attempt - 1} times and never finished "
-                    "(the job crashed, was killed or ran out of time or memory on it).",
-                    hint="Check the job's logs for those runs; split the file or give the container more "
-                    "memory (memoryInGB) or time (jobTimeout), then drop it again.")
+                raise _poison(name, record)
             log.info("input claimed", extra={"event": "input_claimed", "blob": name, "attempt": attempt})
             model_name, _, rel = name.partition("/")
             if not rel:
@@ -172,6 +196,7 @@ class Job:
                 raise InputFormatError(
                     f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",
                     hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
+            self.registry.r  # R starts before the download's threads, if not already: see rbridge.py
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 t = time.monotonic()
                 # The input downloads, and its first batch is read, while R loads the model.
@@ -205,8 +230,7 @@ class Job:
                     rejected.writer.close()
                 check_stop()
                 if claim.lost:
-                    raise StorageError(f"{name}: the claim (lease) on this input was lost while scoring it; "
-                                       "it is left for the next run.")
+                    raise _LeaseLost()
                 meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
                         "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
                 if rejected.writer is not None:
@@ -226,16 +250,37 @@ class Job:
             self._quarantine(props, claim, ir, exc)
         except Interrupted:
             ir.status = "left_pending"
+            claim.end_attempt("stopped")
             raise
-        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
-            self._storage_failed(exc, ir)
-        except Exception as exc:  # a bug or an R crash: keep the input, count the attempt, go on
-            self._internal_error = True
+        except _LeaseLost:
             ir.status = "left_pending"
-            ir.error = {"kind": type(exc).__name__, "message": f"internal error: {exc}",
-                        "what_to_do": "The input stays in input/ and is retried; after SCORER_MAX_ATTEMPTS it is "
-                                      "quarantined. Please report this with the run report."}
-            log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": name})
+            ir.error = {"kind": "LeaseLost", "message": f"{name}: the claim (lease) on this input was lost while "
+                        "scoring it, so its output was not committed.",
+                        "what_to_do": "Nothing: the input stays in input/ and the next run scores it."}
+            log.warning(ir.error["message"], extra={"event": "lease_lost", "blob": name})
+        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
+            if is_outage(exc):
+                self._storage_failed(exc, ir)
+            else:  # Blob Storage refused this one blob: quarantine it and go on with the others
+                self._quarantine(props, claim, ir, BlobError(
+                    f"{name}: Blob Storage refused a request about this input or one of its outputs: "
+                    f"{_first_line(exc)}",
+                    hint="This concerns this blob only; the other inputs went on. Fix what the message "
+                    "names (often the blob's name or tags) and drop the file again.",
+                    status=getattr(exc, "status_code", None), error_code=getattr(exc, "error_code", None)))
+        except (ResourceError, OSError, MemoryError) as exc:
+            resource = exc if isinstance(exc, ResourceError) else _as_resource_error(exc, name)
+            if resource is None:
+                self._internal_failed(exc, claim, ir)
+            else:
+                self._resource_error = True
+                ir.status = "left_pending"
+                ir.error = resource.as_dict()
+                claim.end_attempt(resource.code)
+                log.error(str(resource), extra={"event": "input_resource_error", "blob": name,
+                                                "error": ir.error})
+        except Exception as exc:  # a bug or an R crash: keep the input, count the attempt, go on
+            self._internal_failed(exc, claim, ir)
         finally:
             for sink in sinks:  # drops what was staged and not committed; after a commit, nothing
                 sink.abandon()
@@ -244,6 +289,15 @@ class Job:
                 if isinstance(stream, BlobReader) and stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _internal_failed(self, exc: BaseException, claim: Claim, ir: InputReport) -> None:
+        self._internal_error = True
+        ir.status = "left_pending"
+        ir.error = {"kind": type(exc).__name__, "message": f"internal error: {exc}",
+                    "what_to_do": "The input stays in input/ and is retried; after SCORER_MAX_ATTEMPTS it is "
+                                  "quarantined. Please report this with the run report."}
+        claim.end_attempt("internal")
+        log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": ir.blob})
 
     def _already_committed(self, props: Any, claim: Claim, ir: InputReport) -> bool:
         """Archive the input, without rescoring, if an earlier run committed the
@@ -302,16 +356,27 @@ class Job:
 
     # -- where an input goes afterwards -------------------------------------------
 
-    def _destination(self, container: str, name: str, etag: str) -> str:
+    def _destination(self, container: str, name: str, etag: str, room: int = 0) -> str:
         """``name`` in ``container``, unless an archived copy of a different input
         (another ETag) already has that name: then the name gets the run's time
-        stamp before its extension, so that nothing is overwritten."""
-        existing = self.store.properties(container, name)
-        if existing is None or (existing.metadata or {}).get(SOURCE_ETAG) == etag:
-            return name
+        stamp before its extension, so that nothing is overwritten.
+
+        ``room`` is what will be appended to the name (a note's suffix). A name
+        that would then pass Blob Storage's limit is replaced by a short one under
+        ``<model>/_long-names/``; the note beside it gives the original name.
+        """
         path = PurePosixPath(name)
         stem, dot, exts = path.name.partition(".")
-        return str(path.with_name(f"{stem}.{self._stamp}{dot}{exts}"))
+        existing = self.store.properties(container, name)
+        if existing is None or (existing.metadata or {}).get(SOURCE_ETAG) == etag:
+            chosen = name
+        else:
+            chosen = str(path.with_name(f"{stem}.{self._stamp}{dot}{exts}"))
+        if name_length(chosen) + room <= MAX_BLOB_NAME:
+            return chosen
+        model = name.split("/", 1)[0]
+        short = f"{model}/_long-names/{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+        return f"{short}.{self._stamp}{dot}{exts}" if chosen != name else f"{short}{dot}{exts}"
 
     def _archive(self, props: Any, claim: Claim, ir: InputReport) -> None:
         s = self.settings
@@ -328,7 +393,7 @@ class Job:
         ir.error = exc.as_dict()
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
         try:
-            dst = self._destination(s.quarantine_container, props.name, etag_of(props))
+            dst = self._destination(s.quarantine_container, props.name, etag_of(props), room=len(ERROR_SUFFIX))
             note = {"input": f"{s.input_container}/{props.name}", "quarantined_at": now(),
                     "run_id": self.report.run_id, "model": ir.model, "model_version": ir.model_version,
                     "rows_read": ir.rows_read, "rows_rejected": ir.rows_rejected, **ir.error}
@@ -340,13 +405,19 @@ class Job:
             self.store.delete(s.input_container, props.name, lease=claim.lease)
             ir.quarantined_to = f"{s.quarantine_container}/{dst}"
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as e:
-            self._storage_failed(e, ir)
+            if is_outage(e):
+                self._storage_failed(e, ir)
+            else:  # this blob cannot even be set aside: say so, leave it, and go on
+                self._blob_error = True
+                ir.error = dict(ir.error, quarantine_failed=_first_line(e))
+                log.error("could not quarantine the input", extra={"event": "quarantine_failed", "blob": props.name,
+                                                                   "error": _first_line(e)})
             ir.status = "left_pending"
 
     def _storage_failed(self, exc: Exception, ir: InputReport | None) -> None:
         self._storage_error = True
         err = exc.as_dict() if isinstance(exc, ScorerError) else {
-            "kind": "StorageError", "message": f"Blob Storage failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            "kind": "StorageError", "message": f"Blob Storage failed: {_first_line(exc)}",
             "what_to_do": StorageError.hint}
         if ir is not None:
             ir.status = "left_pending"
@@ -355,18 +426,88 @@ class Job:
             self.report.error = err
         log.error(err["message"], extra={"event": "storage_error", "blob": ir.blob if ir else None})
 
-    def _write_report(self) -> None:
+    def _write_report(self) -> str | None:
+        """Store the run report; return where, or None when storage refused it."""
         s = self.settings
         name = f"{self.report.run_id}.json"
         try:
             self.store.put_json(s.reports_container, name, self.report.to_dict())
-            log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}"})
-        except Exception as exc:  # storage is down: the report still reaches the log
-            log.error("could not write the run report", extra={"event": "report_failed", "error": str(exc),
-                                                               "report_json": self.report.to_dict()})
+        except Exception as exc:  # storage is down: the report goes to the log's last line instead
+            log.error("could not write the run report; it is in the run_finished line",
+                      extra={"event": "report_failed", "error": _first_line(exc)})
             self._storage_error = True
             if self.report.exit_code == errors.EXIT_OK:
                 self.report.exit_code = errors.EXIT_STORAGE
+            return None
+        log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}"})
+        return f"{s.reports_container}/{name}"
+
+
+class _LeaseLost(Exception):
+    """The lease renewer lost the claim: nothing may be committed (job.py only)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: the most scorer appends to an input's name: a time stamp (".20261122T031500Z",
+#: when an archived file of the same name exists) or ".rejected.csv"
+_NAME_ROOM = max(len(".20261122T031500Z"), len(REJECTED_SUFFIX))
+
+
+def _check_name_room(name: str) -> None:
+    """Raise BlobError when the names scorer derives from ``name`` would pass
+    Blob Storage's limit: found before any of them is written."""
+    n = name_length(name)
+    if n + _NAME_ROOM > MAX_BLOB_NAME:
+        raise BlobError(
+            f"{name[:60]}...: the input's name is {n} characters long; the names scorer writes beside it "
+            f"(rejected rows, an archived copy with a time stamp) add up to {_NAME_ROOM}, which would pass "
+            f"Blob Storage's limit of {MAX_BLOB_NAME}.",
+            hint=f"Shorten the path to at most {MAX_BLOB_NAME - _NAME_ROOM} characters and drop the file again.",
+            name_length=n)
+
+
+def _tag_refused(name: str, exc: HttpResponseError) -> BlobError:
+    if exc.error_code == "TagsTooLarge" or "tags" in str(exc).lower():
+        return BlobError(
+            f"{name}: Blob Storage refused scorer's attempt tag ({ATTEMPTS_TAG}): the input already carries the "
+            f"ten blob index tags a blob may have, or tags too large ({_first_line(exc)}).",
+            hint="Remove at least one of the input's index tags (or copy it without tags) and drop it again: "
+            "scorer keeps one tag of its own on a pending input, to count its attempts.",
+            status=exc.status_code, error_code=exc.error_code)
+    return BlobError(f"{name}: Blob Storage refused to read or write the input's index tags: {_first_line(exc)}",
+                     hint="Fix what the message names and drop the file again.",
+                     status=exc.status_code, error_code=exc.error_code)
+
+
+def _poison(name: str, record: Attempts) -> PoisonInput:
+    started = record.number - 1
+    history = record.history(started)
+    codes = set(record.outcomes.values())
+    if "no-space" in codes:
+        hint = OutOfDisk.hint.split(";")[0] + ", then drop it again."
+    elif "out-of-memory" in codes:
+        hint = OutOfMemory.hint.split(";")[0] + ", then drop it again."
+    elif "stopped" in codes:
+        hint = "Give the job more time (jobTimeout) or split the file, then drop it again."
+    else:
+        hint = ("Check the job's logs for those runs; split the file or give the container more memory "
+                "(memoryInGB) or time (jobTimeout), then drop it again.")
+    return PoisonInput(f"{name}: scoring this input was started {started} times and never finished: "
+                       + "; ".join(history) + ".", hint=hint, attempts=history)
+
+
+def _as_resource_error(exc: BaseException, name: str) -> ResourceError | None:
+    """The ResourceError an OS or memory error stands for, or None for any other."""
+    if isinstance(exc, MemoryError):
+        return OutOfMemory(f"{name}: the job ran out of memory while working on this input ({_first_line(exc)}).")
+    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left on device" in str(exc)):
+        return OutOfDisk(f"{name}: the job ran out of disk space while working on this input "
+                         f"(no space left on device: {_first_line(exc)}).")
+    return None
 
 
 def _content_type(fmt: str) -> str:

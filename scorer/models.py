@@ -154,10 +154,8 @@ class Registry:
             raise self._failed[key]
         what = f"model {card['name']!r} version {card['version']}"
         try:
-            fetch = self.store.submit(self.store.read_bytes, self.container,
-                                      f"{card['name']}/v{card['version']}/model.rds")
-            self.r  # R starts (or, started early, finishes starting) while the file downloads
-            data = fetch.result()
+            self.r  # started before the download's thread, if not already: see "Threads" in rbridge.py
+            data = self.store.read_bytes(self.container, f"{card['name']}/v{card['version']}/model.rds")
             digest = sha256_of(data)
             if digest != card["sha256"]:
                 raise ModelLoadError(

@@ -9,8 +9,24 @@ R straight from NumPy buffers, and factors as integer codes plus the model's own
 levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays.
 
 Errors: ``read_model`` raises ModelLoadError; ``predict`` raises PredictError with
-R's own message. R's console output is routed to the log, never to stdout, so the
-job's stdout stays pure JSON lines.
+R's own message, or OutOfMemory when R could not allocate. R's console output is
+routed to the log, never to stdout, so the job's stdout stays pure JSON lines.
+
+Threads. R is started on the main thread of a process, before that process starts
+any thread of its own, and afterwards it is called from the main thread only, one
+call at a time. The rule has a measured reason (issue 17): R's start-up changes
+process-wide state that C code on other threads reads without a lock. It calls
+setenv (R_HOME, the Renviron files, R_SESSION_TMPDIR), and glibc's setenv may
+move the environment array while another thread's getenv walks it. When R started
+on a thread of its own beside the imports, 4 of 600 starts died of SIGSEGV; the
+core dump shows the main thread in getenv("LANGUAGE"), reached from strerror()
+after an import's failed stat(). So:
+
+- `scorer run` and `scorer models publish` call ``start()`` before anything else
+  that could start a thread (the blob I/O pool, a lease renewer, a download);
+- the scoring pipeline's reader and writer threads do Arrow work only, never R;
+- work that needs R from another thread is handed to the main thread (a queue),
+  and work that needs R in parallel runs in other processes, each with its own R.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ import os
 import shutil
 import signal
 import threading
-import warnings
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +45,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scorer.errors import ModelLoadError, PredictError
+from scorer.errors import ModelLoadError, OutOfMemory, PredictError
 from scorer.frames import RColumn
 
 log = logging.getLogger("scorer.r")
@@ -50,13 +66,19 @@ class LoadedModel:
 
 
 def bridge() -> "RBridge":
-    """The process's one R session, started on first use (or by ``start_early``,
-    in which case this waits for it)."""
+    """The process's one R session, started on first use, on the main thread.
+
+    Raises RuntimeError when R has not been started and this is not the main
+    thread (see "Threads" above), and again, each time, whatever stopped R from
+    starting.
+    """
     global _instance, _failure
     with _lock:
         if _instance is None:
             if _failure is not None:
                 raise _failure
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("R must be started on the main thread (scorer.rbridge.start)")
             try:
                 _instance = RBridge()
             except BaseException as exc:  # R cannot be started twice in one process
@@ -65,34 +87,29 @@ def bridge() -> "RBridge":
         return _instance
 
 
-def start_early() -> None:
-    """Start R now, on a thread of its own, for a process that will need it.
+def start() -> None:
+    """Start R now, on the main thread, before the caller starts any thread.
 
-    R's start-up (about 0.06 s of C, run without the GIL) then overlaps the
-    imports of the Azure SDK and Arrow and the claim's round trips on the main
-    thread, instead of following them. ``bridge()`` waits for it. The job then
-    calls R from its main thread only, one call at a time; R allows that from a
-    thread other than the one that started it because rpy2 turns R's C stack
-    check off. A failure to start is raised by ``bridge()`` where R is first
-    needed.
+    A failure is kept and raised by ``bridge()`` where R is first needed, so that
+    a job whose R cannot start still leaves its inputs pending and writes its
+    report. Raises RuntimeError when called off the main thread.
     """
-    # rpy2 warns that R started off the main thread cannot take SIGINT over; it
-    # is not meant to (the job's own handler sets its stop flag).
-    warnings.filterwarnings("ignore", message="R is not initialized by the main thread", category=UserWarning)
-    threading.Thread(target=_start_quietly, name="r-start", daemon=True).start()
-
-
-def _start_quietly() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("R must be started on the main thread (scorer.rbridge.start)")
+    # the threads already running: none on the command line's paths (a test checks it)
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    t = time.monotonic()
     try:
         bridge()
-    except BaseException:  # kept in _failure, raised by bridge() on the thread that needs R
-        pass
+    except BaseException:  # kept in _failure, raised by bridge() where R is needed
+        return
+    log.debug("R started", extra={"event": "r_started", "on_thread": threading.current_thread().name,
+                                  "other_threads": others, "seconds": round(time.monotonic() - t, 3)})
 
 
 def discard_session() -> None:
     """Remove R's session temp dir, which R's own exit would have removed: the
-    command line ends with os._exit (see scorer.cli._quick_exit). Waits for an
-    R start-up still under way, whose temp dir would otherwise be left behind."""
+    command line ends with os._exit (see scorer.cli._quick_exit)."""
     with _lock:
         if _instance is not None:
             shutil.rmtree(str(_instance._call("tempdir")[0]), ignore_errors=True)
@@ -269,7 +286,10 @@ class RBridge:
         try:
             out = self._fn["scorer_predict"](model.robj, newdata, rtype)
         except Exception as exc:
-            raise PredictError(f"R's predict() failed: {self._r_error_text(exc)}") from None
+            text = self._r_error_text(exc)
+            if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
+                raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}") from None
+            raise PredictError(f"R's predict() failed: {text}") from None
         result = self._result_columns(out)
         for name, arr in result:
             if len(arr) != nrows:

@@ -51,6 +51,32 @@ GET_SIZE = 4 * 1024 * 1024
 #: specific blob's state (404, 409, 412), which callers handle themselves
 TRANSPORT_ERRORS = (ServiceRequestError, ServiceResponseError, ClientAuthenticationError)
 
+#: Blob Storage's limit on a blob's name, counted in UTF-16 code units (an emoji
+#: counts two); a longer name gets 400 OutOfRangeInput. Azurite does not enforce it.
+MAX_BLOB_NAME = 1024
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the storage service (or our access to it) failed, as
+    opposed to one blob's request being refused.
+
+    Outages: no connection, timeouts, 5xx, 408 and 429 (retries exhausted), and 403
+    (the identity lacks its role on the account: every blob would fail alike).
+    Anything else with a 4xx status (too many tags, a name too long, a condition
+    not met) is about that one blob, and must not stop the others.
+    """
+    if isinstance(exc, (StorageError, *TRANSPORT_ERRORS)):
+        return True
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code
+        return status is None or status >= 500 or status in (403, 408, 429)
+    return False
+
+
+def name_length(name: str) -> int:
+    """A blob name's length as Blob Storage counts it (UTF-16 code units)."""
+    return len(name.encode("utf-16-le")) // 2
+
 # Bounded: about 30 s of back-off over 5 retries, so an outage ends the run with
 # its inputs intact instead of hanging a container that bills by the second.
 _RETRY = dict(initial_backoff=0.5, increment_base=2, retry_total=5, random_jitter_range=1)

@@ -190,9 +190,9 @@ def test_the_command_line_exits_at_once_yet_flushes_its_log_and_cleans_r_temp(in
     assert list(tmp.iterdir()) == []  # R's session directory (Rtmp...) and scorer's own are gone
 
 
-def test_r_started_early_is_cleaned_up_even_when_nothing_was_pending(infert, tmp_path):
-    """`scorer run` starts R on a thread at once; with nothing to score, the quick
-    exit still waits for that start-up and removes R's session directory."""
+def test_r_started_first_is_cleaned_up_even_when_nothing_was_pending(infert, tmp_path):
+    """`scorer run` starts R before anything else; with nothing to score, the
+    quick exit still removes R's session directory."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = scorer_cli(infert.settings, "run", timeout=120, TMPDIR=str(tmp))
@@ -201,7 +201,7 @@ def test_r_started_early_is_cleaned_up_even_when_nothing_was_pending(infert, tmp
 
 
 def test_r_that_cannot_start_leaves_the_input_pending_and_says_so(infert):
-    """R fails to start on its early thread: the failure reaches the job where R is
+    """R fails to start: the failure reaches the job where R is
     needed, as an internal error (exit 1), and the input stays pending."""
     infert.drop("infert/a.csv", (HEADER + infert_rows(10)).encode())
     proc = scorer_cli(infert.settings, "run", timeout=120, R_HOME="/nonexistent/R")

@@ -1,0 +1,77 @@
+"""A loopback proxy in front of the real Azurite that enforces what Azurite does
+not: Blob Storage's limit of 1,024 characters on a blob's name.
+
+Azure answers a longer name with ``400 OutOfRangeInput`` ("One of the request
+inputs is out of range.", as reported in Azure/azure-powershell#16628); Azurite
+accepts it. Every other request goes to Azurite unchanged, so the job under test
+talks to real storage through it. Shared Key signatures cover the account and
+path, not the host, so a connection string that points at the proxy's port
+works as it is.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+from urllib.parse import unquote, urlsplit
+
+from scorer.storage import MAX_BLOB_NAME, name_length
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class StorageProxy:
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.refused: list[str] = []  # blob names refused for length
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = unquote(urlsplit(self.path).path).split("/", 3)  # '', account, container, blob
+                if len(parts) == 4 and name_length(parts[3]) > MAX_BLOB_NAME:
+                    proxy.refused.append(parts[3])
+                    payload = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>OutOfRangeInput</Code>'
+                               b"<Message>One of the request inputs is out of range.</Message></Error>")
+                    self.send_response(400, "One of the request inputs is out of range.")
+                    self.send_header("x-ms-error-code", "OutOfRangeInput")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in _HOP and k.lower() != "content-length":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="storage-proxy").start()
+
+    def connection_string(self, azurite_connection_string: str) -> str:
+        return azurite_connection_string.replace(f"127.0.0.1:{self.upstream_port}", f"127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,202 @@
+"""One bad blob never stops the queue (issue 18): an error about one blob is told
+from an outage of the service; names are checked against Blob Storage's limits
+before anything is written; an attempt that runs out of disk records why, and a
+poison note quotes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import time
+
+import pytest
+
+from scorer.claims import ATTEMPTS_TAG, Attempts
+from scorer.storage import Store, connect, is_outage, name_length
+
+from conftest import ROOT, Azurite, Pipeline, env_for, scorer_cli
+from storage_proxy import StorageProxy
+
+ROW = b"wt,hp\n2.6,110\n3.2,150\n"
+
+
+@pytest.fixture
+def gamma(pipeline, fitted):
+    pipeline.publish(fitted / "glm_gamma.rds", "g")
+    return pipeline
+
+
+def test_an_input_with_ten_tags_is_quarantined_naming_the_limit_and_the_queue_goes_on(gamma):
+    gamma.drop("g/a_tagged.csv", ROW)
+    gamma.store.blob(gamma.settings.input_container, "g/a_tagged.csv").set_blob_tags(
+        {f"lineage{i}": "x" for i in range(10)})
+    gamma.drop("g/b_plain.csv", ROW)
+    report = gamma.run()
+    by_blob = {i.blob: i for i in report.inputs}
+    assert by_blob["g/b_plain.csv"].status == "scored"
+    assert by_blob["g/a_tagged.csv"].status == "quarantined"
+    assert report.exit_code == 3  # quarantined, not a storage outage (4)
+    note = gamma.read_json("quarantine", "g/a_tagged.csv.error.json")
+    assert note["kind"] == "BlobError" and "ten blob index tags" in note["message"]
+    assert "Remove at least one" in note["what_to_do"] and note["error_code"] == "TagsTooLarge"
+    assert gamma.names("input") == []
+
+
+def test_names_that_would_pass_the_1024_character_limit_are_quarantined_before_any_write(pipeline, fitted, azurite):
+    """The job talks to Azurite through a proxy that refuses names over 1,024
+    characters, as Azure does; a name short enough to exist but too long for the
+    names derived from it is quarantined with a note, and the queue goes on."""
+    pipeline.publish(fitted / "glm_gamma.rds", "g")
+    fits_note = "g/" + "a" * 1014 + ".csv"  # 1020: a note beside it would have 1031
+    near = "g/" + "b" * 1004 + ".csv"       # 1010: rejected rows would have 1023, a time stamp 1027
+    for name in (fits_note, near, "g/c_plain.csv"):
+        pipeline.drop(name, ROW)
+    assert name_length(fits_note) == 1020 and name_length(near) == 1010
+    proxy = StorageProxy(azurite.port)
+    try:
+        s = dataclasses.replace(pipeline.settings, connection_string=proxy.connection_string(azurite.connection_string))
+        store = Store(connect(s), s)
+        report = Pipeline(s, store).run()
+        store.close()
+    finally:
+        proxy.close()
+    assert proxy.refused == [], "a name over the limit was sent to storage"
+    by_blob = {i.blob: i for i in report.inputs}
+    assert by_blob["g/c_plain.csv"].status == "scored"
+    assert report.exit_code == 3
+    quarantine = pipeline.names("quarantine")
+    assert near in quarantine and near + ".error.json" in quarantine
+    note = pipeline.read_json("quarantine", near + ".error.json")
+    assert note["kind"] == "BlobError" and "limit of 1024" in note["message"]
+    assert "Shorten the path" in note["what_to_do"]
+    # The longest name's note cannot sit beside it: both go under _long-names/, the note naming the input.
+    long_names = [n for n in quarantine if n.startswith("g/_long-names/")]
+    assert len(long_names) == 2 and fits_note not in quarantine
+    (note_name,) = [n for n in long_names if n.endswith(".error.json")]
+    assert pipeline.read_json("quarantine", note_name)["input"].endswith(fits_note)
+    assert pipeline.names("input") == []
+
+
+def test_outage_errors_are_told_from_errors_about_one_blob():
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    def http(status):
+        e = HttpResponseError(message="x")
+        e.status_code = status
+        return e
+    assert is_outage(ServiceRequestError("refused"))
+    for status in (500, 503, 403, 408, 429, None):
+        assert is_outage(http(status)), status
+    for status in (400, 404, 409, 412, 413):
+        assert not is_outage(http(status)), status
+
+
+def test_the_attempt_record_keeps_each_outcome_in_one_tag():
+    r = Attempts.parse("3 1=no-space 3=stopped")
+    assert r.number == 3 and r.outcomes == {1: "no-space", 3: "stopped"}
+    assert Attempts.parse(r.format()) == r
+    assert Attempts.parse("2").number == 2 and Attempts.parse("junk").number == 0
+    words = r.history(3)
+    assert "disk space" in words[0] and "no record" in words[1] and "SIGTERM" in words[2]
+    # tag values may hold letters, digits, space and +-./:=_ only
+    assert set(r.format()) <= set("0123456789 abcdefghijklmnopqrstuvwxyz-=")
+
+
+@pytest.fixture
+def small_tmp(tmp_path):
+    """A 2 MB tmpfs, to fill the job's temporary space for real."""
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); needs root")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_temporary_disk_is_recorded_per_attempt_and_quoted_by_the_poison_note(gamma, small_tmp):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Parquet is downloaded to the temporary directory before it is read: 3 MB on 2 MB
+    import numpy as np
+
+    rng = np.random.default_rng(18)
+    n = 250_000
+    table = pa.table({"wt": rng.uniform(1.5, 5.5, n), "hp": rng.uniform(50, 330, n)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="none", use_dictionary=False)
+    assert len(buf.getvalue()) > 3 * 1024 * 1024
+    gamma.drop("g/big.parquet", buf.getvalue())
+    gamma.drop("g/small.csv", ROW)
+    for attempt in (1, 2):
+        proc = scorer_cli(gamma.settings, "run", TMPDIR=str(small_tmp), SCORER_MAX_ATTEMPTS="2")
+        assert proc.returncode == 5, proc.stdout + proc.stderr  # out of resources, input left pending
+        assert "Traceback" not in proc.stdout + proc.stderr
+        tags = gamma.store.blob(gamma.settings.input_container, "g/big.parquet").get_blob_tags()
+        assert Attempts.parse(tags[ATTEMPTS_TAG]).outcomes.get(attempt) == "no-space"
+        report = gamma.read_json("reports", sorted(gamma.names("reports"))[-1])
+        item = next(i for i in report["inputs"] if i["blob"] == "g/big.parquet")
+        assert item["status"] == "left_pending" and item["error"]["kind"] == "OutOfDisk"
+        assert "TMPDIR" in item["error"]["what_to_do"]
+    assert "g/small.csv" in gamma.names("archive")  # scored by the first run, beside the full disk
+    proc = scorer_cli(gamma.settings, "run", TMPDIR=str(small_tmp), SCORER_MAX_ATTEMPTS="2")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    note = gamma.read_json("quarantine", "g/big.parquet.error.json")
+    assert note["kind"] == "PoisonInput"
+    assert "attempt 1 ran out of disk space" in note["message"] and "attempt 2 ran out of disk space" in note["message"]
+    assert "disk space" in note["what_to_do"]
+
+
+def test_every_quarantine_note_says_what_to_do(gamma, fitted):
+    """PredictError had no what_to_do; every kind of quarantine now has one."""
+    gamma.publish(fitted / "ranger.rds", "rg")
+    gamma.drop("rg/na.csv", b"Sepal.Length,Sepal.Width,Petal.Length,Petal.Width\n,,,\n,,,\n")
+    gamma.drop("g/empty.csv", b"")
+    gamma.run()
+    notes = [n for n in gamma.names("quarantine") if n.endswith(".error.json")]
+    assert len(notes) == 2
+    for n in notes:
+        assert gamma.read_json("quarantine", n).get("what_to_do"), n
+
+
+def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitted, tmp_path):
+    az = Azurite(tmp_path / "azurite")  # on disk, so a restart keeps the blobs
+    az.start()
+    try:
+        from scorer.settings import Settings
+        settings = Settings(connection_string=az.connection_string, lease_seconds=15)
+        store = Store(connect(settings), settings)
+        store.ensure_containers()
+        p = Pipeline(settings, store)
+        p.publish(fitted / "glm_gamma.rds", "g")
+        big = b"wt,hp\n" + b"".join(f"{2 + (j % 300) / 100},{50 + j % 250}\n".encode() for j in range(60_000))
+        for i in range(3):
+            p.drop(f"g/{i}.csv", big)
+        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "scorer", "run"], env=env_for(settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if '"input_scored"' in line:
+                az.stop()
+                t = time.monotonic()
+                break
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=300) == 4, rest
+        budget = time.monotonic() - t
+        last = json.loads(rest.strip().splitlines()[-1])
+        assert last["event"] == "run_finished" and last["exit_code"] == 4
+        report = last["report_json"]  # the report could not be written to storage: it is here
+        assert report["exit_code"] == 4 and report["inputs"][0]["output"] == "output/g/0.csv"
+        assert report["inputs"][0]["error"]["kind"] == "StorageError"  # its archive failed: left pending
+        print(f"\noutage figures: the job gave up {budget:.1f} s after storage went away")
+        az.start()
+        time.sleep(16)  # a claim held when storage vanished lapses
+        assert p.run().exit_code == 0
+        assert sorted(p.names("archive")) == [f"g/{i}.csv" for i in range(3)]
+        store.close()
+    finally:
+        az.stop()
