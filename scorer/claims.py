@@ -44,6 +44,24 @@ NO_RECORD = ("ended with no record: the job was killed or crashed (SIGKILL, the 
              "a container deleted at jobTimeout)")
 
 
+#: error codes Blob Storage gives when a request's lease is not (or no longer) the blob's
+_LEASE_CODES = {"LeaseLost", "LeaseIdMismatchWithBlobOperation", "LeaseIdMismatchWithLeaseOperation",
+                "LeaseNotPresentWithBlobOperation", "LeaseNotPresentWithLeaseOperation", "LeaseIdMissing",
+                "LeaseExpired"}
+
+
+def is_lease_error(exc: BaseException) -> bool:
+    """Whether a storage error says our lease is gone: the claim, not the input, failed."""
+    if not isinstance(exc, HttpResponseError):
+        return False
+    return exc.error_code in _LEASE_CODES or (exc.status_code in (409, 412) and "lease" in str(exc).lower())
+
+
+class LeaseLost(Exception):
+    """The claim on an input was lost and could not be taken again (job.py leaves
+    the input pending)."""
+
+
 @dataclass
 class Attempts:
     """The attempt record kept in the ``scorer-attempts`` tag."""
@@ -147,6 +165,38 @@ class Claim:
         except Exception as exc:  # storage outage or a lapsed lease: the record stays as it was
             log.warning("could not record how the attempt ended", extra={
                 "event": "attempt_record_failed", "blob": self.blob.blob_name, "error": str(exc).splitlines()[0]})
+
+    def delete_input(self, etag: str) -> None:
+        """Delete the claimed input, under the lease. When the lease lapsed (an
+        outage outlasted it), take it again and delete, provided no other job
+        took it meanwhile and the input is still the one scored (same ETag).
+
+        Raises LeaseLost when that cannot be done: the input then stays pending,
+        and the next run archives it without scoring it again.
+        """
+        try:
+            self.blob.delete_blob(lease=self.lease)
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as exc:
+            if not is_lease_error(exc):
+                raise
+            self._retake(etag)
+            self.blob.delete_blob(lease=self.lease)
+
+    def _retake(self, etag: str) -> None:
+        try:
+            lease = self.blob.acquire_lease(lease_duration=self.seconds)
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceNotFoundError) or exc.status_code == 409:
+                raise LeaseLost(f"{self.blob.blob_name}: the lease lapsed and another job has the input now") from None
+            raise
+        if (self.blob.get_blob_properties().etag or "").strip('"') != etag:
+            lease.release()
+            raise LeaseLost(f"{self.blob.blob_name}: the lease lapsed and the input was replaced meanwhile")
+        log.info("lease taken again after it lapsed", extra={"event": "lease_retaken", "blob": self.blob.blob_name})
+        self.lease = lease
+        self.lost = False
 
     def release(self) -> None:
         """Stop renewing and give the lease back if the blob still exists."""

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: R's own default; 'response' for glm)")
     pub.add_argument("--package", action="append", default=[], metavar="PKG",
                      help="an R package the model needs that R cannot detect (repeatable)")
+    pub.add_argument("--predict-arg", action="append", default=[], metavar="NAME=VALUE",
+                     help="a named argument for predict(), written like an R literal and never evaluated: "
+                     "200, 200L, TRUE, \"text\" (repeatable), e.g. n.trees=200, s=lambda.min")
+    pub.add_argument("--levels", action="append", default=[], metavar="NAME=A,B,C",
+                     help="the training levels of a factor the model keeps no record of (svm, ranger), "
+                     "in order (repeatable)")
+    pub.add_argument("--output-columns", metavar="A,B,C",
+                     help="keep only these columns of a data-frame or matrix result, e.g. yhat,yhat_lower,yhat_upper")
     pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
                      help="the image's R package list, to warn about packages it lacks "
                      "(default: docker/r-packages.txt)")
@@ -132,13 +140,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from scorer import rbridge
+    from scorer.cards import Options
     from scorer.models import Registry
 
     settings = _settings()
     rbridge.start()  # before the blob I/O threads: see "Threads" in rbridge.py
     store = _store(settings)
     store.ensure_containers()
-    pub = Registry(store).publish(args.path, args.name, args.predict_type, args.package, args.package_list)
+    opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
+                   levels=args.levels, package_list=args.package_list,
+                   output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
+                   if args.output_columns else None)
+    pub = Registry(store).publish(args.path, args.name, opts)
     card = pub.card
     for w in pub.warnings:
         print(f"warning: {w}", file=sys.stderr)

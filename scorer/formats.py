@@ -8,6 +8,10 @@ failing the whole file, and the output repeats the input's values exactly as wri
 Decisions (documented in the README):
 - CSV must be UTF-8 (a byte-order mark is fine). The delimiter is ',' unless the
   header line has none and has ';', tab or '|' instead.
+- With ';' (what Excel writes where the decimal mark is a comma), numbers with a
+  decimal comma are read as numbers when the first rows hold such numbers and no
+  decimal points (SCORER_CSV_DECIMAL overrides the guess); the output keeps the
+  input's delimiter and decimal mark.
 - Empty cells and ``NA`` are missing values; quoted values may span lines.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +62,9 @@ class InputTable:
     names: list[str]
     batches: Iterator[pa.RecordBatch]
     _close: Callable[[], None] = lambda: None
+    #: CSV only: the delimiter and decimal mark found (or set), kept for the output
+    delimiter: str = ","
+    decimal: str = "."
 
     def close(self) -> None:
         """Stop reading, and close the source the input was opened from.
@@ -71,15 +79,17 @@ class InputTable:
         self._close()
 
 
-def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int,
+               decimal: str = "auto") -> InputTable:
     """Open an input: Parquet from a local file (its footer needs random access),
-    CSV from a binary stream, read front to back as it arrives. Raises
+    CSV from a binary stream, read front to back as it arrives. ``decimal`` is
+    the CSV decimal mark: ".", "," or "auto" (guessed, see above). Raises
     InputFormatError naming ``where`` (the blob)."""
     if fmt == "parquet":
         if Path(source).stat().st_size == 0:
             raise _empty(where)
         return _open_parquet(Path(source), where, batch_rows, max_bytes)
-    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes)
+    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, decimal)
 
 
 def _empty(where: str) -> InputFormatError:
@@ -131,6 +141,22 @@ class _Replay(io.RawIOBase):
         return self._stream.readinto(b)
 
 
+_COMMA_NUMBER = re.compile(r"^\s*[+-]?\d+,\d+\s*$")
+_POINT_NUMBER = re.compile(r"^\s*[+-]?\d*\.\d+\s*$")
+
+
+def _decimal_mark(text: str, delimiter: str) -> str:
+    """"," when the sample's fields hold numbers with a decimal comma and none
+    with a decimal point; a comma can only be a decimal mark when ';' (or tab,
+    or '|') separates the fields."""
+    if delimiter == ",":
+        return "."
+    fields = [f.strip('"') for line in text.splitlines()[1:200] for f in line.split(delimiter)]
+    commas = sum(1 for f in fields if _COMMA_NUMBER.match(f))
+    points = sum(1 for f in fields if _POINT_NUMBER.match(f))
+    return "," if commas and not points else "."
+
+
 def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
     if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
         raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
@@ -158,9 +184,12 @@ def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
     return names, delimiter
 
 
-def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int,
+              decimal: str = "auto") -> InputTable:
     raw, text = _peek(stream, gz, where)
     names, delimiter = _sniff(text, where)
+    if decimal == "auto":
+        decimal = _decimal_mark(text.decode("utf-8-sig", errors="replace"), delimiter)
     check_columns(names, None, where)  # raises on repeated column names
     # Buffered, so that each read Arrow asks for is filled: Arrow makes a block of
     # whatever one read returns, and a short first read (the 64 KiB peeked above)
@@ -190,7 +219,8 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
         except Exception:  # StopIteration at the end, or the read that failed because the stream is closed
             pass
 
-    return InputTable(names=reader.schema.names, batches=batches, _close=close)
+    return InputTable(names=reader.schema.names, batches=batches, _close=close, delimiter=delimiter,
+                      decimal=decimal)
 
 
 def _csv_error(exc: Exception, where: str) -> InputFormatError:
@@ -285,16 +315,21 @@ def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> In
 
 
 class OutputWriter:
-    """Writes batches of one output in the input's format to a binary sink."""
+    """Writes batches of one output in the input's format (and, for CSV, its
+    delimiter and decimal mark) to a binary sink."""
 
-    def __init__(self, sink: BinaryIO, fmt: str):
+    def __init__(self, sink: BinaryIO, fmt: str, delimiter: str = ",", decimal: str = "."):
         self._sink = sink
         self._fmt = fmt
+        self._delimiter = delimiter
+        self._decimal = decimal
         self._writer = None
         self._stream = None
         self.schema: pa.Schema | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self._decimal != "." and self._fmt != "parquet":
+            batch = _with_decimal_comma(batch, self._decimal)
         if self._writer is None:
             self.schema = batch.schema
             stream = pa.PythonFile(self._sink, mode="w")
@@ -306,8 +341,8 @@ class OutputWriter:
                 if self._fmt == "csv.gz":
                     stream = pa.CompressedOutputStream(stream, "gzip")
                 # quote only where needed, so numbers read back as numbers everywhere
-                self._writer = pacsv.CSVWriter(stream, batch.schema,
-                                               write_options=pacsv.WriteOptions(quoting_style="needed"))
+                self._writer = pacsv.CSVWriter(stream, batch.schema, write_options=pacsv.WriteOptions(
+                    quoting_style="needed", delimiter=self._delimiter))
             self._stream = stream
         elif batch.schema != self.schema:
             batch = batch.cast(self.schema)
@@ -318,3 +353,13 @@ class OutputWriter:
             self._writer.close()
             if self._fmt == "csv.gz":
                 self._stream.close()  # flushes the gzip trailer
+
+
+def _with_decimal_comma(batch: pa.RecordBatch, decimal: str) -> pa.RecordBatch:
+    """Number columns as text with ``decimal`` as the decimal mark (the input's
+    own columns are text already, kept as they were written)."""
+    import pyarrow.compute as pc
+
+    cols = [pc.replace_substring(c.cast(pa.string()), ".", decimal) if pa.types.is_floating(c.type) else c
+            for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)

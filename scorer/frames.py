@@ -9,8 +9,19 @@ to the columns R receives:
 
     numeric, integer -> double            logical -> logical
     factor, ordered  -> factor, model's own levels (unseen level: row rejected)
+    character with known values (lm's xlevels) -> factor with those levels
     Date             -> Date              character -> character
-    any              -> double when every value parses as a number, else character
+    POSIXct          -> POSIXct: ISO 8601 text or a timestamp; text without a zone
+                        is wall-clock time in the model's time zone (UTC when unknown)
+    any              -> double when every value parses as a number; Date or POSIXct
+                        for a date or timestamp column, or text that is all ISO
+                        dates or times; else character (R converts it itself)
+    unknown          -> double when every value parses as a number; text fails the
+                        input: the model (ranger) kept the name only, and coding
+                        text as a factor without the training levels scores wrong
+
+With a decimal comma (a ``;``-separated European CSV), numbers are read with ','
+as the decimal mark.
 
 A value that does not parse rejects its row, not the file. A required column
 that is missing, or that holds no parseable value at all, fails the input.
@@ -41,13 +52,15 @@ class RColumn:
 
     kind: numeric (float64, NaN = NA), logical (int32 0/1, NA_INTEGER = NA),
     factor (int32 1-based codes, NA_INTEGER = NA, with levels), date (float64
-    days since 1970-01-01), character (list of str or None).
+    days since 1970-01-01), posixct (float64 seconds since 1970-01-01 UTC, with
+    the time zone R shows them in), character (list of str or None).
     """
 
     kind: str
     values: object
     levels: list[str] | None = None
     ordered: bool = False
+    tz: str | None = None
 
     def take(self, keep: np.ndarray) -> "RColumn":
         """This column's rows where ``keep`` is True."""
@@ -55,7 +68,7 @@ class RColumn:
             vals = [v for v, k in zip(self.values, keep) if k]
         else:
             vals = self.values[keep]
-        return RColumn(self.kind, vals, self.levels, self.ordered)
+        return RColumn(self.kind, vals, self.levels, self.ordered, self.tz)
 
 
 @dataclass
@@ -63,10 +76,11 @@ class Field:
     name: str
     r_class: str
     levels: list[str] | None = None
+    tz: str | None = None
 
     @classmethod
     def from_card(cls, d: dict) -> "Field":
-        return cls(name=d["name"], r_class=d["class"], levels=d.get("levels"))
+        return cls(name=d["name"], r_class=d["class"], levels=d.get("levels"), tz=d.get("tz"))
 
 
 @dataclass
@@ -110,11 +124,12 @@ def check_columns(names: list[str], schema: list[Field] | None, where: str) -> N
         )
 
 
-def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str) -> Prepared:
+def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str, decimal: str = ".") -> Prepared:
     """Convert the schema's columns of ``batch`` for R, rejecting rows that do not fit.
 
     With no schema (the model exposes none), every column is sent, typed by
-    inference. Raises SchemaError for a column of the wrong type.
+    inference. ``decimal`` is the decimal mark of numbers written as text.
+    Raises SchemaError for a column of the wrong type.
     """
     n = batch.num_rows
     bad = np.zeros(n, dtype=bool)
@@ -123,7 +138,7 @@ def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str) -> Pr
     fields = schema if schema else [Field(name, "any") for name in batch.schema.names]
     for f in fields:
         arr = batch.column(batch.schema.get_field_index(f.name))
-        col, col_bad, reason = _convert(arr, f, where)
+        col, col_bad, reason = _convert(arr, f, where, decimal)
         columns[f.name] = col
         if col_bad is not None and col_bad.any():
             new = col_bad & ~bad  # report each row once, with its first bad column
@@ -160,36 +175,65 @@ def _wrong_type(f: Field, arr: pa.Array, where: str, expected: str) -> SchemaErr
     )
 
 
-def _convert(arr: pa.Array, f: Field, where: str):
+def _convert(arr: pa.Array, f: Field, where: str, decimal: str = "."):
     """(RColumn, bad-row mask or None, reason(value) -> str)."""
     arr = _plain(arr)
+    if decimal != "." and _is_text(arr.type) and f.r_class in ("numeric", "integer", "any", "unknown"):
+        arr = pc.replace_substring(arr.cast(pa.string()), decimal, ".")
     cls = f.r_class
     if cls in ("numeric", "integer"):
         return _numeric(arr, f, where)
-    if cls in ("factor", "ordered"):
+    if cls in ("factor", "ordered") or (cls == "character" and f.levels):
         return _factor(arr, f, where)
     if cls == "logical":
         return _logical(arr, f, where)
     if cls == "Date":
         return _date(arr, f, where)
+    if cls == "POSIXct":
+        return _timestamp(arr, f, where)
     if cls == "character":
         if not (_is_text(arr.type) or pa.types.is_integer(arr.type)):
             raise _wrong_type(f, arr, where, "text")
         return RColumn("character", arr.cast(pa.string()).to_pylist()), None, None
-    # "any": numbers if they all are numbers, else text
+    # "any" and "unknown": numbers if they all are numbers
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_decimal(arr.type):
         return _numeric(arr, f, where)
     if pa.types.is_boolean(arr.type):
         return _logical(arr, f, where)
-    if pa.types.is_date(arr.type) or pa.types.is_timestamp(arr.type):
+    if pa.types.is_date(arr.type):
         return _date(arr, f, where)
+    if pa.types.is_timestamp(arr.type):
+        return _timestamp(arr, f, where)
     if _is_text(arr.type) or pa.types.is_null(arr.type):
         try:
             vals = pc.cast(arr, pa.float64())
             return RColumn("numeric", _float_values(vals)), None, None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return RColumn("character", arr.cast(pa.string()).to_pylist()), None, None
+            pass
+        if cls == "unknown":
+            sample = next((v for v in arr.to_pylist() if v is not None), "")
+            raise SchemaError(
+                f"{where}: column {f.name!r} holds text (first value: {sample!r}), but the model recorded only "
+                f"the name of this variable, not whether it was a factor or its levels, so scorer cannot code "
+                "the text the way the model was trained (R would code it alphabetically, and score wrong).",
+                hint=f"Publish the model again with --levels {f.name}=<its levels in the training factor's order> "
+                "(for ranger, or fit it with respect.unordered.factors = \"order\", which records them).",
+                columns=[f.name])
+        text = arr.cast(pa.string())
+        for kind in (_date, _timestamp):  # all ISO dates, or all ISO times: those types
+            if _all_parse(text, kind):
+                return kind(text, f, where)
+        return RColumn("character", text.to_pylist()), None, None
     raise _wrong_type(f, arr, where, "numbers or text")
+
+
+def _all_parse(text: pa.Array, kind) -> bool:
+    """Whether every non-missing value of ``text`` (at least one) is an ISO date
+    (``kind`` is _date) or an ISO date-time (_timestamp)."""
+    if text.null_count == len(text):
+        return False
+    pattern = _ISO_DATE if kind is _date else _ISO_TIME
+    return bool(pc.all(pc.fill_null(pc.match_substring_regex(text, pattern), True)).as_py())
 
 
 def _float_values(arr: pa.Array) -> np.ndarray:
@@ -239,7 +283,13 @@ def _numeric(arr: pa.Array, f: Field, where: str):
 
 
 def _factor(arr: pa.Array, f: Field, where: str):
-    levels = f.levels or []
+    if f.levels is None:
+        raise SchemaError(
+            f"{where}: the model was trained with {f.name!r} as a factor but recorded none of its levels, so "
+            "scorer cannot code this column the way the model expects.",
+            hint=f"Publish the model again with --levels {f.name}=<the training factor's levels, in order>.",
+            columns=[f.name])
+    levels = f.levels
     t = arr.type
     if pa.types.is_integer(t):
         arr = arr.cast(pa.string())
@@ -331,6 +381,60 @@ def _date(arr: pa.Array, f: Field, where: str):
     days = pa.array(parsed, pa.string()).cast(pa.date32()).cast(pa.int32()).cast(pa.float64())
     return (RColumn("date", _float_values(days)), bad if bad.any() else None,
             lambda v: f"column {f.name!r}: {v!r} is not a date (YYYY-MM-DD)")
+
+
+_ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
+_ISO_TIME = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$"
+_ZONED = r"(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
+def _timestamp(arr: pa.Array, f: Field, where: str):
+    """POSIXct: seconds since 1970 UTC. Text with a zone (Z, +02:00) is that
+    instant; text or a timestamp without one is wall-clock time in the model's
+    time zone (UTC when the model recorded none)."""
+    tz = f.tz or "UTC"
+    t = arr.type
+    if pa.types.is_date(t):
+        arr = arr.cast(pa.timestamp("s"))
+        t = arr.type
+    if pa.types.is_timestamp(t):
+        instants = arr if t.tz else pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="earliest")
+        return RColumn("posixct", _epoch_seconds(instants), tz=tz), None, None
+    if not (_is_text(t) or pa.types.is_null(t)):
+        raise _wrong_type(f, arr, where, "date-times (ISO 8601, e.g. 2024-05-01T13:45:00Z)")
+    text = pc.utf8_trim_whitespace(arr.cast(pa.string()))
+    ok = pc.fill_null(pc.match_substring_regex(text, _ISO_TIME), True)
+    ok = pc.or_(ok, pc.fill_null(pc.match_substring_regex(text, _ISO_DATE), False))
+    bad = ~ok.to_numpy(zero_copy_only=False)
+    valid = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    zoned = pc.fill_null(pc.match_substring_regex(valid, _ZONED), False)
+    # Arrow's ISO 8601 parser wants "T" and "+hh:mm"; R writes a space and may write "+hhmm"
+    normal = pc.replace_substring_regex(valid, r"^(\d{4}-\d{2}-\d{2}) ", r"\1T")
+    normal = pc.replace_substring_regex(normal, r"([+-]\d{2})(\d{2})$", r"\1:\2")
+    with_zone = pc.if_else(zoned, normal, pa.scalar(None, pa.string()))
+    without = pc.if_else(zoned, pa.scalar(None, pa.string()), normal)
+    try:
+        a = _epoch_seconds(pc.cast(with_zone, pa.timestamp("us", tz="UTC")))
+        b = _epoch_seconds(pc.assume_timezone(pc.cast(without, pa.timestamp("us")), tz, ambiguous="earliest",
+                                              nonexistent="earliest"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(f"{where}: column {f.name!r} holds a date-time Arrow cannot read ({exc}).",
+                          hint="Write date-times as ISO 8601, e.g. 2024-05-01T13:45:00Z or 2024-05-01 13:45:00.",
+                          columns=[f.name]) from None
+    values = np.where(np.isnan(a), b, a)
+    if not (~bad & arr.is_valid().to_numpy(zero_copy_only=False)).any() and bad.any():
+        sample = next((v for v in arr.to_pylist() if v is not None), "")
+        raise SchemaError(
+            f"{where}: column {f.name!r} should hold date-times, but none of its values is one (first value: "
+            f"{sample!r}).", hint="Write date-times as ISO 8601, e.g. 2024-05-01T13:45:00Z or 2024-05-01 13:45:00.",
+            columns=[f.name])
+    return (RColumn("posixct", values, tz=tz), bad & arr.is_valid().to_numpy(zero_copy_only=False) if bad.any() else None,
+            lambda v: f"column {f.name!r}: {v!r} is not a date-time (ISO 8601)")
+
+
+def _epoch_seconds(ts: pa.Array) -> np.ndarray:
+    micros = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
+    return _float_values(micros.cast(pa.float64())) / 1e6
 
 
 def prediction_names(results: list[tuple[str, pa.Array]], taken: list[str]) -> list[str]:

@@ -35,15 +35,14 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
-from scorer.claims import ATTEMPTS_TAG, Attempts, Claim
+from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
 from scorer.errors import (BlobError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, format_of, open_input
-from scorer.frames import Field
 from scorer.log import now, redact_obj
 from scorer.models import Registry
 from scorer.report import InputReport, RunReport
-from scorer.scoring import RejectedRows, score_stream
+from scorer.scoring import Counts, PredictSpec, RejectedRows, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
 from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
@@ -167,6 +166,7 @@ class Job:
         t0 = time.monotonic()
         sinks: list[Any] = []
         streams: list[Any] = []  # the input's blob stream, then the table read from it
+        counts = Counts()
         try:
             try:
                 record = claim.start_attempt(s.max_attempts)
@@ -213,15 +213,19 @@ class Job:
                 t = time.monotonic()
                 out_sink = self.store.staged(s.output_container, name)
                 sinks.append(out_sink)
-                out = OutputWriter(out_sink, fmt)
+                out = OutputWriter(out_sink, fmt, table.delimiter, table.decimal)
+                if fmt != "parquet":
+                    ir.csv = {"delimiter": table.delimiter, "decimal": table.decimal}
                 rej_sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
                 sinks.append(rej_sink)  # staged lazily: blocks are only sent once a row is rejected
                 rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
-                schema = [Field.from_card(f) for f in card["input_schema"]] if card.get("input_schema") else None
-                counts = score_stream(table, schema, model, self.registry.r, card.get("predict_type"),
-                                      out, rejected, name, on_first_scored=self._first_row,
-                                      check_stop=check_stop)
-                ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
+                try:
+                    score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected, name,
+                                 counts, on_first_scored=self._first_row, check_stop=check_stop)
+                finally:  # how far it got, also when it failed
+                    ir.rows_read, ir.rows_scored, ir.rows_rejected = (counts.rows_read, counts.rows_scored,
+                                                                      counts.rows_rejected)
+                    self._r_warnings(ir, counts)
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
                 t = time.monotonic()
@@ -230,7 +234,7 @@ class Job:
                     rejected.writer.close()
                 check_stop()
                 if claim.lost:
-                    raise _LeaseLost()
+                    raise LeaseLost(f"{name}: the claim (lease) on this input was lost while scoring it")
                 meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
                         "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
                 if rejected.writer is not None:
@@ -252,15 +256,13 @@ class Job:
             ir.status = "left_pending"
             claim.end_attempt("stopped")
             raise
-        except _LeaseLost:
-            ir.status = "left_pending"
-            ir.error = {"kind": "LeaseLost", "message": f"{name}: the claim (lease) on this input was lost while "
-                        "scoring it, so its output was not committed.",
-                        "what_to_do": "Nothing: the input stays in input/ and the next run scores it."}
-            log.warning(ir.error["message"], extra={"event": "lease_lost", "blob": name})
+        except LeaseLost as exc:
+            self._lease_lost(ir, exc)
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
             if is_outage(exc):
                 self._storage_failed(exc, ir)
+            elif is_lease_error(exc):  # our claim, not the input, failed
+                self._lease_lost(ir, exc)
             else:  # Blob Storage refused this one blob: quarantine it and go on with the others
                 self._quarantine(props, claim, ir, BlobError(
                     f"{name}: Blob Storage refused a request about this input or one of its outputs: "
@@ -277,8 +279,8 @@ class Job:
                 ir.status = "left_pending"
                 ir.error = resource.as_dict()
                 claim.end_attempt(resource.code)
-                log.error(str(resource), extra={"event": "input_resource_error", "blob": name,
-                                                "error": ir.error})
+                log.error(str(resource), exc_info=True, extra={"event": "input_resource_error", "blob": name,
+                                                               "error": ir.error})
         except Exception as exc:  # a bug or an R crash: keep the input, count the attempt, go on
             self._internal_failed(exc, claim, ir)
         finally:
@@ -289,6 +291,20 @@ class Job:
                 if isinstance(stream, BlobReader) and stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _lease_lost(self, ir: InputReport, exc: BaseException) -> None:
+        ir.status = "left_pending"
+        ir.error = {"kind": "LeaseLost", "message": f"{ir.blob}: the claim (lease) on this input was lost "
+                    f"({_first_line(exc)}).",
+                    "what_to_do": "Nothing: the input stays in input/; the next run scores it, or archives it "
+                                  "without scoring again when its output was already committed."}
+        log.warning(ir.error["message"], extra={"event": "lease_lost", "blob": ir.blob})
+
+    def _r_warnings(self, ir: InputReport, counts: Counts) -> None:
+        """R's warnings, each once, with how many predict() calls gave it."""
+        for message, n in counts.warnings.most_common():
+            ir.warnings.append(f"R warning ({n} of the predict() calls): {message}" if n > 1 else f"R warning: {message}")
+            log.warning(f"R warning: {message}", extra={"event": "r_warning", "blob": ir.blob, "calls": n})
 
     def _internal_failed(self, exc: BaseException, claim: Claim, ir: InputReport) -> None:
         self._internal_error = True
@@ -329,7 +345,7 @@ class Job:
         else:
             source = self.store.open_read(s.input_container, name)
             streams.append(source)
-        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes)
+        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, s.csv_decimal)
         streams.append(table)
         first = next(table.batches, None)
         table.batches = itertools.chain([first] if first is not None else [], table.batches)
@@ -383,7 +399,7 @@ class Job:
         dst = self._destination(s.archive_container, props.name, etag_of(props))
         self.store.copy(s.input_container, props.name, s.archive_container, dst,
                         metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id})
-        self.store.delete(s.input_container, props.name, lease=claim.lease)
+        claim.delete_input(etag_of(props))
         ir.archived_to = f"{s.archive_container}/{dst}"
         log.info("input archived", extra={"event": "input_archived", "blob": props.name, "to": ir.archived_to})
 
@@ -402,8 +418,12 @@ class Job:
             self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
                             metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
                                       "scorer_error": exc.kind})
-            self.store.delete(s.input_container, props.name, lease=claim.lease)
+            claim.delete_input(etag_of(props))
             ir.quarantined_to = f"{s.quarantine_container}/{dst}"
+        except LeaseLost as e:  # set aside, but not taken out of input/: the next run settles it
+            ir.status = "left_pending"
+            ir.error = dict(ir.error, quarantine_failed=_first_line(e))
+            log.warning("claim lost while quarantining", extra={"event": "lease_lost", "blob": props.name})
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as e:
             if is_outage(e):
                 self._storage_failed(e, ir)
@@ -441,10 +461,6 @@ class Job:
             return None
         log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}"})
         return f"{s.reports_container}/{name}"
-
-
-class _LeaseLost(Exception):
-    """The lease renewer lost the claim: nothing may be committed (job.py only)."""
 
 
 def _first_line(exc: BaseException) -> str:

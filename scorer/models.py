@@ -24,6 +24,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from scorer import __version__
+from scorer.cards import Options, describe_model
 from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound, ScorerError
 from scorer.log import now
 from scorer.storage import Store
@@ -33,11 +34,6 @@ log = logging.getLogger("scorer.models")
 # A model name is the first path segment of its inputs; keep it to characters that
 # are safe in blob names, URLs and file systems.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-#: predict() type used when the publisher gives none, per R class. glm's own default
-#: ("link") is rarely what a scoring user wants.
-DEFAULT_PREDICT_TYPE = {"glm": "response"}
-
 
 def check_name(name: str) -> str | None:
     """Why ``name`` is not a valid model name, or None when it is."""
@@ -172,6 +168,7 @@ class Registry:
                     + " to docker/r-packages.txt and rebuild the image.",
                     model=card["name"], packages=missing,
                 )
+            self.r.attach(card.get("attach") or [])
             with tempfile.NamedTemporaryFile(suffix=".rds") as tmp:
                 tmp.write(data)
                 tmp.flush()
@@ -184,14 +181,14 @@ class Registry:
 
     # -- publishing -----------------------------------------------------------------
 
-    def publish(self, path: Path, name: str, predict_type: str | None = None,
-                packages: list[str] | None = None, package_list: Path | None = None) -> Published:
+    def publish(self, path: Path, name: str, opts: Options | None = None) -> Published:
         """Publish ``path`` as the next version of ``name``.
 
-        Reads the model in R to build its card. Raises ConfigError for a bad name or
-        file, ModelLoadError when R cannot read it, ModelError when it has no
-        predict() method.
+        Reads the model in R to build its card (scorer.cards). Raises ConfigError
+        for a bad name, file or option, ModelLoadError when R cannot read it,
+        ModelError when it cannot be scored as it is.
         """
+        opts = opts or Options()
         why = check_name(name)
         if why:
             raise ConfigError(f"--name {name!r} is not valid: {why}.", hint="Choose another name.")
@@ -201,52 +198,28 @@ class Registry:
         r = self.r
         before = r.loaded_namespaces()
         model = r.read_model(path, str(path))
-        desc = r.describe(model, before)
-        needed = dict(desc["packages"])
-        for p in packages or []:
-            needed.setdefault(p, None)
-        warnings = []
-        missing = r.missing_packages(list(needed))
-        if missing:
-            warnings.append(f"R package(s) {', '.join(missing)} are not installed here, so the model could not be "
-                            "checked for a predict() method.")
-        elif not r.has_predict(model):
-            raise ModelError(
-                f"{path}: an object of class {'/'.join(model.r_class)} has no predict() method, so it cannot be scored.",
-                hint="Save the fitted model itself (e.g. saveRDS(fit, 'model.rds')), or name its package with --package.",
-            )
-        if desc["packages"] != needed:
-            desc = r.describe(model, before)  # versions of packages loaded just now
-            for p in packages or []:
-                desc["packages"].setdefault(p, None)
-        available = debian_package_list(package_list) if package_list else None
-        if available is not None:
-            absent = sorted(p for p in desc["packages"] if p.lower() not in available)
-            if absent:
-                warnings.append(
-                    f"the model needs R package(s) {', '.join(absent)}, which {package_list} does not list, so the "
-                    "scoring image will not have them: add " + ", ".join(f"r-cran-{p.lower()}" for p in absent)
-                    + " there and rebuild the image.")
-        if desc["input_schema"] is None:
-            warnings.append("R exposes no input schema for this model; inputs are passed to predict() as they are, "
-                            "typed by inference.")
-        if predict_type is None:
-            predict_type = next((DEFAULT_PREDICT_TYPE[c] for c in model.r_class if c in DEFAULT_PREDICT_TYPE), None)
+        listed = debian_package_list(opts.package_list) if opts.package_list else None
+        available = None if listed is None else {p.lower() for p in r.dependencies(sorted(listed))} | listed
+        try:
+            fields, warnings = describe_model(r, model, before, opts, available)
+        except ModelError as exc:
+            raise type(exc)(f"{path}: {exc}", hint=exc.hint) from None
         card = {
             "name": name,
             "version": None,
+            "kind": "model",
             "sha256": sha256_of(data),
             "size_bytes": len(data),
-            "r_class": model.r_class,
             "r_version": r.r_version,
-            "packages": desc["packages"],
-            "predict_type": predict_type,
-            "input_schema": desc["input_schema"],
+            **fields,
             "source_file": path.name,
             "published_at": now(),
             "published_by": _user(),
             "scorer_version": __version__,
         }
+        return self._store_version(name, data, card, warnings)
+
+    def _store_version(self, name: str, data: bytes, card: dict, warnings: list[str]) -> Published:
         for _ in range(20):  # another publisher may take a version number first
             version = self._highest_slot(name) + 1
             try:

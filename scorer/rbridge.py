@@ -181,7 +181,8 @@ class RBridge:
         with resources.as_file(source) as path:
             self._call("source", ri.StrSexpVector([str(path)]))
         self._fn = {name: self._globalenv.find(name) for name in
-                    ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_has_predict")}
+                    ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
+                     "scorer_dependencies")}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -235,29 +236,63 @@ class RBridge:
         return list(self._call("class", robj))
 
     def describe(self, model: LoadedModel, loaded_before: list[str]) -> dict:
-        """What a model card records about a model: packages and input schema."""
-        pkgs = self._fn["scorer_packages"](model.robj, self.ri.StrSexpVector(loaded_before))
+        """What a model card records about a model: the packages it needs (with
+        versions; ``top_packages``, those no other needed package depends on;
+        ``attach``, those its formula calls) and its input schema."""
+        found = self._named(self._fn["scorer_packages"](model.robj, self.ri.StrSexpVector(loaded_before)))
+        pkgs = found["packages"]
         names = list(self._call("names", pkgs)) if len(pkgs) else []
         packages = {n: (None if v is self.ri.NA_Character else str(v)) for n, v in zip(names, pkgs)}
         schema = self._fn["scorer_schema"](model.robj)
-        return {"packages": packages, "input_schema": self._schema_to_py(schema)}
+        return {"packages": packages, "top_packages": [str(x) for x in found["top"]],
+                "attach": [str(x) for x in found["attach"]], "input_schema": self._schema_to_py(schema)}
+
+    def dependencies(self, packages: list[str]) -> set[str]:
+        """``packages`` and every package they need, recursively (installed ones only)."""
+        return {str(x) for x in self._fn["scorer_dependencies"](self.ri.StrSexpVector(packages))}
+
+    def predict_formals(self, model: LoadedModel) -> dict | None:
+        """The predict() method serving the model: its name, its arguments, and the
+        choices of its ``type`` argument when it declares them; None if it has none."""
+        f = self._fn["scorer_predict_formals"](model.robj)
+        if f is self.ri.NULL:
+            return None
+        f = self._named(f)
+        return {"method": str(f["method"][0]), "names": [str(x) for x in f["names"]],
+                "type_choices": [str(x) for x in f["type_choices"]]}
+
+    def attach(self, packages: list[str]) -> None:
+        """Attach packages a model's formula calls (ns() from splines): predict()
+        evaluates the formula in the global environment, which sees attached
+        packages only. Raises ModelLoadError for one that is not installed."""
+        for p in packages:
+            try:
+                self._call("library", self.ri.StrSexpVector([p]), **{"character.only": self.ri.BoolSexpVector([True])})
+            except Exception as exc:
+                raise ModelLoadError(f"R package {p!r}, which the model's formula uses, could not be attached: "
+                                     f"{self._r_error_text(exc)}",
+                                     hint=f"Add r-cran-{p.lower()} to docker/r-packages.txt and rebuild the image.",
+                                     packages=[p]) from None
+
+    def _named(self, rlist: Any) -> dict[str, Any]:
+        return dict(zip([str(n) for n in self._call("names", rlist)], rlist))
 
     def _schema_to_py(self, schema: Any) -> list[dict] | None:
         if schema is self.ri.NULL:
             return None
-        fields = dict(zip(self._call("names", schema), schema))
+        fields = self._named(schema)
         out = []
         for i, name in enumerate(fields["names"]):
             lv = fields["levels"][i]
-            out.append({
+            item = {
                 "name": str(name),
                 "class": str(fields["classes"][i]),
                 "levels": None if lv is self.ri.NULL else [str(x) for x in lv],
-            })
+            }
+            if item["class"] == "POSIXct":
+                item["tz"] = str(fields["tz"][i]) or "UTC"
+            out.append(item)
         return out
-
-    def has_predict(self, model: LoadedModel) -> bool:
-        return bool(self._fn["scorer_has_predict"](model.robj)[0])
 
     def missing_packages(self, packages: list[str]) -> list[str]:
         """Load each package's namespace (which registers its predict methods);
@@ -272,19 +307,24 @@ class RBridge:
     # -- scoring --------------------------------------------------------------------
 
     def predict(self, model: LoadedModel, columns: dict[str, RColumn], nrows: int,
-                predict_type: str | None) -> list[tuple[str, pa.Array]]:
-        """Call R's predict(model, newdata, type) on these columns.
+                predict_type: str | None, args: list[dict] | None = None
+                ) -> tuple[list[tuple[str, pa.Array]], list[str]]:
+        """Call R's predict(model, newdata, type, <args>) on these columns.
 
-        Returns the result as named Arrow arrays (one, unnamed (""), for a vector
-        result). Raises PredictError with R's message when predict() fails or
-        returns the wrong number of rows.
+        ``args`` are the card's predict arguments ({"name", "type", "value"}, see
+        scorer.models.parse_predict_arg). Returns the result as named Arrow arrays
+        (one, unnamed (""), for a vector result) and R's warnings. Raises
+        PredictError with R's message when predict() fails or returns the wrong
+        number of rows, OutOfMemory when R cannot allocate.
         """
         ri = self.ri
         newdata = self._data_frame(columns, nrows)
         rtype = ri.NULL if predict_type is None else ri.StrSexpVector([predict_type])
         self._warnings.clear()
         try:
-            out = self._fn["scorer_predict"](model.robj, newdata, rtype)
+            got = self._named(self._fn["scorer_predict"](model.robj, newdata, rtype, self._arg_list(args or [])))
+            out = got["value"]
+            warned = [str(w) for w in got["warnings"]]
         except Exception as exc:
             text = self._r_error_text(exc)
             if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
@@ -298,7 +338,20 @@ class RBridge:
                     hint="The model's predict() drops rows (often rows with missing "
                     "values); fill or remove missing values before scoring.",
                 )
-        return result
+        return result, warned
+
+    def _arg_list(self, args: list[dict]) -> Any:
+        """The card's predict arguments as a named R list: values typed as they
+        were written (numbers, TRUE/FALSE, text), never evaluated as R code."""
+        ri = self.ri
+        made = {"double": lambda v: ri.FloatSexpVector([float(v)]),
+                "integer": lambda v: ri.IntSexpVector([int(v)]),
+                "logical": lambda v: ri.BoolSexpVector([bool(v)]),
+                "character": lambda v: ri.StrSexpVector([str(v)]),
+                "NULL": lambda v: ri.NULL}
+        values = [made[a["type"]](a["value"]) for a in args]
+        out = ri.ListSexpVector(values)
+        return self._call("names<-", out, ri.StrSexpVector([a["name"] for a in args])) if args else out
 
     def _vector(self, col: RColumn) -> Any:
         ri = self.ri
@@ -313,6 +366,10 @@ class RBridge:
         elif col.kind == "date":
             v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
             v = self._set_class(v, ["Date"])
+        elif col.kind == "posixct":  # seconds since 1970-01-01 UTC, shown in the model's time zone
+            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
+            v = self._call("attr<-", v, ri.StrSexpVector(["tzone"]), ri.StrSexpVector([col.tz or "UTC"]))
+            v = self._set_class(v, ["POSIXct", "POSIXt"])
         elif col.kind == "character":
             v = ri.StrSexpVector([ri.NA_Character if s is None else s for s in col.values])
         else:  # pragma: no cover - RColumn.kind is a closed set
@@ -355,7 +412,20 @@ class RBridge:
             a = np.array(v.memoryview(), dtype=np.float64).ravel(order="F") if len(v) else np.zeros(0)
             # NaN (R's NA) -> null; a mask rather than from_pandas=True, which
             # would import pandas when it happens to be installed (0.3 s)
-            return pa.array(a, mask=np.isnan(a))
+            mask = np.isnan(a)
+            cls = [] if plain else self.classes(v)
+            if "Date" in cls:
+                return pa.array(np.where(mask, 0, np.floor(a)).astype(np.int32), pa.date32(), mask=mask)
+            if "POSIXct" in cls:
+                tz = self._call("attr", v, ri.StrSexpVector(["tzone"]))
+                tz = str(tz[0]) if tz is not ri.NULL and len(tz) and str(tz[0]) else "UTC"
+                micros = np.where(mask, 0, np.round(a * 1e6)).astype(np.int64)
+                return pa.array(micros, pa.timestamp("us", tz=tz), mask=mask)
+            if "difftime" in cls:
+                units = str(self._call("attr", v, ri.StrSexpVector(["units"]))[0])
+                seconds = a * {"secs": 1, "mins": 60, "hours": 3600, "days": 86400, "weeks": 604800}.get(units, 1)
+                return pa.array(np.where(mask, 0, np.round(seconds * 1e6)).astype(np.int64), pa.duration("us"), mask=mask)
+            return pa.array(a, mask=mask)
         if t == ri.RTYPES.INTSXP:
             a = np.array(v.memoryview(), dtype=np.int32).ravel(order="F") if len(v) else np.zeros(0, np.int32)
             mask = a == NA_INTEGER

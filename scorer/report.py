@@ -26,6 +26,7 @@ class InputReport:
     model_version: int | None = None
     model_sha256: str | None = None
     format: str | None = None
+    csv: dict | None = None  # the delimiter and decimal mark a CSV input was read with
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0

@@ -9,14 +9,16 @@ number (counting data rows from 1) and the reason.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from scorer.cards import select_outputs
 from scorer.errors import PredictError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
@@ -24,9 +26,31 @@ from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, p
 
 @dataclass
 class Counts:
+    """What happened to an input's rows so far; read also after an error."""
+
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
+    #: R's warnings, each message with the number of predict() calls that gave it
+    warnings: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class PredictSpec:
+    """How a model is called, from its card: the input schema, predict()'s type
+    and other arguments, and the result columns to keep."""
+
+    schema: list[Field] | None = None
+    predict_type: str | None = None
+    args: list[dict] = field(default_factory=list)
+    output_columns: list[str] | None = None
+
+    @classmethod
+    def from_card(cls, card: dict) -> "PredictSpec":
+        schema = card.get("input_schema")
+        return cls(schema=[Field.from_card(f) for f in schema] if schema else None,
+                   predict_type=card.get("predict_type"), args=card.get("predict_args") or [],
+                   output_columns=card.get("output_columns"))
 
 
 class RejectedRows:
@@ -67,9 +91,8 @@ class RejectedRows:
         self.writer.write(pa.RecordBatch.from_arrays(cols, names=names))
 
 
-def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: Any,
-                 predict_type: str | None, out: Any, rejected: RejectedRows, where: str,
-                 on_first_scored: Callable[[], None] | None = None,
+def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
+                 where: str, counts: Counts | None = None, on_first_scored: Callable[[], None] | None = None,
                  check_stop: Callable[[], None] | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
@@ -79,11 +102,13 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
     other two spend their time in Arrow's C++ code, which releases the GIL. At
     most three batches are in flight, so memory does not grow with the file.
 
+    ``counts`` (updated as batches go) tells how far it got when it raises.
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
     predict() failed on rows without missing values).
     """
+    schema = spec.schema
     check_columns(table.names, schema, where)
-    counts = Counts()
+    counts = counts if counts is not None else Counts()
     names: list[str] | None = None
     batches = iter(table.batches)
 
@@ -91,7 +116,7 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
         batch = next(batches, None)
         if batch is None:
             return None
-        return batch, (prepare(batch, schema, where) if batch.num_rows else None)
+        return batch, (prepare(batch, schema, where, table.decimal) if batch.num_rows else None)
 
     def write(batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
               arrays: list[pa.Array], out_names: list[str]) -> None:
@@ -125,7 +150,7 @@ def score_stream(table: InputTable, schema: list[Field] | None, model: Any, r: A
             keep = prep.keep.copy()
             results: list[tuple[str, pa.Array]] = []
             if prep.n_kept:
-                results, dropped, reason = _predict(r, model, prep, predict_type)
+                results, dropped, reason = _predict(r, model, prep, spec, counts.warnings)
                 if dropped is not None:  # rows R could not score because of missing values
                     kept_rows = np.flatnonzero(keep)
                     for i in kept_rows[dropped]:
@@ -159,7 +184,7 @@ def _missing(col: RColumn) -> np.ndarray:
     return np.array([v is None for v in col.values], dtype=bool)
 
 
-def _predict(r: Any, model: Any, prep: Prepared, predict_type: str | None):
+def _predict(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
     """predict() on the prepared rows. Many models (randomForest, ranger) refuse
     missing values outright, and some silently drop those rows: when that happens,
     score the complete rows and reject the others, rather than fail the file.
@@ -167,8 +192,14 @@ def _predict(r: Any, model: Any, prep: Prepared, predict_type: str | None):
     Returns (results, mask of dropped rows among the kept ones or None, (column, reason)).
     """
     n = prep.n_kept
+
+    def call(columns: dict[str, RColumn], rows: int) -> list[tuple[str, pa.Array]]:
+        results, warnings = r.predict(model, columns, rows, spec.predict_type, spec.args)
+        warned.update(set(warnings))
+        return select_outputs(results, spec.output_columns)
+
     try:
-        return r.predict(model, prep.columns, n, predict_type), None, None
+        return call(prep.columns, n), None, None
     except PredictError as exc:
         masks = {name: _missing(c) for name, c in prep.columns.items()}
         incomplete = np.zeros(n, dtype=bool)
@@ -184,7 +215,7 @@ def _predict(r: Any, model: Any, prep: Prepared, predict_type: str | None):
             ) from None
         complete = ~incomplete
         cols = {k: c.take(complete) for k, c in prep.columns.items()}
-        results = r.predict(model, cols, int(complete.sum()), predict_type)
+        results = call(cols, int(complete.sum()))
         which = ", ".join(repr(k) for k, m in masks.items() if m.any())
         return results, incomplete, (
             which, f"missing value in column(s) {which}, and this model's predict() does not accept "

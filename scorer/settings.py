@@ -61,6 +61,12 @@ def _text(value: str) -> str:
     return value
 
 
+def _decimal(value: str) -> str:
+    if value not in ("auto", ".", ","):
+        raise ValueError('must be auto, "." or ","')
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its field, its environment variable, its parser and its doc."""
@@ -109,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(the job crashed or was killed) is quarantined as poison."),
     Setting("max_input_bytes", "SCORER_MAX_INPUT_BYTES", _positive_int, 20 * 1024**3,
             "Largest input accepted, after decompression (guards against gzip bombs)."),
+    Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
+            "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
+            "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
     Setting("model", "SCORER_MODEL", _text, None,
             "Score only this model's inputs (same as `scorer run --model`)."),
     Setting("blob", "SCORER_BLOB", _text, None,
@@ -138,6 +147,7 @@ class Settings:
     credential_timeout: float = 120.0
     max_attempts: int = 3
     max_input_bytes: int = 20 * 1024**3
+    csv_decimal: str = "auto"
     model: str | None = None
     blob: str | None = None
     log_level: str = "INFO"

@@ -310,6 +310,8 @@ class BlobReader(io.RawIOBase):
                 return 0
             if isinstance(item, BaseException):
                 self._ended = True
+                if isinstance(item, MemoryError):  # the job's memory, not storage: see job.py
+                    raise item
                 first_line = str(item).splitlines()[0] if str(item) else type(item).__name__
                 raise StorageError(f"downloading the input failed: {first_line}") from item
             self._piece = memoryview(item)
@@ -351,13 +353,16 @@ class StagedBlob(io.RawIOBase):
         return self._written
 
     def write(self, b: Any) -> int:
-        data = memoryview(b).cast("B")
-        self._buf += data
-        self._written += len(data)
+        # released at once: a view left alive when a MemoryError unwinds makes the
+        # caller's buffer fail to free ("deallocated bytearray object has exported buffers")
+        with memoryview(b) as view, view.cast("B") as data:
+            n = len(data)
+            self._buf += data
+        self._written += n
         while len(self._buf) >= self._block_size:
             self._stage(bytes(self._buf[: self._block_size]))
             del self._buf[: self._block_size]
-        return len(data)
+        return n
 
     def _stage(self, data: bytes) -> None:
         block_id = base64.b64encode(f"{self._prefix}-{len(self._ids):08d}".encode()).decode()

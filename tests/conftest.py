@@ -133,9 +133,11 @@ class Pipeline:
     settings: object
     store: object
 
-    def publish(self, path: Path, name: str, predict_type: str | None = None) -> dict:
+    def publish(self, path: Path, name: str, predict_type: str | None = None, **options) -> dict:
+        """Publish a model; ``options`` are scorer.cards.Options fields (predict_args=[...], ...)."""
+        from scorer.cards import Options
         from scorer.models import Registry
-        return Registry(self.store).publish(Path(path), name, predict_type).card
+        return Registry(self.store).publish(Path(path), name, Options(predict_type=predict_type, **options)).card
 
     def drop(self, name: str, data: bytes) -> None:
         self.store.put_bytes(self.settings.input_container, name, data)

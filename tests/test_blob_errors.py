@@ -200,3 +200,67 @@ def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitt
         store.close()
     finally:
         az.stop()
+
+
+def test_an_outage_shorter_than_the_retry_budget_is_ridden_out(fitted, tmp_path):
+    """Each storage request retries with back-off for about 30 s: storage that comes
+    back within that time costs the run nothing but the wait."""
+    az = Azurite(tmp_path / "azurite")
+    az.start()
+    try:
+        from scorer.settings import Settings
+        settings = Settings(connection_string=az.connection_string, lease_seconds=15)
+        store = Store(connect(settings), settings)
+        store.ensure_containers()
+        p = Pipeline(settings, store)
+        p.publish(fitted / "glm_gamma.rds", "g")
+        for i in range(3):
+            p.drop(f"g/{i}.csv", ROW)
+        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "scorer", "run"], env=env_for(settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if '"input_scored"' in line:
+                az.stop()
+                time.sleep(5)
+                az.start()
+                break
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=300) == 0, rest
+        assert sorted(p.names("archive")) == [f"g/{i}.csv" for i in range(3)]
+        store.close()
+    finally:
+        az.stop()
+
+
+def test_a_lapsed_lease_is_taken_again_to_archive_unless_another_job_took_it(gamma):
+    """An outage longer than the lease: the claim is taken again to finish, but
+    never from another job, and never for an input replaced meanwhile."""
+    from azure.storage.blob import BlobLeaseClient
+
+    from scorer.claims import Claim, LeaseLost
+
+    def lapsed_claim(name):
+        gamma.drop(name, ROW)
+        blob = gamma.store.blob(gamma.settings.input_container, name)
+        claim = Claim.take(blob, 15)
+        BlobLeaseClient(blob, lease_id=claim.lease.id).break_lease(lease_break_period=0)
+        return blob, claim, blob.get_blob_properties().etag.strip('"')
+
+    blob, claim, etag = lapsed_claim("g/a.csv")
+    claim.delete_input(etag)
+    claim.release()
+    assert gamma.names("input") == []
+
+    blob, claim, etag = lapsed_claim("g/b.csv")
+    other = blob.acquire_lease(lease_duration=15)  # another job's claim
+    with pytest.raises(LeaseLost, match="another job"):
+        claim.delete_input(etag)
+    claim.release()
+    other.release()
+
+    blob, claim, etag = lapsed_claim("g/c.csv")
+    blob.upload_blob(b"wt,hp\n9,9\n", overwrite=True)  # replaced while the lease had lapsed
+    with pytest.raises(LeaseLost, match="replaced"):
+        claim.delete_input(etag)
+    claim.release()
+    assert sorted(gamma.names("input")) == ["g/b.csv", "g/c.csv"]

@@ -30,7 +30,7 @@ def test_card_records_checksum_class_versions_type_and_schema_from_the_model(pip
 
 @pytest.mark.parametrize("case,classes,packages", [
     ("randomforest", {"Sepal.Length": "numeric"}, {"randomForest"}),
-    ("ranger", {"Petal.Width": "any"}, {"ranger"}),
+    ("ranger", {"Petal.Width": "unknown"}, {"ranger"}),  # ranger keeps the names only
     ("multinom", {"Sepal.Width": "numeric"}, {"nnet"}),
     ("rpart_class", {"Petal.Length": "numeric"}, {"rpart"}),
     ("lm", {"wt": "numeric", "cyl": "any", "hp": "any"}, set()),

@@ -2,126 +2,287 @@
 # calls these functions with arguments. No R text is ever built from data, file
 # names, column names or model names.
 
-# Classes whose package R cannot find from the object alone (their predict method
-# lives in a namespace that readRDS does not load by itself).
-scorer_known_packages <- c(
-  randomForest = "randomForest", randomForest.formula = "randomForest",
-  ranger = "ranger", polr = "MASS", multinom = "nnet", nnet = "nnet",
-  nnet.formula = "nnet", rpart = "rpart", gbm = "gbm", glmnet = "glmnet",
-  cv.glmnet = "glmnet", svm = "e1071", svm.formula = "e1071",
-  naiveBayes = "e1071", train = "caret", gam = "mgcv", bam = "mgcv",
-  loess = "stats", glm = "stats", lm = "stats", nls = "stats"
-)
+scorer_base_packages <- function() {
+  ip <- utils::installed.packages(fields = "Priority")
+  unique(c(rownames(ip)[!is.na(ip[, "Priority"]) & ip[, "Priority"] == "base"], "base"))
+}
 
-scorer_base_packages <- c("base", "stats", "utils", "methods", "graphics",
-                          "grDevices", "datasets", "grid", "splines", "tools",
-                          "parallel", "stats4", "tcltk", "compiler")
+# An element of a list-based model by exact name; NULL for anything else (S4
+# objects, atomic vectors): `$` would partially match or fail.
+scorer_get <- function(x, name) {
+  if (is.list(x) && !is.null(names(x)) && name %in% names(x)) x[[name, exact = TRUE]] else NULL
+}
 
-# The packages a model needs: those its classes are known to come from, those whose
-# namespaces readRDS had to load (`loaded_before` is loadedNamespaces() taken before
-# readRDS), and those that provide a predict method for one of its classes.
-scorer_packages <- function(model, loaded_before) {
-  pkgs <- setdiff(loadedNamespaces(), loaded_before)
-  cls <- class(model)
-  pkgs <- c(pkgs, unname(scorer_known_packages[cls[cls %in% names(scorer_known_packages)]]))
-  for (cl in cls) {
+# -- which packages a model needs ---------------------------------------------------
+
+# Installed packages that register (or export) a predict() method for one of
+# `classes`, read from each package's NAMESPACE with R's own parser. Only packages
+# whose NAMESPACE mentions "predict" are parsed.
+scorer_method_packages <- function(classes) {
+  found <- character()
+  wanted <- paste0("predict.", classes)
+  for (lib in .libPaths()) {
+    for (pkg in list.files(lib)) {
+      ns <- file.path(lib, pkg, "NAMESPACE")
+      if (!file.exists(ns)) next
+      if (!any(grepl("predict", readLines(ns, warn = FALSE), fixed = TRUE))) next
+      info <- tryCatch(parseNamespaceFile(pkg, lib), error = function(e) NULL)
+      if (is.null(info)) next
+      m <- info$S3methods
+      hit <- (nrow(m) > 0 && any(m[, 1] == "predict" & m[, 2] %in% classes)) ||
+        any(wanted %in% info$exports)
+      if (hit) found <- c(found, pkg)
+    }
+  }
+  unique(found)
+}
+
+# The package whose predict() method serves the model's class: the first class
+# (most specific) that has one.
+scorer_predict_package <- function(model) {
+  for (cl in class(model)) {
     m <- utils::getS3method("predict", cl, optional = TRUE)
     if (!is.null(m)) {
       env <- environment(m)
-      if (!is.null(env) && isNamespace(env)) pkgs <- c(pkgs, getNamespaceName(env))
+      return(if (!is.null(env) && isNamespace(env)) getNamespaceName(env) else NA_character_)
+    }
+    pkgs <- scorer_method_packages(cl)
+    if (length(pkgs)) return(pkgs[[1]])
+  }
+  NA_character_
+}
+
+# Functions a model's formula calls (ns(), bs(), poly(), ...) that base R does not
+# attach: the packages that export them, so that the job can attach them.
+scorer_formula_packages <- function(model) {
+  tt <- scorer_terms(model)
+  if (is.null(tt)) return(character())
+  expr <- attr(tt, "predvars")
+  if (is.null(expr)) expr <- attr(tt, "variables")
+  if (is.null(expr)) return(character())
+  fns <- setdiff(unique(all.names(expr, functions = TRUE)), all.vars(expr))
+  attached <- c("base", "stats", "utils", "methods", "graphics", "grDevices", "datasets")
+  pkgs <- character()
+  for (f in fns) {
+    if (any(vapply(attached, function(p) f %in% getNamespaceExports(p), TRUE))) next
+    candidates <- unique(c(loadedNamespaces(), "splines", "survival", "mgcv", "MASS", "stats4"))
+    for (p in candidates) {
+      if (requireNamespace(p, quietly = TRUE) && f %in% getNamespaceExports(p)) {
+        pkgs <- c(pkgs, p)
+        break
+      }
     }
   }
-  pkgs <- unique(setdiff(pkgs, c(scorer_base_packages, "compiler")))
+  unique(pkgs)
+}
+
+# The packages a model needs: the one providing its predict method, those whose
+# namespaces readRDS had to load (`loaded_before` is loadedNamespaces() taken before
+# readRDS), and those its formula calls. Returns list(packages = named versions,
+# top = the ones no other needed package depends on, attach = formula packages).
+scorer_packages <- function(model, loaded_before) {
+  base <- scorer_base_packages()
+  pkgs <- c(setdiff(loadedNamespaces(), loaded_before), scorer_predict_package(model))
+  attach <- scorer_formula_packages(model)
+  pkgs <- unique(setdiff(stats::na.omit(c(pkgs, attach)), c(base, "compiler")))
   versions <- vapply(pkgs, function(p) {
-    v <- tryCatch(as.character(utils::packageVersion(p)), error = function(e) NA_character_)
-    v
+    tryCatch(as.character(utils::packageVersion(p)), error = function(e) NA_character_)
   }, "")
-  versions
-}
-
-# Does any class of the model have a predict() method once its packages are loaded?
-scorer_has_predict <- function(model) {
-  for (cl in class(model)) {
-    if (!is.null(utils::getS3method("predict", cl, optional = TRUE))) return(TRUE)
+  top <- pkgs
+  if (length(pkgs) > 1) {
+    db <- utils::installed.packages()
+    known <- pkgs[pkgs %in% rownames(db)]
+    deps <- tools::package_dependencies(known, db = db, recursive = TRUE,
+                                        which = c("Depends", "Imports", "LinkingTo"))
+    under <- unique(unlist(deps))
+    top <- setdiff(pkgs, under)
   }
-  FALSE
+  list(packages = versions, top = top, attach = setdiff(attach, base))
 }
 
-scorer_levels_of <- function(model, var) {
-  xl <- model$xlevels
-  if (is.null(xl)) xl <- attr(model, "xlevels")
-  if (!is.null(xl) && !is.null(xl[[var]])) return(as.character(xl[[var]]))
-  mf <- model$model
-  if (is.data.frame(mf) && !is.null(mf[[var]]) && is.factor(mf[[var]])) return(levels(mf[[var]]))
-  NULL
+# Every package the given ones need, recursively (to tell which packages an image
+# that installs `listed` already has).
+scorer_dependencies <- function(listed) {
+  db <- utils::installed.packages()
+  known <- rownames(db)[tolower(rownames(db)) %in% tolower(listed)]  # Debian names are lower case
+  if (!length(known)) return(character())
+  unique(c(known, unlist(tools::package_dependencies(known, db = db, recursive = TRUE,
+                                                     which = c("Depends", "Imports", "LinkingTo")))))
+}
+
+# -- the input schema -------------------------------------------------------------------
+
+scorer_terms <- function(model) {
+  for (tt in list(scorer_get(model, "terms"), scorer_get(model, "Terms"), attr(model, "terms"))) {
+    if (inherits(tt, "terms")) return(tt)
+  }
+  tt <- tryCatch(suppressWarnings(stats::terms(model)), error = function(e) NULL)
+  if (inherits(tt, "terms")) tt else NULL
+}
+
+# Every record of factor levels a model family keeps, by variable: xlevels (lm,
+# glm, caret, lda, ...), randomForest's forest$xlevels, gbm's var.levels, ranger's
+# covariate.levels (respect.unordered.factors), and the model frame's factors.
+scorer_xlevels <- function(model) {
+  out <- list()
+  add <- function(l) {
+    for (v in names(l)) if (is.null(out[[v]]) && is.character(l[[v]])) out[[v]] <<- l[[v]]
+  }
+  add(scorer_get(model, "xlevels"))
+  add(attr(model, "xlevels"))
+  forest <- scorer_get(model, "forest")
+  add(scorer_get(forest, "xlevels"))
+  add(scorer_get(forest, "covariate.levels"))
+  vn <- scorer_get(model, "var.names")
+  vl <- scorer_get(model, "var.levels")
+  vt <- scorer_get(model, "var.type")
+  if (!is.null(vn) && !is.null(vl) && !is.null(vt)) {  # gbm: var.type > 0 marks a factor
+    for (i in seq_along(vn)) if (vt[[i]] > 0 && is.null(out[[vn[[i]]]])) out[[vn[[i]]]] <- as.character(vl[[i]])
+  }
+  mf <- scorer_get(model, "model")
+  if (is.data.frame(mf)) {
+    for (v in names(mf)) if (is.null(out[[v]]) && is.factor(mf[[v]])) out[[v]] <- levels(mf[[v]])
+  }
+  out
+}
+
+# The class scorer records for a raw column of the model frame.
+scorer_column_class <- function(x) {
+  if (inherits(x, "POSIXct")) "POSIXct" else if (inherits(x, "Date")) "Date"
+  else if (is.ordered(x)) "ordered" else if (is.factor(x)) "factor"
+  else if (is.character(x)) "character" else if (is.logical(x)) "logical"
+  else if (is.numeric(x) && is.null(dim(x))) "numeric" else "any"
 }
 
 # The input schema of a model, as far as R exposes it:
-#   list(names = <chr>, classes = <chr>, levels = <list of chr or NULL>)
-# classes are numeric, integer, logical, factor, ordered, character, Date, or "any"
-# (a variable used through a transformation, e.g. log(x), whose raw type R does not
-# record). Returns NULL when the model exposes nothing.
+#   list(names = <chr>, classes = <chr>, levels = <list of chr or NULL>, tz = <chr>)
+# classes: numeric, integer, logical, factor, ordered, character, Date, POSIXct,
+# "any" (a variable used through a transformation, e.g. log(x), whose raw type R
+# does not record: numbers, or text R converts itself), or "unknown" (the model
+# records the name only: ranger without respect.unordered.factors). A factor whose
+# levels no record holds has levels NULL (publish asks for them). Returns NULL when
+# the model exposes nothing.
 scorer_schema <- function(model) {
-  tt <- tryCatch(stats::terms(model), error = function(e) NULL)
-  if (!is.null(tt) && inherits(tt, "terms")) {
+  lv_all <- scorer_xlevels(model)
+  mf <- scorer_get(model, "model")
+  tt <- scorer_terms(model)
+  if (!is.null(tt)) {
     vars <- all.vars(stats::delete.response(tt))
+    fit_call <- scorer_get(model, "call")
+    off <- if (is.call(fit_call)) fit_call$offset else NULL
+    if (!is.null(off)) vars <- unique(c(vars, all.vars(off)))  # offset = log(n): n is an input too
     dc <- attr(tt, "dataClasses")
-    mf <- model$model
-    classes <- character(length(vars))
-    lv <- vector("list", length(vars))
-    for (i in seq_along(vars)) {
-      v <- vars[[i]]
-      cl <- if (!is.null(dc) && v %in% names(dc)) unname(dc[[v]]) else "any"
-      if (cl %in% c("other", "any") && is.data.frame(mf) && !is.null(mf[[v]])) {
-        x <- mf[[v]]
-        cl <- if (inherits(x, "Date")) "Date" else if (is.character(x)) "character"
-              else if (is.logical(x)) "logical" else "any"
+  } else {
+    forest <- scorer_get(model, "forest")
+    vars <- c(scorer_get(forest, "independent.variable.names"), scorer_get(model, "var.names"))
+    if (!length(vars)) vars <- names(scorer_get(forest, "xlevels"))
+    if (!length(vars)) return(NULL)
+    dc <- NULL
+  }
+  classes <- character(length(vars))
+  lv <- vector("list", length(vars))
+  tz <- character(length(vars))
+  for (i in seq_along(vars)) {
+    v <- vars[[i]]
+    cl <- if (!is.null(dc) && v %in% names(dc)) unname(dc[[v]]) else if (is.null(tt)) "unknown" else "any"
+    if (is.data.frame(mf) && !is.null(mf[[v]]) && cl %in% c("other", "any", "numeric", "character", "logical")) {
+      raw <- scorer_column_class(mf[[v]])
+      if (raw != "any") cl <- raw
+      if (raw == "POSIXct") {
+        z <- attr(mf[[v]], "tzone")
+        tz[[i]] <- if (is.null(z) || !nzchar(z[[1]])) "UTC" else z[[1]]
       }
-      if (startsWith(cl, "nmatrix")) cl <- "any"
-      if (cl %in% c("factor", "ordered")) {
-        l <- scorer_levels_of(model, v)
-        if (is.null(l)) cl <- "character" else lv[[i]] <- l
-      }
-      classes[[i]] <- cl
     }
-    return(list(names = vars, classes = classes, levels = lv))
+    if (cl %in% c("other")) cl <- "any"
+    if (startsWith(cl, "nmatrix")) cl <- "any"
+    if (!is.null(lv_all[[v]])) {
+      lv[[i]] <- as.character(lv_all[[v]])
+      if (cl %in% c("unknown", "any")) cl <- "factor"
+    }
+    if (cl == "unknown" && is.null(tt)) {
+      forest <- scorer_get(model, "forest")
+      xl <- scorer_get(forest, "xlevels")
+      if (!is.null(xl) && is.numeric(xl[[v]])) cl <- "numeric"  # randomForest x/y: 0 marks a number
+      vt <- scorer_get(model, "var.type")
+      if (!is.null(vt) && v %in% scorer_get(model, "var.names")) {
+        if (vt[[match(v, scorer_get(model, "var.names"))]] == 0) cl <- "numeric"
+      }
+    }
+    if (cl == "POSIXct" && !nzchar(tz[[i]])) tz[[i]] <- "UTC"
+    classes[[i]] <- cl
   }
-  # randomForest fitted with x/y: levels per variable, 0 for numeric ones
-  xl <- model$forest$xlevels
-  if (!is.null(xl)) {
-    vars <- names(xl)
-    classes <- ifelse(vapply(xl, is.character, TRUE), "factor", "numeric")
-    lv <- lapply(xl, function(l) if (is.character(l)) l else NULL)
-    return(list(names = vars, classes = unname(classes), levels = unname(lv)))
-  }
-  # ranger: names always; levels only when fitted with respect.unordered.factors
-  vars <- model$forest$independent.variable.names
-  if (!is.null(vars)) {
-    cov <- model$forest$covariate.levels
-    lv <- lapply(vars, function(v) if (!is.null(cov[[v]])) as.character(cov[[v]]) else NULL)
-    classes <- ifelse(vapply(lv, is.null, TRUE), "any", "factor")
-    return(list(names = vars, classes = unname(classes), levels = lv))
+  list(names = vars, classes = classes, levels = lv, tz = tz)
+}
+
+# -- predict() arguments ------------------------------------------------------------------
+
+# The formal arguments of the predict() method that serves `model`, and the
+# choices of its `type` argument when the method declares them (c("link", ...)).
+scorer_predict_formals <- function(model) {
+  for (cl in class(model)) {
+    m <- utils::getS3method("predict", cl, optional = TRUE)
+    if (!is.null(m)) {
+      f <- formals(m)
+      types <- if ("type" %in% names(f) && is.call(f$type) && identical(f$type[[1]], as.name("c")))
+        vapply(as.list(f$type)[-1], as.character, "") else character()
+      return(list(method = paste0("predict.", cl), names = names(f), type_choices = types))
+    }
   }
   NULL
 }
 
+# -- scoring ----------------------------------------------------------------------------
+
+# A list of equal-length parts (MASS::lda's class, posterior and x) as one data
+# frame: vectors keep their name, a matrix's columns become <part>_<column>.
+scorer_list_table <- function(out, n) {
+  cols <- list()
+  for (nm in names(out)) {
+    part <- out[[nm]]
+    if (is.matrix(part) && nrow(part) == n) {
+      cn <- colnames(part)
+      if (is.null(cn)) cn <- as.character(seq_len(ncol(part)))
+      for (j in seq_len(ncol(part))) cols[[paste0(nm, "_", cn[[j]])]] <- part[, j]
+    } else if (is.atomic(part) && is.null(dim(part)) && length(part) == n) {
+      cols[[nm]] <- part
+    } else {
+      sizes <- vapply(out, function(p) if (is.matrix(p)) paste0(nrow(p), "x", ncol(p)) else as.character(length(p)), "")
+      stop("predict() returned a list whose parts are not one value per row: ",
+           paste0(names(out), " (", sizes, ")", collapse = ", "),
+           "; publish with --output-columns naming the parts to keep, or score with an R function")
+    }
+  }
+  as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
+}
+
 # predict(), with results that are not plain vectors, matrices or data frames
-# unwrapped to one: ranger's prediction object, and list(fit = , se.fit = ).
-scorer_predict <- function(model, newdata, type) {
-  out <- if (is.null(type)) stats::predict(model, newdata) else stats::predict(model, newdata, type = type)
+# unwrapped to one: ranger's prediction object, list(fit = , se.fit = ), and lists
+# of equal-length parts. Warnings are collected, not printed:
+# returns list(value = <result>, warnings = <chr>).
+scorer_predict <- function(model, newdata, type, args) {
+  warned <- character()
+  call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), args)
+  out <- withCallingHandlers(
+    do.call(stats::predict, call_args),
+    warning = function(w) {
+      warned <<- c(warned, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+  n <- nrow(newdata)
   if (inherits(out, "ranger.prediction")) out <- out$predictions
   if (is.list(out) && !is.data.frame(out) && !is.null(out$fit)) {
     fit <- out$fit
     if (!is.null(out$se.fit) && is.null(dim(fit))) out <- data.frame(fit = fit, se.fit = out$se.fit)
     else out <- fit
   }
+  if (is.list(out) && !is.data.frame(out)) out <- scorer_list_table(out, n)
   if (is.array(out) && length(dim(out)) == 1L) out <- as.vector(out)
   if (is.array(out) && length(dim(out)) > 2L) stop("predict() returned an array of more than 2 dimensions")
   if (is.matrix(out) && is.null(colnames(out))) colnames(out) <- as.character(seq_len(ncol(out)))
   if (is.data.frame(out)) {
-    out <- lapply(out, function(col) if (is.factor(col)) col else if (is.matrix(col)) as.vector(col) else col)
+    out <- lapply(out, function(col) if (is.factor(col) || inherits(col, c("Date", "POSIXct", "difftime"))) col
+                  else if (is.matrix(col)) as.vector(col) else col)
     out <- as.data.frame(out, stringsAsFactors = FALSE, optional = TRUE)
   }
-  out
+  list(value = out, warnings = warned)
 }
-
