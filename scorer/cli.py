@@ -282,6 +282,6 @@ def main(argv: list[str] | None = None) -> int:
             return errors.EXIT_CONFIG
         if isinstance(exc, errors.StorageError):
             return errors.EXIT_STORAGE
-        return errors.EXIT_INPUTS_FAILED if isinstance(exc, (errors.InputError, errors.ModelError)) else errors.EXIT_INTERNAL
+        return errors.EXIT_REFUSED  # a command that could not do what was asked; the message says why
     except KeyboardInterrupt:
         return errors.EXIT_INTERRUPTED

@@ -148,6 +148,7 @@ class Interrupted(BaseException):
 #: process exit statuses, documented in the README
 EXIT_OK = 0
 EXIT_INTERNAL = 1
+EXIT_REFUSED = 1  # the other commands: refused (publish of a model that cannot be scored, ...)
 EXIT_CONFIG = 2
 EXIT_INPUTS_FAILED = 3
 EXIT_STORAGE = 4

@@ -36,7 +36,7 @@ from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
 from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
-from scorer.errors import (BlobError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
+from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, format_of, open_input
 from scorer.log import now, redact_obj
@@ -119,6 +119,10 @@ class Job:
                                  "unfinished inputs stay in input/ for the next run"}
             log.warning("run interrupted", extra={"event": "run_interrupted"})
             self.report.exit_code = errors.EXIT_INTERRUPTED
+        except ConfigError as exc:
+            self.report.error = exc.as_dict()
+            log.error(str(exc), extra={"event": "config_error", "error": self.report.error})
+            self.report.exit_code = errors.EXIT_CONFIG
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
             self._storage_failed(exc, None)
         self.report.ended = now()
@@ -138,7 +142,15 @@ class Job:
         s = self.settings
         if s.blob:
             props = self.store.properties(s.input_container, s.blob)
-            return [props] if props is not None else []
+            if props is None:
+                model = s.blob.split("/", 1)[0]
+                near = [b.name for b in self.store.list_names(s.input_container, prefix=f"{model}/")][:5]
+                raise ConfigError(f"SCORER_BLOB (--blob) names {s.input_container}/{s.blob}, which is not pending.",
+                                  hint="Give the name under input/, e.g. model/day.csv"
+                                  + (f"; pending under {model}/: {', '.join(near)}." if near else
+                                     "; nothing is pending under that model's folder (it may have been scored)."),
+                                  setting="SCORER_BLOB")
+            return [props]
         prefix = f"{s.model}/" if s.model else None
         return self.store.list_names(s.input_container, prefix=prefix)
 

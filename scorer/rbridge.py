@@ -136,6 +136,11 @@ def _skip_start_up_probes() -> None:
     # Attach only what scoring uses; `methods` (0.1 s) loads when a model's package
     # imports it, as S4-based packages do.
     os.environ.setdefault("R_DEFAULT_PACKAGES", "utils,stats")
+    # Without TZ, R asks timedatectl for the time zone the first time a package
+    # wants it (caret, prophet), which prints "System has not been booted with
+    # systemd" in containers. A batch job's clock is UTC; date-times that reach R
+    # carry their own time zone (scorer.frames), so TZ only sets R's default.
+    os.environ.setdefault("TZ", "UTC")
 
 
 def _no_event_callback() -> None:

@@ -36,7 +36,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
-from scorer.errors import StorageError
+from scorer.errors import ConfigError, StorageError
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.storage")
@@ -95,7 +95,7 @@ def connect(settings: Settings) -> BlobServiceClient:
         try:
             return BlobServiceClient.from_connection_string(settings.connection_string, **common)
         except ValueError as exc:
-            raise StorageError(
+            raise ConfigError(
                 f"AZURE_STORAGE_CONNECTION_STRING is malformed: {exc}",
                 hint="Copy the connection string again from the portal or Azurite's docs.",
                 setting="AZURE_STORAGE_CONNECTION_STRING",
@@ -168,8 +168,12 @@ class Store:
                 raise
 
     def list_names(self, container: str, prefix: str | None = None) -> list[Any]:
-        """Blob properties under a prefix, in name order."""
-        return list(self.service.get_container_client(container).list_blobs(name_starts_with=prefix))
+        """Blob properties under a prefix, in name order; none when the container
+        does not exist yet (a fresh account)."""
+        try:
+            return list(self.service.get_container_client(container).list_blobs(name_starts_with=prefix))
+        except ResourceNotFoundError:
+            return []
 
     def properties(self, container: str, name: str) -> Any | None:
         try:

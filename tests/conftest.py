@@ -103,7 +103,7 @@ def fitted(tmp_path_factory) -> Path:
     """Directory with every model family fitted by R, its new data and R's predictions."""
     out = tmp_path_factory.mktemp("models")
     subprocess.run(["Rscript", str(ROOT / "tests" / "r" / "fit_models.R"), str(out)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=CLEAN_ENV)
     return out
 
 

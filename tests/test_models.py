@@ -9,7 +9,7 @@ import pytest
 from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound
 from scorer.models import Registry, sha256_of
 
-from conftest import scorer_cli
+from conftest import CLEAN_ENV, scorer_cli
 
 
 def test_card_records_checksum_class_versions_type_and_schema_from_the_model(pipeline, fitted):
@@ -63,7 +63,7 @@ def test_publish_after_an_interrupted_publish_takes_the_next_free_version(pipeli
 
 def test_object_without_predict_method_is_refused(pipeline, tmp_path):
     rds = tmp_path / "frame.rds"
-    subprocess.run(["Rscript", "-e", f"saveRDS(data.frame(a = 1:3), '{rds}')"], check=True)
+    subprocess.run(["Rscript", "-e", f"saveRDS(data.frame(a = 1:3), '{rds}')"], check=True, env=CLEAN_ENV)
     with pytest.raises(ModelError, match="data.frame has no predict\\(\\) method"):
         pipeline.publish(rds, "frame")
     assert pipeline.names("models") == []

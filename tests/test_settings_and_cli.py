@@ -117,3 +117,57 @@ def test_drop_and_cat_round_trip(settings, fitted, tmp_path):
     assert out.stdout == "wt,hp\n2.6,110\n"
     bad = scorer_cli(settings, "drop", str(f), "--model", "../etc")
     assert bad.returncode == 2 and "not valid" in bad.stderr
+
+
+# --- rough edges a new user met (issue 19, item 13) ---------------------------------
+
+def test_a_fresh_account_gets_messages_not_tracebacks(settings):
+    listed = scorer_cli(settings, "models", "list")
+    assert listed.returncode == 0 and "no models published yet" in listed.stdout
+    shown = scorer_cli(settings, "models", "show", "churn")
+    assert shown.returncode == 1 and "No model named 'churn'" in shown.stderr
+    latest = scorer_cli(settings, "cat", f"{settings.reports_container}/latest")
+    assert latest.returncode == 2 and "No run report yet" in latest.stderr
+    for out in (listed, shown, latest):
+        assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_run_blob_naming_a_missing_blob_says_so_and_exits_2(settings, fitted, store):
+    scorer_cli(settings, "models", "publish", str(fitted / "glm_gamma.rds"), "--name", "g", check=True)
+    store.put_bytes(settings.input_container, "g/day.csv", b"wt,hp\n2.6,110\n")
+    out = scorer_cli(settings, "run", "--blob", "g/dya.csv")
+    assert out.returncode == 2, out.stdout
+    assert "g/dya.csv" in out.stdout and "g/day.csv" in out.stdout  # the pending names it may have meant
+    assert [b.name for b in store.list_names(settings.input_container)] == ["g/day.csv"]
+
+
+def test_a_refused_publish_exits_1_and_a_malformed_connection_string_2(settings, tmp_path):
+    not_a_model = tmp_path / "x.rds"
+    not_a_model.write_bytes(b"not R at all")
+    refused = scorer_cli(settings, "models", "publish", str(not_a_model), "--name", "x")
+    assert refused.returncode == 1 and "R could not read" in refused.stderr
+    bad = scorer_cli(settings, "models", "list", AZURE_STORAGE_CONNECTION_STRING="AccountName=;;=")
+    assert bad.returncode == 2 and "AZURE_STORAGE_CONNECTION_STRING" in bad.stderr
+
+
+def test_a_predict_error_note_counts_the_rows_read(pipeline, fitted):
+    pipeline.publish(fitted / "ranger.rds", "rg")
+    pipeline.drop("rg/na.csv", b"Sepal.Length,Sepal.Width,Petal.Length,Petal.Width\n,,,\n,,,\n")
+    pipeline.run()
+    note = pipeline.read_json("quarantine", "rg/na.csv.error.json")
+    assert note["kind"] == "PredictError" and note["rows_read"] == 2
+
+
+def test_a_parquet_text_column_where_numbers_are_expected_is_read_like_csv_text(pipeline, fitted):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pipeline.publish(fitted / "glm_gamma.rds", "g")
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"wt": ["2.6", "3.2"], "hp": ["110", "x"]}), buf)
+    pipeline.drop("g/t.parquet", buf.getvalue())
+    report = pipeline.run(max_rejected_fraction=0.5)
+    item = report.inputs[0]
+    assert (item.status, item.rows_scored, item.rows_rejected) == ("scored", 1, 1)

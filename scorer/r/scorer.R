@@ -97,7 +97,7 @@ scorer_packages <- function(model, loaded_before) {
     under <- unique(unlist(deps))
     top <- setdiff(pkgs, under)
   }
-  list(packages = versions, top = top, attach = setdiff(attach, base))
+  list(packages = versions, top = top, attach = attach)  # base packages (splines) too: attached, not installed
 }
 
 # Every package the given ones need, recursively (to tell which packages an image
@@ -270,6 +270,11 @@ scorer_predict <- function(model, newdata, type, args) {
     })
   n <- nrow(newdata)
   if (inherits(out, "ranger.prediction")) out <- out$predictions
+  probs <- attr(out, "probabilities")  # e1071's svm with probability = TRUE
+  if (is.matrix(probs) && nrow(probs) == n) {
+    attr(out, "probabilities") <- NULL
+    out <- list(class = out, probabilities = probs)
+  }
   if (is.list(out) && !is.data.frame(out) && !is.null(out$fit)) {
     fit <- out$fit
     if (!is.null(out$se.fit) && is.null(dim(fit))) out <- data.frame(fit = fit, se.fit = out$se.fit)
@@ -278,6 +283,7 @@ scorer_predict <- function(model, newdata, type, args) {
   if (is.list(out) && !is.data.frame(out)) out <- scorer_list_table(out, n)
   if (is.array(out) && length(dim(out)) == 1L) out <- as.vector(out)
   if (is.array(out) && length(dim(out)) > 2L) stop("predict() returned an array of more than 2 dimensions")
+  if (is.matrix(out) && ncol(out) == 1L && is.null(colnames(out))) out <- out[, 1]  # nnet: one unnamed column
   if (is.matrix(out) && is.null(colnames(out))) colnames(out) <- as.character(seq_len(ncol(out)))
   if (is.data.frame(out)) {
     out <- lapply(out, function(col) if (is.factor(col) || inherits(col, c("Date", "POSIXct", "difftime"))) col
