@@ -92,16 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a blob path; 'reports/latest' is the newest run report")
     cat.set_defaults(func=cmd_cat)
 
-    local = sub.add_parser("local", help="run the pipeline locally: Azurite plus the local twin of the Logic App")
-    local.add_argument("--once", action="store_true", help="process what is pending, then exit")
+    local = sub.add_parser("local", help="the local twin: run logicapp/workflow.json against Azurite and a local "
+                           "stand-in for Container Instances",
+                           description="Runs the workflow definition with scorer's workflow engine: the schedule and "
+                           "Event Grid's blob events trigger it, its HTTP actions reach a local stand-in for Azure "
+                           "Resource Manager (each container group runs as a container of the scoring image, or a "
+                           "process) and Azurite.")
+    local.add_argument("--once", action="store_true", help="run the workflow once now (as `deploy.py trigger`), then exit "
+                       "with its status")
     local.add_argument("--engine", choices=["auto", "podman", "docker", "process"], default="auto",
-                       help="how to run each job: a container (podman or docker) or a plain process")
-    local.add_argument("--image", default="scorer:dev", help="the scoring image for container jobs")
+                       help="how each container group's container runs: podman or docker with the image, or a process")
+    local.add_argument("--image", default="scorer:dev", help="the scoring image the container groups run")
     local.add_argument("--workflow", type=Path, default=REPO_ROOT / "logicapp" / "workflow.json",
-                       help="the Logic App workflow whose parameters (schedule, limits) the runner follows")
+                       help="the workflow definition to run (try a change locally before deploying it)")
+    local.add_argument("--set", action="append", metavar="NAME=VALUE",
+                       help="a workflow parameter, as deploy.py would set it, e.g. parallelJobs=3 or "
+                       "jobTimeout=PT10M (repeatable; pollSeconds is 1 here unless set)")
     local.add_argument("--interval", type=float,
                        help="fire the schedule every N seconds instead of the workflow's recurrence (for trying it out)")
-    local.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the input container")
+    local.add_argument("--poll", type=float, default=2.0,
+                       help="seconds between looks at the input container (the local Event Grid)")
+    local.add_argument("--fault", action="append", metavar="FAULT",
+                       help="inject a Container Instances failure: unpullable, pending, quota:N (the Nth create is "
+                       "refused), gone:N (the Nth group answers 404), throttle:K (K answers of 429)")
     local.set_defaults(func=cmd_local)
     return p
 

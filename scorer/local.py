@@ -1,49 +1,65 @@
-"""The local twin of the Logic App: ``scorer local``.
+"""The local twin: ``scorer local`` runs logicapp/workflow.json itself, on this machine.
 
-It does on one machine what logicapp/workflow.json does in Azure, reading the
-same workflow parameters, so a change there changes both:
+    Azure                                       the twin
+    the Logic App runs the definition           scorer.azure.engine runs the same definition
+    deployment fills the ARM parameters         the same parameters, pointing at the stand-ins
+    Recurrence trigger                          the definition's schedule (UTC), or --interval N s
+    Event Grid -> Request trigger               a watcher of the input container posts Event
+                                                Grid's BlobCreated events (and, first, the
+                                                subscription-validation event) to the trigger
+    Azure Resource Manager, Container Instances scorer.azure.standin on a loopback port; each
+                                                group's container runs as a podman/docker
+                                                container of the scoring image, or a process
+    Blob Storage (managed identity)             Azurite (the twin signs the requests for it)
+    the Logic App's managed identity            tokens minted by the twin, checked by the stand-in
 
-    Azure (workflow.json)                      here
-    Recurrence trigger (scheduleFrequency,     the same schedule (UTC), or --interval N s
-      scheduleInterval, scheduleHours/Minutes)
-    blob created in the input container        a watcher that lists input/ every --poll s
-    create container group (image, env,        `podman|docker run` of the image, or a plain
-      cpuCores, memoryInGB, parallelJobs)        `python -m scorer run` process
-    Until state is Succeeded/Failed, with      poll the container/process until it ends;
-      jobTimeout                                 past jobTimeout, stop it (SIGTERM, then kill)
-    save the logs to <logsContainer>/<group>.log   the same blob
-    delete the group after every outcome       remove the container after every outcome
-    the run fails when the job failed          the job is reported Failed; --once exits non-zero
+Every decision about a run (poll, keep the logs, delete the group, fail the run) is the
+workflow's own; the twin only delivers triggers and answers HTTP. So a change to the
+workflow is tried here by running it: ``--workflow FILE`` runs another definition.
 
-Blob events that arrive while a job is running are coalesced into one more run:
-the job scores everything pending, so nothing is missed, and its claims make
-overlapping runs harmless (the same holds in Azure when events and the schedule
-overlap).
+What the twin cannot reproduce: Azure's time scales (image pull, ACI start-up, the
+Logic App's own latency), RBAC (every token the twin mints is accepted by the stand-in
+when its audience is right), and Azure's regional quotas and capacity (inject them with
+``--fault``). It polls every second unless told otherwise (``--set pollSeconds=15`` is
+Azure's default).
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
+import json
 import os
-import re
-import shutil
+import queue
+import secrets
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from scorer.azure import workflow as wf
+from scorer.azure.backends import Backend, choose
+from scorer.azure.engine import (DefinitionRefused, Engine, HttpRequest, HttpResponse, Run, iso_duration_seconds)
+from scorer.azure.standin import ArmStandIn, Faults, LocalIdentity
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+RESOURCE_GROUP = "rg-scorer-local"
+STORAGE_AUDIENCE = "https://storage.azure.com/"
+#: parameter values the twin deploys with unless --set says otherwise (Azure's: PT15S polls)
+TWIN_DEFAULTS = {"pollSeconds": 1}
+#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit
+MAX_WAITING_RUNS = 10
 
 
 def azurite_connection_string(port: int = 10000) -> str:
@@ -52,327 +68,441 @@ def azurite_connection_string(port: int = 10000) -> str:
             f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
 
-# -- the workflow's parameters: one source of truth ------------------------------------
+def _say(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
-#: the workflow parameters the local runner follows
-_USED = ("scheduleFrequency", "scheduleInterval", "scheduleHours", "scheduleMinutes", "pollSeconds",
-         "jobTimeout", "cpuCores", "memoryInGB", "parallelJobs", "scorerEnvironment", "logsContainer")
 
+# -- what the workflow's HTTP actions reach -------------------------------------------------
+
+class TwinTransport:
+    """Sends the workflow's Http actions: to the ARM stand-in with a bearer token for
+    the action's identity and audience, and to Azurite, which cannot read tokens over
+    plain HTTP, with an account SAS. Like Azure Storage with a token, a storage
+    request must carry ``x-ms-version`` and ``x-ms-date``, and its audience must be
+    https://storage.azure.com/. Nothing else is reachable."""
+
+    def __init__(self, identity: LocalIdentity, arm_url: str, blob_endpoint: str, account: str, key: str):
+        self.identity = identity
+        self.arm_url = arm_url
+        self.blob_endpoint = blob_endpoint
+        self.account, self.key = account, key
+
+    def _sas(self) -> str:
+        from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+        return generate_account_sas(self.account, self.key, ResourceTypes(container=True, object=True),
+                                    AccountSasPermissions(read=True, write=True, delete=True, list=True, create=True,
+                                                          add=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+
+    def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        headers = dict(request.headers)
+        uri = request.uri
+        auth = request.authentication or {}
+        if uri.startswith(self.arm_url):
+            if auth.get("type") == "ManagedServiceIdentity":
+                audience = auth.get("audience") or "https://management.azure.com/"
+                headers["Authorization"] = "Bearer " + self.identity.token(auth.get("identity", "system"), audience)
+        elif uri.startswith(self.blob_endpoint):
+            refused = self._storage_refusal(headers, auth)
+            if refused:
+                return refused
+            uri += ("&" if "?" in uri else "?") + self._sas()
+        else:
+            raise OSError(f"the twin reaches only the ARM stand-in and Azurite, not {uri}")
+        parts = urlsplit(uri)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        try:
+            conn.request(request.method, parts.path + ("?" + parts.query if parts.query else ""), body=request.body,
+                         headers=headers)
+            resp = conn.getresponse()
+            return HttpResponse(resp.status, dict(resp.getheaders()), resp.read())
+        except socket.timeout as exc:
+            raise TimeoutError(f"no answer from {parts.netloc} within {timeout:g} s") from exc
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _storage_refusal(headers: dict, auth: dict) -> HttpResponse | None:
+        def refuse(message: str) -> HttpResponse:
+            body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>'
+                    f"{message}</Message></Error>").encode()
+            return HttpResponse(403, {"Content-Type": "application/xml", "x-ms-error-code": "AuthenticationFailed"},
+                                body)
+        if auth.get("type") != "ManagedServiceIdentity" or auth.get("audience") != STORAGE_AUDIENCE:
+            return refuse(f"a token for audience {auth.get('audience')!r}; Blob Storage wants {STORAGE_AUDIENCE}")
+        names = {k.lower() for k in headers}
+        missing = [h for h in ("x-ms-version", "x-ms-date") if h not in names and not (h == "x-ms-date" and "date" in names)]
+        if missing:
+            return refuse(f"Server failed to authenticate the request: header(s) {', '.join(missing)} missing "
+                          "(required with a bearer token)")
+        return None
+
+
+# -- triggers ------------------------------------------------------------------------------
+
+class TriggerQueue:
+    """Runs of one trigger, at most ``runs`` at a time (its runtimeConfiguration),
+    the others waiting, at most MAX_WAITING_RUNS of them."""
+
+    def __init__(self, twin: "Twin", name: str, runs: int):
+        self.twin = twin
+        self.name = name
+        self.waiting: queue.Queue = queue.Queue()
+        self.workers = [threading.Thread(target=self._work, name=f"runs:{name}", daemon=True) for _ in range(runs)]
+        for w in self.workers:
+            w.start()
+
+    def fire(self, outputs: dict, respond=None, label: str = "") -> threading.Event | None:
+        if self.waiting.qsize() >= MAX_WAITING_RUNS:
+            return None
+        done = threading.Event()
+        self.waiting.put((outputs, respond, label, done))
+        return done
+
+    def _work(self) -> None:
+        while True:
+            outputs, respond, label, done = self.waiting.get()
+            try:
+                self.twin.execute(self.name, outputs, respond, label)
+            finally:
+                done.set()
+
+
+class RequestTrigger:
+    """The Request trigger's callback URL on a loopback port. A caller waits for the
+    run's Response action (or 202 when the run ends without one), as Logic Apps'
+    callers do, for at most 120 s (504 after that)."""
+
+    def __init__(self, twin: "Twin", trigger: str):
+        self.sig = secrets.token_urlsafe(16)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                query = parse_qs(urlsplit(self.path).query)
+                if query.get("sig", [""])[0] != outer.sig:
+                    return self._answer(401, {"error": {"code": "DirectApiAuthorizationRequired",
+                                                        "message": "The request must be signed (sig)."}})
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    return self._answer(400, {"error": {"code": "InvalidRequestContent", "message": "not JSON"}})
+                answer: dict = {}
+                got = threading.Event()
+
+                def respond(a: dict) -> None:
+                    answer.update(a)
+                    got.set()
+                outputs = {"headers": {k: v for k, v in self.headers.items()}, "body": body, "queries": {}}
+                if twin.queues[trigger].fire(outputs, respond, "blob created") is None:
+                    return self._answer(429, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
+                                                        "message": "too many waiting runs"}}, {"Retry-After": "10"})
+                if not got.wait(120):
+                    return self._answer(504, {"error": {"code": "GatewayTimeout", "message": "no response in 120 s"}})
+                self._answer(answer.get("statusCode", 202), answer.get("body"), answer.get("headers") or {})
+
+            def _answer(self, status: int, body: Any, headers: dict | None = None):
+                data = b"" if body is None else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(k, str(v))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        port = self.server.server_address[1]
+        self.url = (f"http://127.0.0.1:{port}/workflows/scorer/triggers/{trigger}/paths/invoke"
+                    f"?api-version=2016-10-01&sp=%2Ftriggers%2F{trigger}%2Frun&sv=1.0&sig={self.sig}")
+        threading.Thread(target=self.server.serve_forever, name="request-trigger", daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class EventGridWatcher:
+    """Event Grid for the input container: validates the subscription first (the
+    SubscriptionValidationEvent, expecting {"validationResponse": code}), then lists
+    the container every ``poll`` seconds and delivers each new blob as a
+    Microsoft.Storage.BlobCreated event, retrying a failed delivery with back-off as
+    Event Grid does."""
+
+    def __init__(self, twin: "Twin", url: str, poll: float):
+        self.twin = twin
+        self.url = url
+        self.poll = poll
+        self.seen: set[tuple[str, str]] = set()
+        self.validated = False
+
+    def _post(self, events: list[dict], kind: str, timeout: float = 30.0) -> tuple[int, Any]:
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        try:
+            conn.request("POST", parts.path + "?" + parts.query, body=json.dumps(events).encode(),
+                         headers={"Content-Type": "application/json", "aeg-event-type": kind})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def validate(self) -> bool:
+        code = secrets.token_hex(8)
+        event = {"id": str(uuid.uuid4()), "topic": self.twin.topic, "subject": "",
+                 "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                 "eventTime": _iso_now(), "metadataVersion": "1", "dataVersion": "1",
+                 "data": {"validationCode": code, "validationUrl": self.url + "&validate=1"}}
+        try:
+            status, body = self._post([event], "SubscriptionValidation")
+        except OSError as exc:
+            _say(f"event subscription validation failed: {exc}")
+            return False
+        self.validated = status == 200 and isinstance(body, dict) and body.get("validationResponse") == code
+        _say("event subscription validated: the workflow answered the handshake" if self.validated else
+             f"event subscription NOT validated: the workflow answered {status} {body}")
+        return self.validated
+
+    def snapshot(self) -> set[tuple[str, str]]:
+        return {(b.name, (b.etag or "").strip('"')) for b in self.twin.store.list_names(self.twin.settings.input_container)}
+
+    def deliver_new(self) -> int:
+        """Deliver a BlobCreated event per blob not seen before; the number delivered."""
+        current = self.snapshot()
+        new = sorted(current - self.seen)
+        for name, etag in new:
+            container = self.twin.settings.input_container
+            _say(f"trigger: blob created: {container}/{name}")
+            event = {"id": str(uuid.uuid4()), "topic": self.twin.topic,
+                     "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+                     "eventType": "Microsoft.Storage.BlobCreated", "eventTime": _iso_now(),
+                     "dataVersion": "", "metadataVersion": "1",
+                     "data": {"api": "PutBlob", "clientRequestId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()),
+                              "eTag": etag, "contentType": "application/octet-stream", "blobType": "BlockBlob",
+                              "url": f"{self.twin.blob_endpoint}{container}/{name}", "sequencer": f"{time.time_ns():032x}",
+                              "storageDiagnostics": {"batchId": str(uuid.uuid4())}}}
+            threading.Thread(target=self._deliver, args=(event,), daemon=True, name="eventgrid").start()
+        self.seen = current
+        return len(new)
+
+    def _deliver(self, event: dict) -> None:
+        delay = 10.0
+        for _ in range(8):
+            try:
+                status, _ = self._post([event], "Notification")
+                if status < 300:
+                    return
+            except OSError:
+                pass
+            if self.twin.stopping.wait(delay):
+                return
+            delay = min(delay * 2, 300.0)
+
+
+# -- the twin -----------------------------------------------------------------------------
 
 @dataclass
-class WorkflowParams:
-    frequency: str
-    interval: int
-    hours: list[int]
-    minutes: list[int]
-    poll_seconds: float
-    job_timeout_s: float
-    cpu_cores: float
-    memory_gb: float
-    parallel_jobs: int
-    environment: dict[str, str]
-    logs_container: str
+class Outcome:
+    run: Run
+    seconds: float
 
-    @classmethod
-    def load(cls, path: Path) -> "WorkflowParams":
-        """The defaults of logicapp/workflow.json's parameters, read as a deployment
-        reads them (scorer.azure.workflow). Raises ConfigError."""
-        from scorer.azure import workflow as wf
+    @property
+    def exit_code(self) -> int:
+        """0 for a Succeeded run, else the first failed job's exit code (1 when none ran)."""
+        if self.run.status == "Succeeded":
+            return EXIT_OK
+        states = self.run.variables.get("jobStates") or []
+        codes = [s.get("exitCode") for s in states if isinstance(s, dict)]
+        return next((c for c in codes if isinstance(c, int) and c != 0), 1)
 
+
+class Twin:
+    """The definition, deployed with parameters for this machine, and what serves it."""
+
+    def __init__(self, settings: Settings, definition_file: Path, backend: Backend, image: str,
+                 overrides: dict[str, Any] | None = None, interval: float | None = None,
+                 faults: Faults | None = None, watch_poll: float = 2.0):
+        from scorer.storage import Store, connect
+
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.store = Store(connect(settings), settings)
+        self.watch_poll = watch_poll
+        self.interval = interval
         try:
-            doc = wf.load(path)
+            doc = wf.load(definition_file)
             definition = doc.get("definition", doc)
-            params = definition["parameters"]
-        except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: cannot read the workflow ({exc}).",
-                              hint="Pass --workflow with the path of logicapp/workflow.json.") from None
-        missing = [n for n in _USED if "defaultValue" not in params.get(n, {})]
-        if missing:
-            raise ConfigError(f"{path}: the workflow has no default for parameter(s) {', '.join(map(repr, missing))}.",
-                              hint="Give them a defaultValue in logicapp/workflow.json.")
-        v = wf.defaults(definition)
-        return cls(
-            frequency=v["scheduleFrequency"], interval=int(v["scheduleInterval"]),
-            hours=list(v["scheduleHours"] or []), minutes=list(v["scheduleMinutes"] or []),
-            poll_seconds=float(v["pollSeconds"]), job_timeout_s=iso_duration_seconds(v["jobTimeout"]),
-            cpu_cores=float(v["cpuCores"]), memory_gb=float(v["memoryInGB"]),
-            parallel_jobs=int(v["parallelJobs"]),
-            environment={k: str(x) for k, x in wf.environment(v).items()},
-            logs_container=v["logsContainer"],
-        )
+            values = wf.settings(definition, {**TWIN_DEFAULTS, **(overrides or {})})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{definition_file}: cannot use the workflow ({exc}).",
+                              hint="Pass --workflow with the path of a workflow definition like "
+                              "logicapp/workflow.json, and --set only its parameters.") from None
+        self.values = values
+        self.store.ensure_containers(values["logsContainer"])
+        cs = dict(p.split("=", 1) for p in (settings.connection_string or "").split(";") if "=" in p)
+        self.blob_endpoint = cs.get("BlobEndpoint", "").rstrip("/") + "/"
+        self.topic = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                      f"Microsoft.Storage/storageAccounts/{cs.get('AccountName', 'devstoreaccount1')}")
+        self.identity = LocalIdentity()
+        self.backend = backend
+        self.standin = ArmStandIn(backend, self.identity, SUBSCRIPTION, RESOURCE_GROUP, faults, on_event=self._job_event)
+        self.transport = TwinTransport(self.identity, self.standin.url, self.blob_endpoint,
+                                       cs.get("AccountName", ""), cs.get("AccountKey", ""))
+        self.definition = wf.prepare_definition(definition, values)
+        if interval:
+            self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"] = {"frequency": "Second",
+                                                                             "interval": max(1, int(interval))}
+        ids = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ManagedIdentity/" \
+              "userAssignedIdentities/"
+        params = {k: v for k, v in values.items() if k not in wf.ARM_FILLED}
+        params["scorerEnvironment"] = self._job_environment(values)
+        params.update({"subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "location": "local",
+                       "resourceManagerUrl": self.standin.url, "jobIdentityId": ids + "scorer-job",
+                       "logicAppIdentityId": ids + "scorer-logicapp", "registryServer": "localhost",
+                       "blobEndpoint": self.blob_endpoint, "image": image})
+        try:
+            self.engine = Engine(self.definition, params, transport=self.transport, name="scorer-local",
+                                 sleep=self.stopping.wait)
+        except DefinitionRefused as exc:
+            raise ConfigError(f"{definition_file}: the local twin cannot run this workflow: {exc}.",
+                              hint="Use only the action types, triggers and functions the engine implements "
+                              "(scorer/azure/engine.py lists them).") from None
+        self.runs: list[Outcome] = []
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self.queues = {name: TriggerQueue(self, name, int(((t.get("runtimeConfiguration") or {}).get("concurrency")
+                                                           or {}).get("runs", 25)))
+                       for name, t in self.definition["triggers"].items()}
+        self.request_trigger = RequestTrigger(self, wf.BLOB_TRIGGER)
+        self.watcher = EventGridWatcher(self, self.request_trigger.url, watch_poll)
+
+    def _job_environment(self, values: dict) -> list[dict]:
+        """The container's environment: the workflow's scorerEnvironment, with this
+        machine's container names and, where Azure gives a managed identity, the
+        Azurite connection string (a secureValue, as a secret would be)."""
+        by_name = {s.env: getattr(self.settings, s.field) for s in SETTINGS if s.field.endswith("_container")}
+        env = [dict(e, value=str(by_name[e["name"]])) if e["name"] in by_name else dict(e)
+               for e in values["scorerEnvironment"]]
+        named = {e["name"] for e in env}
+        env += [{"name": k, "value": str(v)} for k, v in by_name.items() if k not in named]
+        env.append({"name": "AZURE_STORAGE_CONNECTION_STRING", "secureValue": self.settings.connection_string or ""})
+        return env
+
+    def _job_event(self, group: str, what: str, detail: dict) -> None:
+        if what == "started":
+            _say(f"job {group} started ({detail['backend']})")
+        elif what == "ended":
+            _say(f"job {group} finished: {detail['state']} (exit {detail['exit_code']}) in {detail['seconds']:.1f} s; "
+                 f"logs: {self.values['logsContainer']}/{group}.log")
+        elif what == "failed to start":
+            _say(f"job {group} could not start: {detail['reason']}")
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def execute(self, trigger: str, outputs: dict, respond=None, label: str = "") -> Outcome:
+        t = time.monotonic()
+        with self._active_lock:
+            self._active += 1
+        try:
+            run = self.engine.run(trigger, outputs, respond)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+        outcome = Outcome(run, time.monotonic() - t)
+        self.runs.append(outcome)
+        error = f": {run.error.get('code')}: {run.error.get('message', '')[:300]}" if run.error else ""
+        _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{error}")
+        return outcome
+
+    def run_once(self) -> Outcome:
+        """Fire the schedule trigger now (as `deploy.py trigger` does) and wait for the run."""
+        _say("trigger: run now")
+        return self.execute(wf.SCHEDULE_TRIGGER, {"headers": {}, "body": None}, label="run now")
+
+    def next_fire(self, after: datetime) -> datetime:
+        return next_fire(self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"], after)
+
+    def serve(self, max_seconds: float | None = None) -> None:
+        """Fire on the schedule and on new inputs until stopped."""
+        end = time.monotonic() + max_seconds if max_seconds else None
+        due = self.next_fire(datetime.now(timezone.utc))
+        self.watcher.validate()
+        self.watcher.seen = self.watcher.snapshot()  # before saying "watching": later drops are new blobs
+        pending = len(self.watcher.seen)
+        _say(f"schedule: next run at {due.isoformat(timespec='seconds')}; watching "
+             f"{self.settings.input_container}/ every {self.watch_poll:g} s")
+        if pending:
+            _say(f"{pending} input(s) already pending: running now")
+            self.queues[wf.SCHEDULE_TRIGGER].fire({"headers": {}, "body": None}, label="pending at start")
+        while not self.stopping.is_set() and (end is None or time.monotonic() < end):
+            if datetime.now(timezone.utc) >= due:
+                _say("trigger: schedule")
+                done = self.queues[wf.SCHEDULE_TRIGGER].fire({"headers": {}, "body": None}, label="schedule")
+                if done is not None:  # Recurrence fires after the previous run of its trigger ended
+                    while not done.wait(0.2) and not self.stopping.is_set():
+                        self.watcher.deliver_new()
+                due = self.next_fire(datetime.now(timezone.utc))
+                continue
+            self.watcher.deliver_new()
+            self.stopping.wait(self.watch_poll)
+
+    def shutdown(self) -> None:
+        """Stop cleanly: runs hurry to their clean-up (their waits return at once),
+        every job still running gets SIGTERM and leaves its input pending."""
+        self.stopping.set()
+        self.engine.stop()
+        for q in self.queues.values():
+            while not q.waiting.empty():
+                try:
+                    q.waiting.get_nowait()[3].set()
+                except queue.Empty:
+                    break
+
+    def drain(self, timeout: float = 120.0) -> None:
+        """Wait for the runs under way to reach their end (after ``shutdown`` they hurry)."""
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.request_trigger.close()
+        self.standin.close()
+        self.store.close()
 
 
-_ISO = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
-
-
-def iso_duration_seconds(text: str) -> float:
-    """Seconds in an ISO 8601 duration such as PT1H or P1DT30M. Raises ConfigError."""
-    m = _ISO.match(text or "")
-    if not m or text in ("P", "PT"):
-        raise ConfigError(f"jobTimeout {text!r} is not an ISO 8601 duration.", hint="Use e.g. PT1H or PT30M.")
-    d, h, mi, s = (float(m.group(k) or 0) for k in "dhms")
-    return d * 86400 + h * 3600 + mi * 60 + s
-
-
-def next_fire(p: WorkflowParams, after: datetime) -> datetime:
-    """When the Recurrence trigger fires next after ``after`` (UTC)."""
-    unit = {"Second": 1, "Minute": 60, "Hour": 3600}.get(p.frequency)
+def next_fire(recurrence: dict, after: datetime) -> datetime:
+    """When a Recurrence trigger fires next after ``after`` (UTC)."""
+    unit = {"Second": 1, "Minute": 60, "Hour": 3600}.get(recurrence["frequency"])
+    interval = int(recurrence.get("interval", 1))
     if unit:
-        return after + timedelta(seconds=unit * p.interval)
-    days = {"Day": 1, "Week": 7, "Month": 30}.get(p.frequency)
+        return after + timedelta(seconds=unit * interval)
+    days = {"Day": 1, "Week": 7, "Month": 30}.get(recurrence["frequency"])
     if days is None:
-        raise ConfigError(f"scheduleFrequency {p.frequency!r} is not one the local runner knows.",
+        raise ConfigError(f"recurrence frequency {recurrence['frequency']!r} is not one the twin knows.",
                           hint="Use Second, Minute, Hour, Day, Week or Month.")
-    hours, minutes = p.hours or [after.hour], p.minutes or [0]
+    schedule = recurrence.get("schedule") or {}
+    hours, minutes = schedule.get("hours") or [after.hour], schedule.get("minutes") or [0]
     day = after.replace(hour=0, minute=0, second=0, microsecond=0)
-    for _ in range(days * p.interval * 2 + 2):
+    for _ in range(days * interval * 2 + 2):
         for h in sorted(hours):
             for mi in sorted(minutes):
                 t = day.replace(hour=h, minute=mi)
                 if t > after:
                     return t
         day += timedelta(days=1)
-    return after + timedelta(days=days * p.interval)
+    return after + timedelta(days=days * interval)
 
 
-# -- jobs: containers or processes -------------------------------------------------------
-
-@dataclass
-class JobResult:
-    group: str
-    state: str          # Succeeded, Failed or TimedOut (as the workflow sees it)
-    exit_code: int | None
-    seconds: float
-    logs_blob: str
-
-
-class Engine:
-    """Starts one job, polls it, fetches its logs and removes it."""
-
-    name = "process"
-
-    def start(self, group: str, env: dict[str, str], params: WorkflowParams) -> Any: ...
-    def poll(self, handle: Any) -> int | None: ...
-    def stop(self, handle: Any) -> None: ...
-    def logs(self, handle: Any) -> bytes: ...
-    def remove(self, handle: Any) -> None: ...
-
-
-class ProcessEngine(Engine):
-    name = "process"
-
-    def start(self, group, env, params):
-        log = tempfile.TemporaryFile()
-        proc = subprocess.Popen([sys.executable, "-m", "scorer", "run"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        return proc, log
-
-    def poll(self, handle):
-        return handle[0].poll()
-
-    def stop(self, handle):
-        proc = handle[0]
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def logs(self, handle):
-        handle[1].seek(0)
-        return handle[1].read()
-
-    def remove(self, handle):
-        handle[1].close()
-
-
-class ContainerEngine(Engine):
-    """podman or docker, with the flags docker/engine.sh settles on for this machine."""
-
-    def __init__(self, command: list[str], env: dict[str, str], image: str):
-        self.command = command
-        self.env = env  # CONTAINERS_CONF for podman
-        self.image = image
-        self.name = command[0]
-
-    @classmethod
-    def detect(cls, image: str, prefer: str = "auto") -> "ContainerEngine | None":
-        env = dict(os.environ)
-        if prefer in ("podman", "docker"):
-            env["SCORER_ENGINE"] = prefer
-        try:
-            out = subprocess.run(["bash", str(ROOT / "docker" / "engine.sh")], env=env, capture_output=True,
-                                 text=True, timeout=30, check=True).stdout.split("\n")
-        except (OSError, subprocess.SubprocessError):
-            return None
-        command = [w for w in out if w and not w.startswith("CONTAINERS_CONF=")]
-        for w in out:
-            if w.startswith("CONTAINERS_CONF="):
-                env["CONTAINERS_CONF"] = w.split("=", 1)[1]
-        if not command or not shutil.which(command[0]):
-            return None
-        probe = subprocess.run(command + ["image", "inspect", image], env=env, capture_output=True, timeout=60)
-        if probe.returncode != 0:
-            return None
-        return cls(command, env, image)
-
-    def _run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command + list(args), env=self.env, capture_output=True, timeout=timeout,
-                              check=check)
-
-    def start(self, group, env, params):
-        # Values go through the engine's environment (`-e NAME`), never its command line.
-        names = sorted(env)
-        run_env = dict(self.env, **env)
-        args = self.command + ["run", "-d", "--name", group, "--network", "host",
-                               "--cpus", str(params.cpu_cores), "--memory", f"{int(params.memory_gb * 1024)}m"]
-        for n in names:
-            args += ["-e", n]
-        args.append(self.image)
-        subprocess.run(args, env=run_env, capture_output=True, timeout=120, check=True)
-        return group
-
-    def poll(self, handle):
-        out = self._run("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", handle).stdout.decode().split()
-        if out and out[0] in ("exited", "stopped", "dead"):
-            return int(out[1])
-        return None
-
-    def stop(self, handle):
-        self._run("stop", "-t", "15", handle, check=False, timeout=60)
-
-    def logs(self, handle):
-        r = self._run("logs", handle, check=False)
-        return r.stdout + r.stderr
-
-    def remove(self, handle):
-        self._run("rm", "-f", handle, check=False)
-
-
-# -- the runner -----------------------------------------------------------------------------
-
-def _say(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@dataclass
-class LocalRunner:
-    settings: Settings
-    params: WorkflowParams
-    engine: Engine
-    schedule_interval_s: float | None = None
-    watch_poll_s: float = 2.0
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        from scorer.storage import Store, connect
-        self.store = Store(connect(self.settings), self.settings)
-        self.store.ensure_containers(self.params.logs_container)
-        self._active: list[tuple[str, Any]] = []
-
-    def job_environment(self) -> dict[str, str]:
-        """The container's environment: the workflow's scorerEnvironment, with this
-        machine's storage in place of the managed identity's account URL."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")} \
-            if isinstance(self.engine, ProcessEngine) else {}
-        env.update(self.params.environment)
-        env["AZURE_STORAGE_CONNECTION_STRING"] = self.settings.connection_string or ""
-        env.pop("SCORER_ACCOUNT_URL", None)
-        for s in SETTINGS:  # this machine's container names, from the one settings table
-            if s.field.endswith("_container"):
-                env[s.env] = getattr(self.settings, s.field)
-        return env
-
-    def run_jobs(self, trigger: str) -> list[JobResult]:
-        """What one workflow run does: start parallelJobs jobs, wait for them (up
-        to jobTimeout), keep their logs, remove them."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-        env = self.job_environment()
-        started = []
-        for _ in range(max(1, self.params.parallel_jobs)):
-            group = f"scorer-{stamp}-{uuid.uuid4().hex[:8]}"
-            handle = self.engine.start(group, env, self.params)
-            self._active.append((group, handle))
-            started.append((group, handle, time.monotonic()))
-            _say(f"job {group} started ({self.engine.name}, trigger: {trigger})")
-        return [self._wait(group, handle, t0) for group, handle, t0 in started]
-
-    def _wait(self, group: str, handle: Any, t0: float) -> JobResult:
-        deadline = t0 + self.params.job_timeout_s
-        # The workflow waits pollSeconds between looks; a local look is cheap, so
-        # look at least every second for a snappier local loop.
-        interval = min(self.params.poll_seconds, 1.0)
-        while True:
-            code = self.engine.poll(handle)
-            if code is not None:
-                state = "Succeeded" if code == 0 else "Failed"
-                break
-            if time.monotonic() > deadline or self.stopping.is_set():
-                # SIGTERM first: the job leaves its input pending and lets its lease go
-                self.engine.stop(handle)
-                code = self.engine.poll(handle)
-                state = "TimedOut" if not self.stopping.is_set() else "Stopped"
-                break
-            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-        seconds = time.monotonic() - t0
-        logs_blob = f"{self.params.logs_container}/{group}.log"
-        try:
-            self.store.put_bytes(self.params.logs_container, f"{group}.log", self.engine.logs(handle),
-                                 content_type="text/plain")
-        finally:
-            self.engine.remove(handle)
-            self._active = [(g, h) for g, h in self._active if g != group]
-        _say(f"job {group} finished: {state} (exit {code}) in {seconds:.1f} s; logs: {logs_blob}")
-        return JobResult(group, state, code, seconds, logs_blob)
-
-    def pending(self) -> set[str]:
-        return {b.name for b in self.store.list_names(self.settings.input_container)}
-
-    def serve(self, max_seconds: float | None = None) -> int:
-        """Fire on the schedule and on new inputs until stopped."""
-        start = datetime.now(timezone.utc)
-        end = time.monotonic() + max_seconds if max_seconds else None
-
-        def next_schedule(after: datetime) -> datetime:
-            if self.schedule_interval_s:
-                return after + timedelta(seconds=self.schedule_interval_s)
-            return next_fire(self.params, after)
-
-        due = next_schedule(start)
-        seen = self.pending()  # before saying "watching": anything dropped after that is a new blob
-        _say(f"schedule: next run at {due.isoformat(timespec='seconds')}; watching "
-             f"{self.settings.input_container}/ every {self.watch_poll_s:g} s")
-        if seen:
-            _say(f"{len(seen)} input(s) already pending: running now")
-            self.run_jobs("pending at start")
-            seen = self.pending()
-        while not self.stopping.is_set() and (end is None or time.monotonic() < end):
-            now = datetime.now(timezone.utc)
-            if now >= due:
-                _say("trigger: schedule")
-                self.run_jobs("schedule")
-                due = next_schedule(datetime.now(timezone.utc))
-                seen = self.pending()
-                continue
-            current = self.pending()
-            new = sorted(current - seen)
-            if new:
-                for n in new:
-                    _say(f"trigger: blob created: {self.settings.input_container}/{n}")
-                self.run_jobs("blob created")
-                current = self.pending()
-            seen = current
-            self.stopping.wait(self.watch_poll_s)
-        return EXIT_OK
-
-    def shutdown(self) -> None:
-        """Stop cleanly: no orphan job, no input left claimed (the job's SIGTERM
-        handler releases its leases before it exits)."""
-        self.stopping.set()
-        for group, handle in list(self._active):
-            self.engine.stop(handle)
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
 def port_answering(port: int) -> bool:
@@ -393,41 +523,56 @@ def ensure_azurite(port: int = 10000) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` options as workflow parameter overrides (values read as
+    JSON when they parse, else as text). Raises ConfigError."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, eq, raw = pair.partition("=")
+        if not eq or not name:
+            raise ConfigError(f"--set {pair!r} is not NAME=VALUE.", hint="For example --set parallelJobs=3.")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
 def main(args: Any) -> int:
-    """`scorer local`: returns 0 when every job succeeded (with --once), else the
-    first failed job's exit status."""
+    """`scorer local`: with --once, the run's exit status (0, or the first failed
+    job's); otherwise 130 after Ctrl-C or SIGTERM."""
     if not os.environ.get("AZURE_STORAGE_CONNECTION_STRING") and not os.environ.get("SCORER_ACCOUNT_URL"):
         port = int(os.environ.get("AZURITE_PORT", "10000"))
         ensure_azurite(port)
         os.environ["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(port)
     settings = Settings.from_env()
-    params = WorkflowParams.load(args.workflow)
-    engine: Engine | None = None
-    if args.engine != "process":
-        engine = ContainerEngine.detect(args.image, args.engine)
-        if engine is None and args.engine != "auto":
-            raise ConfigError(f"{args.engine} cannot run image {args.image!r} here.",
-                              hint="Build it with scripts/build-image, or use --engine process.")
-    if engine is None:
-        engine = ProcessEngine()
-        _say("jobs run as plain processes (no container engine with the image "
-             f"{args.image} here; scripts/build-image builds it)")
-    else:
-        _say(f"jobs run as containers: {engine.name}, image {args.image}")
-    runner = LocalRunner(settings, params, engine, schedule_interval_s=args.interval, watch_poll_s=args.poll)
+    if not settings.connection_string:
+        raise ConfigError("scorer local needs Azurite (AZURE_STORAGE_CONNECTION_STRING), not an Azure account.",
+                          hint="Unset SCORER_ACCOUNT_URL, or run `eval \"$(scripts/azurite env)\"`.")
+    try:
+        faults = Faults.parse(args.fault or [])
+        backend = choose(args.engine, args.image)
+    except ValueError as exc:
+        raise ConfigError(f"scorer local: {exc}.", hint="See `scorer local --help`.") from None
+    overrides = parse_sets(args.set or [])
+    if "jobTimeout" in overrides:
+        iso_duration_seconds(overrides["jobTimeout"])
+    twin = Twin(settings, args.workflow, backend, args.image, overrides, args.interval, faults, args.poll)
+    _say(f"jobs run as {'containers: ' + backend.name + ', image ' + args.image if backend.name != 'process' else 'plain processes (no container engine with the image ' + args.image + ' here; scripts/build-image builds it)'}")
+    _say(f"running {args.workflow} with the workflow engine; ARM stand-in at {twin.standin.url}")
 
     def stop(signum, frame):  # noqa: ARG001 - signal handler signature
         _say("stopping: ending running jobs cleanly")
-        runner.shutdown()
+        twin.shutdown()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if args.once:
-        results = runner.run_jobs("once")
-        failed = [r for r in results if r.state != "Succeeded"]
-        if runner.stopping.is_set():
-            return EXIT_INTERRUPTED
-        return (failed[0].exit_code or 1) if failed else EXIT_OK
-    runner.serve()
-    return EXIT_INTERRUPTED if runner.stopping.is_set() else EXIT_OK
-
+    try:
+        if args.once:
+            outcome = twin.run_once()
+            return EXIT_INTERRUPTED if twin.stopping.is_set() else outcome.exit_code
+        twin.serve()
+        twin.drain()
+        return EXIT_INTERRUPTED
+    finally:
+        twin.close()

@@ -1,5 +1,6 @@
-"""The local twin of the Logic App (`scorer local`), run as a real subprocess
-against this session's Azurite: triggers, jobs, kept logs, cleanup, schedule."""
+"""The local twin (`scorer local`), run as a real subprocess against this session's
+Azurite: it runs logicapp/workflow.json with the workflow engine, so these are the
+workflow's own behaviours: triggers, jobs, kept logs, clean-up, schedule, timeout."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scorer.local import WorkflowParams, iso_duration_seconds, next_fire
+from scorer.azure import workflow as wf
+from scorer.local import next_fire
 
 from conftest import ROOT, env_for
 from test_image import engine, image  # noqa: F401 - shared session fixtures: the engine and the built image
@@ -66,9 +68,10 @@ def gamma(pipeline, fitted):
 
 
 def logs_of(p, line: str) -> list[dict]:
+    """The job's log lines, as the workflow saved them (logs/<group>.log)."""
     group = re.search(r"job (scorer-\S+) finished", line).group(1)
     text = p.store.read_bytes("logs", f"{group}.log").decode()
-    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+    return [json.loads(x) for x in text.splitlines() if x.startswith('{"ts"')]
 
 
 def test_dropped_file_is_scored_and_the_jobs_logs_and_report_are_kept(gamma):
@@ -78,6 +81,7 @@ def test_dropped_file_is_scored_and_the_jobs_logs_and_report_are_kept(gamma):
         gamma.drop("g/a.csv", ROW)
         r.wait_for(r"trigger: blob created: .*/g/a\.csv")
         done = r.wait_for(r"job scorer-\S+ finished: Succeeded \(exit 0\) in [\d.]+ s; logs: logs/scorer-")
+        r.wait_for(r"run \d+ \(blob created\) finished: Succeeded")  # the workflow saved the logs and cleaned up
     finally:
         assert r.stop() == 130
     assert gamma.names("output") == ["g/a.csv"] and gamma.names("input") == []
@@ -110,6 +114,7 @@ def test_failed_job_quarantines_its_input_keeps_its_logs_and_the_runner_carries_
         r.wait_for("watching")
         gamma.drop("g/bad.csv", b"wt\n2.6\n")
         failed = r.wait_for(r"finished: Failed \(exit 3\)")
+        r.wait_for(r"run \d+ \(blob created\) finished: Failed in [\d.]+ s: ScoringJobFailed")
         gamma.drop("g/good.csv", ROW)
         r.wait_for("finished: Succeeded")
     finally:
@@ -132,21 +137,24 @@ def test_schedule_fires_at_the_configured_interval(gamma):
     # the first firing one interval after start, the next one interval after the
     # first run finished (a run never overlaps the next firing)
     assert fired[0] - t0 >= 1.9 and fired[1] - fired[0] >= 2.0
-    assert sum("started (process, trigger: schedule)" in line for line in r.lines) >= 2
+    assert sum(re.search(r"job scorer-\S+ started \(process\)", line) is not None for line in r.lines) >= 2
 
 
 def test_job_outliving_the_timeout_is_stopped_and_its_input_stays_safe(gamma, tmp_path):
-    wf = json.loads(WORKFLOW.read_text())
-    # 0.3 s is less than any job needs just to start, so the deadline always falls
-    # inside the job; stopping mid-scoring is covered in test_claims and test_image
-    wf["definition"]["parameters"]["jobTimeout"]["defaultValue"] = "PT0.3S"
+    doc = json.loads(WORKFLOW.read_text())  # --workflow FILE: a changed definition, tried locally
+    # The job scores 100,000 rows 50 at a time (seconds), so it still runs when the
+    # workflow first polls it, a second after it started, past the 0.3 s timeout.
+    params = doc["definition"]["parameters"]
+    params["jobTimeout"]["defaultValue"] = "PT0.3S"
+    params["scorerEnvironment"]["defaultValue"].append({"name": "SCORER_BATCH_ROWS", "value": "50"})
     short = tmp_path / "workflow.json"
-    short.write_text(json.dumps(wf))
-    gamma.drop("g/a.csv", ROW)
+    short.write_text(json.dumps(doc))
+    gamma.drop("g/a.csv", b"wt,hp\n" + b"2.6,110\n" * 100_000)
     r = Runner(gamma.settings, "--engine", "process", "--once", "--workflow", str(short))
     r.proc.wait(timeout=120)
-    assert any("finished: TimedOut" in line for line in r.lines), r.lines
-    assert r.proc.returncode != 0
+    # the workflow's Until timed out, its clean-up deleted the group: the job got SIGTERM
+    assert any(re.search(r"finished: Failed \(exit 130\)", line) for line in r.lines), r.lines
+    assert r.proc.returncode == 1  # the run failed; its last poll saw the job running, with no exit code yet
     # the input is still pending, not lost, and its lease was released
     assert gamma.names("input") == ["g/a.csv"] and gamma.names("output") == [], r.lines
     assert gamma.store.properties(gamma.settings.input_container, "g/a.csv").lease.state == "available"
@@ -166,13 +174,12 @@ def test_with_a_container_engine_the_job_runs_as_a_container(gamma, image):  # n
     assert group not in ps.stdout  # removed after the run
 
 
-def test_runner_reads_schedule_and_limits_from_the_workflow():
-    p = WorkflowParams.load(WORKFLOW)
-    wf = json.loads(WORKFLOW.read_text())["definition"]["parameters"]
-    assert p.frequency == wf["scheduleFrequency"]["defaultValue"]
-    assert p.job_timeout_s == iso_duration_seconds(wf["jobTimeout"]["defaultValue"])
-    assert p.parallel_jobs == wf["parallelJobs"]["defaultValue"]
-    assert p.logs_container == wf["logsContainer"]["defaultValue"]
+def test_the_schedule_is_the_deployed_definitions_recurrence():
+    definition = wf.load(WORKFLOW)["definition"]
+    deployed = wf.prepare_definition(definition, wf.settings(definition, {"scheduleHours": [2, 14],
+                                                                           "scheduleMinutes": [30]}))
+    recurrence = deployed["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"]
     after = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
-    fire = next_fire(p, after)
-    assert fire > after and fire.hour in (p.hours or [fire.hour]) and fire.minute in (p.minutes or [0])
+    assert next_fire(recurrence, after) == datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+    assert next_fire(recurrence, datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)) == \
+        datetime(2026, 11, 23, 2, 30, tzinfo=timezone.utc)

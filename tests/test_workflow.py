@@ -249,16 +249,50 @@ def test_the_job_never_gets_a_connection_string(definition):
 
 # --- the run logic --------------------------------------------------------------------------
 
-def test_polling_reads_instance_view_state_not_provisioning_state(definition):
+def _polled_state(definition: dict, get_outputs: dict) -> str:
+    """The state the workflow's Remember_state records for one GET of a group."""
+    state = actions_by_name(definition)["Remember_state"]["inputs"]["value"]["state"]
+    return ex.render(state, {"outputs": {"Get_container_group": get_outputs}, "items": {"Poll_each_group": "g"}})
+
+
+def test_polling_finishes_on_the_job_state_a_failed_provisioning_or_a_vanished_group(definition):
+    """provisioningState Failed (an image pull, quota, capacity) and a 404 are terminal
+    (issue 14, defect 4); the job's own end is instanceView.state."""
+    group = lambda prov, state: {"statusCode": 200, "body": {"properties": {  # noqa: E731
+        "provisioningState": prov, "instanceView": {"state": state} if state else None}}}
+    assert _polled_state(definition, group("Succeeded", "Running")) == "Running"
+    assert _polled_state(definition, group("Succeeded", "Succeeded")) == "Succeeded"
+    assert _polled_state(definition, group("Failed", "Pending")) == "ProvisioningFailed"
+    assert _polled_state(definition, group("Pending", None)) == "Pending"
+    assert _polled_state(definition, {"statusCode": 404, "body": {"error": {"code": "ResourceNotFound"}}}) == "NotFound"
     acts = actions_by_name(definition)
     loop = acts[wf.POLL_LOOP]
     assert loop["type"] == "Until" and loop["limit"]["count"] >= 1 and loop["limit"]["timeout"]
-    state = acts["Remember_state"]["inputs"]["value"]["state"]
-    assert "['instanceView']?['state']" in state
-    assert "provisioningState" not in json.dumps(without_docs(loop))
     assert acts["Wait_between_polls"]["inputs"]["interval"]["count"] == "@parameters('pollSeconds')"
     where = acts["Unfinished_groups"]["inputs"]["where"]
-    assert all(s in where for s in ("'Succeeded'", "'Failed'", "'Stopped'"))
+    assert all(f"'{s}'" in where for s in ("Succeeded", "Failed", "Stopped", "ProvisioningFailed", "NotFound"))
+
+
+def test_the_groups_that_exist_are_waited_for_whatever_the_create_loops_status(definition):
+    """One failed create must not skip the wait (issue 14, defect 6)."""
+    acts = actions_by_name(definition)
+    assert set(acts["Wait_for_jobs"]["runAfter"]["Create_container_groups"]) >= {"Succeeded", "Failed"}
+
+
+def test_every_storage_call_carries_x_ms_version_and_x_ms_date(definition):
+    """Logic Apps' managed-identity calls to Storage need them (issue 14, defect 9)."""
+    for name, action in actions_by_name(definition).items():
+        if action["type"] == "Http" and action["inputs"]["authentication"]["audience"] == "https://storage.azure.com/":
+            headers = action["inputs"]["headers"]
+            assert headers["x-ms-version"] and headers["x-ms-date"] == "@{utcNow('R')}", name
+
+
+def test_subscription_validation_is_answered_by_the_workflow(definition):
+    """Answered with a Response either way Azure behaves (issue 14, defect 8)."""
+    branch = actions_by_name(definition)["If_subscription_validation"]
+    answer = branch["actions"]["Answer_validation"]
+    assert answer["type"] == "Response" and answer["inputs"]["body"] == {
+        "validationResponse": "@triggerBody()?[0]?['data']?['validationCode']"}
 
 
 def test_cleanup_runs_after_every_outcome_of_the_job(definition):
@@ -296,7 +330,7 @@ def _job_succeeded(definition: dict, job_states: list[dict], parallel: int = 1) 
     failed = [s for s in job_states if _failed(definition, s)]
     conditions = actions_by_name(definition)["If_every_job_succeeded"]["expression"]["and"]
     ctx = {"variables": {"jobStates": job_states}, "parameters": {"parallelJobs": parallel},
-           "outputs": {"Failed_groups": failed}}
+           "outputs": {"Failed_groups": {"body": failed}}}
     return all(ex.render(a, ctx) == ex.render(b, ctx) for a, b in (c["equals"] for c in conditions))
 
 
@@ -342,7 +376,7 @@ def test_event_runs_skip_only_when_a_later_job_already_succeeded(definition):
 
     def newer(event_time, last_success_body):
         return ex.evaluate(where, {"item": {"eventTime": event_time},
-                                   "outputs": {"Read_last_success": last_success_body}})
+                                   "outputs": {"Read_last_success": {"body": last_success_body}}})
     assert newer("2026-01-02T03:00:00Z", {"startedAt": "2026-01-02T04:00:00Z"}) is False
     assert newer("2026-01-02T05:00:00Z", {"startedAt": "2026-01-02T04:00:00Z"}) is True
     assert newer("2026-01-02T05:00:00Z", None) is True  # no marker yet (404): always run

@@ -1,13 +1,10 @@
-"""A parser for Logic Apps Workflow Definition Language expressions, and a small evaluator.
+"""Logic Apps Workflow Definition Language expressions: a parser and an evaluator.
 
-The parser covers the whole expression grammar the workflow uses: string, number and
-boolean literals, function calls, ``['key']`` / ``?['key']`` / ``.key`` member access and
-``[0]`` indexing. It exists so the tests can find every reference an expression makes
-(``parameters('x')``, ``body('Action')``, ...) instead of matching text with regexes,
-which would miss nested calls.
-
-The evaluator implements only the functions the container-group body needs, with
-``utcNow`` and ``guid`` fixed; it lets the tests render that body from parameter defaults.
+The parser covers the expression grammar: string, number and boolean literals, function
+calls, ``['key']`` / ``?['key']`` / ``.key`` member access and ``[0]`` indexing. The
+checker (workflow_check) walks its trees to find every reference an expression makes;
+the engine (engine.py) evaluates them, with the functions of scorer.azure.functions and
+the run's state for the workflow functions (parameters(), body(), items(), ...).
 
 Errors: ExpressionError (a subclass of ValueError) for text that does not parse, an unknown
 function during evaluation, or a name missing from the evaluation context.
@@ -16,7 +13,6 @@ function during evaluation, or a name missing from the evaluation context.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -47,7 +43,7 @@ class Member:
 _TOKEN = re.compile(r"""
     \s*(?:
       (?P<string>'(?:[^']|'')*')
-    | (?P<number>-?\d+(?:\.\d+)?)
+    | (?P<number>-?(?:\d+(?:\.\d+)?|\.\d+))
     | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
     | (?P<punct>\?\[|[()\[\],.])
     )""", re.VERBOSE)
@@ -181,60 +177,70 @@ def walk(node) -> Iterator[Any]:
         yield from walk(node.key)
 
 
-# --- evaluation (tests only need a subset) -----------------------------------------------
+# --- evaluation ------------------------------------------------------------------------------
 
+#: functions that read a run's state rather than their arguments: answered by the context
+WORKFLOW_FUNCTIONS = frozenset("""
+parameters variables body outputs actions actionBody actionOutputs result items item iterationIndexes
+trigger triggerBody triggerOutputs workflow
+""".split())
+
+#: what DictContext answers utcNow() and guid() with, so that rendered test values are stable
 FIXED_NOW = "2026-01-02T03:04:05.0000000Z"
 FIXED_GUID = "0123abcd-4567-89ef-0123-456789abcdef"
 
 
-def _format_datetime(ts: str, fmt: str = "o") -> str:
-    import datetime as dt
-    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00").split(".")[0])
-    mapping = {"yyyy": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
-    out = fmt
-    for k, v in mapping.items():
-        out = out.replace(k, v)
-    return t.strftime(out)
+class DictContext:
+    """A run's state given as plain dicts, for rendering parts of a definition in
+    tests: ``parameters``, ``variables``, ``items`` (Foreach name -> item), ``item``
+    (a Query's current element), ``outputs`` (action name -> outputs; body() is their
+    "body"), ``trigger`` (the trigger's outputs). utcNow() and guid() are fixed."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self.values = values
+
+    def workflow_function(self, name: str, args: list) -> Any:
+        v = self.values
+        if name in ("parameters", "variables", "items", "outputs", "body", "actionOutputs", "actionBody"):
+            key = "outputs" if name in ("body", "actionOutputs", "actionBody") else name
+            table = v.get(key, {})
+            if args[0] not in table:
+                raise ExpressionError(f"{name}({args[0]!r}) is not in the evaluation context")
+            value = table[args[0]]
+            if name in ("body", "actionBody"):  # an action's body is its outputs' body, as in a run
+                return value.get("body") if isinstance(value, dict) else None
+            return value
+        if name == "item":
+            if "item" not in v:
+                raise ExpressionError("item() used outside a Query/Select element")
+            return v["item"]
+        if name in ("triggerOutputs", "trigger"):
+            return v.get("trigger", {})
+        if name == "triggerBody":
+            return (v.get("trigger") or {}).get("body")
+        raise ExpressionError(f"function {name}() is not available in this evaluation context")
+
+    def override(self, name: str) -> Any:
+        return {"utcNow": FIXED_NOW, "guid": FIXED_GUID}.get(name)
 
 
-def _ticks(ts: str) -> int:
-    import datetime as dt
-    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    return int((t - dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)).total_seconds() * 10_000_000)
+def _format_now(fmt: str) -> str:
+    from scorer.azure.functions import Stamp
+    return Stamp.parse(FIXED_NOW).format(fmt)
 
 
-_FUNCS = {
-    "concat": lambda *a: "".join(str(x) for x in a) if all(isinstance(x, str) for x in a)
-    else [y for x in a for y in x],
-    "json": lambda s: json.loads(s) if isinstance(s, str) else s,
-    "addProperty": lambda o, k, v: {**o, k: v},
-    "createArray": lambda *a: list(a),
-    "string": lambda v: v if isinstance(v, str) else json.dumps(v),
-    "coalesce": lambda *a: next((x for x in a if x is not None), None),
-    "equals": lambda a, b: a == b,
-    "not": lambda a: not a,
-    "and": lambda *a: all(a),
-    "or": lambda *a: any(a),
-    "length": len,
-    "contains": lambda c, v: v in c,
-    "range": lambda start, count: list(range(start, start + count)),
-    "substring": lambda s, start, length=None: s[start:] if length is None else s[start:start + length],
-    "utcNow": lambda fmt=None: FIXED_NOW if fmt is None else _format_datetime(FIXED_NOW, fmt),
-    "formatDateTime": _format_datetime,
-    "guid": lambda fmt=None: FIXED_GUID,
-    "greater": lambda a, b: a > b,
-    "ticks": _ticks,
-}
-
-
-def evaluate(node, context: Mapping[str, Any]) -> Any:
+def evaluate(node, context: Any) -> Any:
     """Evaluate a parsed expression.
 
-    ``context`` maps ``parameters``, ``variables``, ``items`` (Foreach name -> current item)
-    and ``outputs`` (action name -> output) to dicts, and ``item`` to the current element
-    of a Query (``item()``). Raises ExpressionError for an unknown
-    function or a missing name.
+    ``context`` answers the workflow functions (parameters(), body(), items(), ...):
+    an object with ``workflow_function(name, args)`` (the engine's run scopes), or a
+    mapping read as a DictContext. Raises ExpressionError for an unknown function, a
+    bad argument, or a name the context does not hold.
     """
+    from scorer.azure.functions import FUNCTIONS, FunctionError
+
+    if isinstance(context, Mapping):
+        context = DictContext(context)
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, Member):
@@ -247,32 +253,36 @@ def evaluate(node, context: Mapping[str, Any]) -> Any:
         except (KeyError, IndexError, TypeError):
             if node.optional:
                 return None
-            raise ExpressionError(f"no member {key!r}") from None
+            raise ExpressionError(f"the value has no member {key!r}") from None
     name = node.name
-    args = [evaluate(a, context) for a in node.args]
-    lookups = {"parameters": "parameters", "variables": "variables", "items": "items",
-               "outputs": "outputs", "body": "outputs"}
-    if name in lookups:
-        table = context.get(lookups[name], {})
-        if args[0] not in table:
-            raise ExpressionError(f"{name}({args[0]!r}) is not in the evaluation context")
-        return table[args[0]]
-    if name == "item":
-        if "item" not in context:
-            raise ExpressionError("item() used outside a Query/Select element")
-        return context["item"]
-    if name not in _FUNCS:
-        raise ExpressionError(f"function {name}() is not implemented by this evaluator")
-    return _FUNCS[name](*args)
+    args = [evaluate(a, context) for a in node.args]  # all of them, left to right, as Logic Apps does
+    if name in WORKFLOW_FUNCTIONS:
+        return context.workflow_function(name, args)
+    fixed = context.override(name) if hasattr(context, "override") else None
+    if fixed is not None:
+        return fixed if name == "guid" or not args else _format_now(args[0])
+    if name not in FUNCTIONS:
+        raise ExpressionError(f"function {name}() is not implemented")
+    try:
+        return FUNCTIONS[name](*args)
+    except FunctionError as exc:
+        raise ExpressionError(str(exc)) from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        raise ExpressionError(f"{name}() cannot take these arguments ({exc})") from None
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Any) -> Any:
     """Return ``value`` (any JSON) with every expression replaced by its evaluated result.
 
-    Raises ExpressionError as ``evaluate`` does.
+    A whole-value expression ("@f()") keeps its result's type; interpolations
+    ("a @{f()} b") are written into the text as Logic Apps writes values (see
+    scorer.azure.functions.to_text); "@@" is a literal "@". Raises ExpressionError.
     """
+    from scorer.azure.functions import to_text
+
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        return {render(k, context) if isinstance(k, str) and "@" in k else k: render(v, context)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [render(v, context) for v in value]
     if not isinstance(value, str):
@@ -281,8 +291,12 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         return value[1:]
     if value.startswith("@") and not value.startswith("@{"):
         return evaluate(parse(value[1:]), context)
+    exprs = expressions_in(value)
+    if not exprs:
+        return value
+    if value.startswith("@{") and value.endswith("}") and len(exprs) == 1 and value == "@{" + exprs[0] + "}":
+        return to_text(evaluate(parse(exprs[0]), context))
     out = value
-    for expr in expressions_in(value):
-        result = evaluate(parse(expr), context)
-        out = out.replace("@{" + expr + "}", result if isinstance(result, str) else json.dumps(result), 1)
+    for expr in exprs:
+        out = out.replace("@{" + expr + "}", to_text(evaluate(parse(expr), context)), 1)
     return out

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 from typing import Any
+
+from scorer.azure.engine import iso_duration_seconds
 
 WORKFLOW_PATH = Path(__file__).resolve().parents[2] / "logicapp" / "workflow.json"
 
@@ -38,7 +39,6 @@ ARM_FILLED = ("subscriptionId", "resourceGroup", "location", "resourceManagerUrl
               "logicAppIdentityId", "registryServer", "blobEndpoint", "image")
 
 _FREQUENCIES = ("Second", "Minute", "Hour", "Day", "Week", "Month")
-_DURATION = re.compile(r"^P(?!$)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
 
 
 class WorkflowSettingsError(ValueError):
@@ -77,8 +77,11 @@ def _check(values: dict[str, Any]) -> None:
         v = values[name]
         if not isinstance(v, list) or not v or not all(isinstance(x, int) and 0 <= x <= top for x in v):
             raise WorkflowSettingsError(f"{name}={v!r} must be a non-empty list of whole numbers 0-{top}.")
-    if not _DURATION.match(str(values["jobTimeout"])):
-        raise WorkflowSettingsError(f"jobTimeout={values['jobTimeout']!r} must be an ISO 8601 duration such as PT1H.")
+    try:
+        iso_duration_seconds(values["jobTimeout"])
+    except ValueError:
+        raise WorkflowSettingsError(f"jobTimeout={values['jobTimeout']!r} must be an ISO 8601 duration such as "
+                                    "PT1H.") from None
     if not isinstance(values["parallelJobs"], int) or not 1 <= values["parallelJobs"] <= 50:
         raise WorkflowSettingsError("parallelJobs must be a whole number from 1 to 50.")
     if not 0 < float(values["cpuCores"]) <= 4:

@@ -1,0 +1,726 @@
+"""A Logic Apps workflow engine for the definition scorer ships (logicapp/workflow.json).
+
+It runs a definition the way Azure Logic Apps (Consumption) documents it, so the local
+twin executes the orchestration Azure runs instead of a Python copy of it:
+
+- actions run when every ``runAfter`` predecessor has finished with one of the listed
+  statuses, and are ``Skipped`` otherwise; an action with no ``runAfter`` starts its scope;
+- statuses: Succeeded, Failed, Skipped, TimedOut, Cancelled;
+- a scope (If, Foreach, Until, Scope) is Failed when any action in it failed, timed out
+  or was cancelled, and Succeeded otherwise ("Run actions based on group status by using
+  scopes"); a run's status is found by following each branch to its end, a Skipped end
+  counting as its predecessor's status, and is Failed when any branch ends Failed
+  ("Handle errors and exceptions in Azure Logic Apps");
+- Terminate ends the run at once with its status; Response answers the Request
+  trigger's caller; Http honours ``retryPolicy`` (408, 429 and 5xx, Retry-After) and
+  fails on a 4xx or 5xx answer; a Foreach runs ``runtimeConfiguration.concurrency.
+  repetitions`` iterations at a time (default 20); an Until repeats until its expression
+  is true or ``limit.count`` / ``limit.timeout`` is reached;
+- expressions use scorer.azure.functions, and the workflow functions read the run:
+  parameters(), variables(), body(), outputs(), actions(), result(), items(), item(),
+  iterationIndexes(), trigger(), triggerBody(), triggerOutputs(), workflow().
+
+Where Microsoft's documentation is silent the engine decides, and says so here: parallel
+branches of a scope run one after another, in the order they are written; an Until that
+reaches ``limit.timeout`` ends TimedOut, one that reaches ``limit.count`` Succeeded;
+referring to an action that was skipped or has not run fails the referring action
+(InvalidTemplate), as Logic Apps does.
+
+An action type, trigger type or function the engine does not implement makes
+``Engine`` refuse the definition up front (DefinitionRefused, naming it), so that no
+part of a definition runs with a piece of it unimplemented.
+
+Nothing here does I/O itself: Http and Wait go through the ``transport`` and ``sleep``
+the caller gives, so a test or the local twin decides where requests go.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scorer.azure.expressions import WORKFLOW_FUNCTIONS, Call, ExpressionError, expressions_in, parse, render, walk
+from scorer.azure.functions import FUNCTIONS, now_stamp
+
+SUPPORTED_ACTIONS = frozenset({"InitializeVariable", "SetVariable", "AppendToArrayVariable", "AppendToStringVariable",
+                               "IncrementVariable", "DecrementVariable", "Compose", "Query", "If", "Foreach",
+                               "Until", "Scope", "Wait", "Http", "Response", "Terminate"})
+SUPPORTED_TRIGGERS = frozenset({"Recurrence", "Request"})
+STATUSES = ("Succeeded", "Failed", "Skipped", "TimedOut", "Cancelled")
+_FAILURES = {"Failed", "TimedOut", "Cancelled"}
+#: Logic Apps' limit on one outbound HTTP request
+HTTP_TIMEOUT_S = 120.0
+#: default Foreach concurrency (Logic Apps Consumption)
+FOREACH_CONCURRENCY = 20
+
+
+class DefinitionRefused(ValueError):
+    """The definition uses something the engine does not implement; the message names it."""
+
+
+class _Terminated(Exception):
+    def __init__(self, status: str, error: dict | None):
+        super().__init__(status)
+        self.status = status
+        self.error = error
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    uri: str
+    headers: dict[str, str]
+    body: bytes | None
+    #: the action's ``authentication`` object, rendered (type, identity, audience)
+    authentication: dict | None = None
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Transport(Protocol):
+    """Sends an Http action's request (and adds its authentication). Raises
+    ConnectionError (or OSError) when no answer comes."""
+
+    def send(self, request: HttpRequest, timeout: float) -> HttpResponse: ...
+
+
+@dataclass
+class ActionRecord:
+    """What ``actions('<name>')`` returns: a finished action."""
+
+    name: str
+    status: str
+    inputs: Any = None
+    outputs: Any = None
+    startTime: str = ""
+    endTime: str = ""
+    code: str | None = None
+    error: dict | None = None
+    #: a scope's inner records, for result(): per iteration for loops
+    inner: list[dict[str, "ActionRecord"]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "inputs": self.inputs, "outputs": self.outputs,
+                "startTime": self.startTime, "endTime": self.endTime, "code": self.code, "error": self.error}
+
+
+@dataclass
+class Run:
+    """One run of a workflow: its status, error, records and the Response, if any."""
+
+    name: str
+    trigger: str
+    status: str = "Running"
+    error: dict | None = None
+    started: str = ""
+    ended: str = ""
+    actions: dict[str, ActionRecord] = field(default_factory=dict)
+    response: dict | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    trigger_record: dict = field(default_factory=dict)
+    lock: Any = field(default_factory=threading.RLock, repr=False)
+
+    def record(self, name: str) -> ActionRecord | None:
+        """The top-level or nested record of ``name`` (the last one, for loops)."""
+        found = None
+
+        def look(records: dict[str, ActionRecord]) -> None:
+            nonlocal found
+            for n, r in records.items():
+                if n == name:
+                    found = r
+                for it in r.inner:
+                    look(it)
+        look(self.actions)
+        return found
+
+
+class _Scope:
+    """A scope's records and bindings; lookups walk out to the enclosing scopes."""
+
+    def __init__(self, engine: "Engine", run: Run, parent: "_Scope | None" = None, *,
+                 loop: tuple[str, Any] | None = None, until: tuple[str, int] | None = None):
+        self.engine = engine
+        self.run = run
+        self.parent = parent
+        self.records: dict[str, ActionRecord] = {}
+        self.loop = loop            # (Foreach name, current item)
+        self.until = until          # (Until name, iteration index)
+        self.item: Any = None       # a Query's current element
+        self.has_item = False
+
+    # -- the workflow functions ----------------------------------------------------------
+
+    def workflow_function(self, name: str, args: list) -> Any:
+        e = self.engine
+        if name == "parameters":
+            if args[0] not in e.parameters:
+                raise ExpressionError(f"parameters({args[0]!r}): no such parameter")
+            return e.parameters[args[0]]
+        if name == "variables":
+            with self.run.lock:
+                if args[0] not in self.run.variables:
+                    raise ExpressionError(f"variables({args[0]!r}): the variable is not initialised")
+                return copy.deepcopy(self.run.variables[args[0]])
+        if name in ("actions", "outputs", "body", "actionOutputs", "actionBody"):
+            rec = self._find(args[0])
+            if name == "actions":
+                return rec.as_dict()
+            if name in ("outputs", "actionOutputs"):
+                return rec.outputs
+            return rec.outputs.get("body") if isinstance(rec.outputs, dict) else None
+        if name == "result":
+            rec = self._find(args[0])
+            if not rec.inner:
+                return []
+            names = list(rec.inner[-1])
+            if e.action_type(args[0]) == "Foreach":
+                return [{"name": n, "outputs": [it[n].as_dict() for it in rec.inner if n in it]} for n in names]
+            return [r.as_dict() for r in rec.inner[-1].values()]
+        if name == "items":
+            s: _Scope | None = self
+            while s is not None:
+                if s.loop and s.loop[0] == args[0]:
+                    return s.loop[1]
+                s = s.parent
+            raise ExpressionError(f"items({args[0]!r}) is used outside that Foreach")
+        if name == "item":
+            s = self
+            while s is not None:
+                if s.has_item:
+                    return s.item
+                if s.loop:
+                    return s.loop[1]
+                s = s.parent
+            raise ExpressionError("item() is used outside a loop or a Query")
+        if name == "iterationIndexes":
+            s = self
+            while s is not None:
+                if s.until and s.until[0] == args[0]:
+                    return s.until[1]
+                s = s.parent
+            raise ExpressionError(f"iterationIndexes({args[0]!r}) is used outside that Until")
+        if name == "trigger":
+            return self.run_trigger()
+        if name == "triggerOutputs":
+            return self.run_trigger()["outputs"]
+        if name == "triggerBody":
+            return (self.run_trigger()["outputs"] or {}).get("body")
+        if name == "workflow":
+            return {"name": e.name, "type": "Microsoft.Logic/workflows", "id": e.name, "location": "local",
+                    "run": {"name": self.run.name, "type": "Microsoft.Logic/workflows/runs", "id": self.run.name},
+                    "tags": {}}
+        raise ExpressionError(f"function {name}() is not implemented")  # pragma: no cover - WORKFLOW_FUNCTIONS
+
+    def run_trigger(self) -> dict:
+        return self.run.trigger_record
+
+    def _find(self, name: str) -> ActionRecord:
+        s: _Scope | None = self
+        while s is not None:
+            if name in s.records:
+                rec = s.records[name]
+                if rec.status == "Skipped":
+                    raise ExpressionError(f"the action {name!r} was skipped, so its outputs cannot be referenced")
+                return rec
+            s = s.parent
+        raise ExpressionError(f"the action {name!r} has not run (yet), so its outputs cannot be referenced")
+
+
+class Engine:
+    """Runs one workflow definition. ``parameters`` are the values given at deployment
+    (the definition's defaults fill the rest). ``transport`` sends Http actions;
+    ``sleep`` waits for Wait actions, retries and polls (it returns early, True, when
+    the engine is stopped). Raises DefinitionRefused from the constructor."""
+
+    def __init__(self, definition: dict, parameters: dict[str, Any] | None = None, *,
+                 transport: Transport | None = None, name: str = "workflow",
+                 sleep: Callable[[float], bool] | None = None, log: Callable[[str], None] | None = None):
+        self.definition = definition
+        self.name = name
+        self.transport = transport
+        self.stopping = threading.Event()
+        self.sleep = sleep or self.stopping.wait
+        self.log = log or (lambda msg: None)
+        refuse_unsupported(definition)
+        declared = definition.get("parameters", {})
+        unknown = set(parameters or {}) - set(declared)
+        if unknown:
+            raise DefinitionRefused(f"parameter(s) {', '.join(sorted(unknown))} are not declared by the definition")
+        self.parameters = {k: v.get("defaultValue") for k, v in declared.items()}
+        self.parameters.update(parameters or {})
+        self._types = {n: a.get("type") for n, a, _ in iter_all(definition.get("actions", {}))}
+
+    def action_type(self, name: str) -> str | None:
+        return self._types.get(name)
+
+    def stop(self) -> None:
+        """Ask running runs to hurry to their end: Wait actions and retries return at
+        once, and an Until stops after its current iteration (TimedOut), so that the
+        actions after it (the clean-up) still run."""
+        self.stopping.set()
+
+    # -- a run --------------------------------------------------------------------------
+
+    def run(self, trigger: str, outputs: dict | None = None,
+            respond: Callable[[dict], None] | None = None) -> Run:
+        """Run the definition once, as fired by ``trigger`` with these trigger
+        ``outputs`` (headers, body, ...). ``respond`` receives a Response action's
+        answer (statusCode, headers, body) for the Request trigger's caller."""
+        if trigger not in self.definition.get("triggers", {}):
+            raise DefinitionRefused(f"the definition has no trigger {trigger!r}")
+        run = Run(name=_run_name(), trigger=trigger, started=_now())
+        run.trigger_record = {"name": trigger, "outputs": outputs or {}, "inputs": {},
+                              "startTime": run.started, "endTime": run.started, "status": "Succeeded"}
+        run_state = _RunState(self, run, respond)
+        scope = _Scope(self, run)
+        try:
+            run_state.run_scope(self.definition.get("actions", {}), scope)
+            run.status = run_status(self.definition.get("actions", {}), scope.records)
+            if run.status == "Failed":
+                failed = [n for n, r in scope.records.items() if r.status in _FAILURES]
+                run.error = {"code": "ActionFailed", "message": "An action failed. No dependent actions succeeded."
+                             f" ({', '.join(failed)})" if failed else "An action failed."}
+        except _Terminated as t:
+            run.status, run.error = t.status, t.error
+        run.actions = scope.records
+        run.ended = _now()
+        if respond is not None and run.response is None:
+            respond({"statusCode": 202, "headers": {}, "body": None, "implicit": True})
+        return run
+
+
+class _RunState:
+    def __init__(self, engine: Engine, run: Run, respond: Callable[[dict], None] | None):
+        self.e = engine
+        self.run = run
+        self.respond = respond
+
+    # -- scheduling within a scope --------------------------------------------------------
+
+    def run_scope(self, actions: dict, scope: _Scope) -> None:
+        pending = list(actions)
+        while pending:
+            ready = [n for n in pending if all(p in scope.records for p in actions[n].get("runAfter") or {})]
+            if not ready:  # refuse_unsupported checked that runAfter forms no cycle
+                raise DefinitionRefused(f"actions {', '.join(pending)} wait for each other")
+            for name in ready:
+                pending.remove(name)
+                action = actions[name]
+                after = action.get("runAfter") or {}
+                runs = all(scope.records[p].status.lower() in {s.lower() for s in allowed}
+                           for p, allowed in after.items())
+                if runs:
+                    self.execute(name, action, scope)
+                else:
+                    scope.records[name] = ActionRecord(name, "Skipped", startTime=_now(), endTime=_now(),
+                                                       code="ActionSkipped", error={
+                                                           "code": "ActionConditionFailed",
+                                                           "message": "The execution of template action '" + name
+                                                           + "' is skipped: the 'runAfter' condition was not met."})
+
+    def execute(self, name: str, action: dict, scope: _Scope) -> None:
+        rec = ActionRecord(name, "Running", startTime=_now())
+        scope.records[name] = rec
+        kind = action["type"]
+        self.e.log(f"action {name} ({kind}) started")
+        try:
+            getattr(self, "_" + kind)(name, action, scope, rec)
+        except _Terminated:
+            rec.status = "Succeeded"
+            rec.endTime = _now()
+            raise
+        except ExpressionError as exc:
+            rec.status, rec.code = "Failed", "InvalidTemplate"
+            rec.error = {"code": "InvalidTemplate", "message": f"Unable to process template language expressions in "
+                         f"action '{name}' inputs: {exc}"}
+        if rec.status == "Running":
+            rec.status = "Succeeded"
+        rec.endTime = _now()
+        self.e.log(f"action {name} ({kind}): {rec.status}")
+
+    def scope_status(self, records: dict[str, ActionRecord]) -> str:
+        return "Failed" if any(r.status in _FAILURES for r in records.values()) else "Succeeded"
+
+    # -- action types -----------------------------------------------------------------------
+
+    def _InitializeVariable(self, name, action, scope, rec):
+        vars_ = render(action["inputs"]["variables"], scope)
+        rec.inputs = {"variables": vars_}
+        with self.run.lock:
+            for v in vars_:
+                if v["name"] in self.run.variables:
+                    raise ExpressionError(f"the variable {v['name']!r} is already initialised")
+                default = {"array": [], "object": {}, "string": "", "integer": 0, "float": 0.0, "boolean": False}
+                self.run.variables[v["name"]] = v.get("value", default.get(str(v.get("type", "")).lower()))
+
+    def _SetVariable(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        with self.run.lock:
+            self.run.variables[inputs["name"]] = inputs.get("value")
+        rec.outputs = {"body": {"name": inputs["name"], "value": inputs.get("value")}}
+
+    def _AppendToArrayVariable(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        with self.run.lock:
+            target = self.run.variables[inputs["name"]]
+            if not isinstance(target, list):
+                raise ExpressionError(f"the variable {inputs['name']!r} is not an array")
+            target.append(inputs.get("value"))
+
+    def _AppendToStringVariable(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        with self.run.lock:
+            self.run.variables[inputs["name"]] = str(self.run.variables[inputs["name"]]) + str(inputs.get("value"))
+
+    def _IncrementVariable(self, name, action, scope, rec, sign: int = 1):
+        inputs = render(action["inputs"], scope)
+        with self.run.lock:
+            self.run.variables[inputs["name"]] += sign * inputs.get("value", 1)
+
+    def _DecrementVariable(self, name, action, scope, rec):
+        self._IncrementVariable(name, action, scope, rec, sign=-1)
+
+    def _Compose(self, name, action, scope, rec):
+        rec.inputs = rec.outputs = render(action.get("inputs"), scope)
+
+    def _Query(self, name, action, scope, rec):
+        source = render(action["inputs"]["from"], scope)
+        where = action["inputs"]["where"]
+        if not isinstance(source, list):
+            raise ExpressionError(f"Query 'from' must be an array, got {type(source).__name__}")
+        kept = []
+        for element in source:
+            inner = _Scope(self.e, self.run, scope)
+            inner.item, inner.has_item = element, True
+            if render(where, inner):
+                kept.append(element)
+        rec.inputs = {"from": source}
+        rec.outputs = {"body": kept}
+
+    def _If(self, name, action, scope, rec):
+        cond = condition(action["expression"], scope)
+        branch = action.get("actions", {}) if cond else (action.get("else") or {}).get("actions", {})
+        rec.inputs = {"expressionResult": cond}
+        inner = _Scope(self.e, self.run, scope)
+        try:
+            self.run_scope(branch, inner)
+        finally:
+            rec.inner = [inner.records]
+        rec.status = self.scope_status(inner.records)
+
+    def _Scope(self, name, action, scope, rec):
+        inner = _Scope(self.e, self.run, scope)
+        try:
+            self.run_scope(action.get("actions", {}), inner)
+        finally:
+            rec.inner = [inner.records]
+        rec.status = self.scope_status(inner.records)
+
+    def _Foreach(self, name, action, scope, rec):
+        items = render(action["foreach"], scope)
+        if not isinstance(items, list):
+            raise ExpressionError(f"the Foreach input must be an array, got {type(items).__name__}")
+        rec.inputs = items
+        limit = ((action.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("repetitions",
+                                                                                        FOREACH_CONCURRENCY)
+        iterations: list[dict[str, ActionRecord]] = [{} for _ in items]
+
+        def one(i: int) -> None:
+            inner = _Scope(self.e, self.run, scope, loop=(name, items[i]))
+            inner.records = iterations[i]
+            self.run_scope(action.get("actions", {}), inner)
+
+        if limit <= 1 or len(items) <= 1:
+            for i in range(len(items)):
+                one(i)
+        else:
+            with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
+                for f in [pool.submit(one, i) for i in range(len(items))]:
+                    f.result()  # a Terminate inside an iteration ends the run
+        rec.inner = iterations
+        rec.status = "Failed" if any(self.scope_status(it) == "Failed" for it in iterations) else "Succeeded"
+
+    def _Until(self, name, action, scope, rec):
+        limit = action.get("limit") or {}
+        count = int(render(limit.get("count", 60), scope))
+        timeout = iso_duration_seconds(render(limit.get("timeout", "PT1H"), scope))
+        deadline = time.monotonic() + timeout
+        index = 0
+        while True:
+            inner = _Scope(self.e, self.run, scope, until=(name, index))
+            rec.inner.append(inner.records)
+            self.run_scope(action.get("actions", {}), inner)
+            index += 1
+            if condition(action["expression"], inner):
+                rec.status = self.scope_status(inner.records)
+                return
+            if index >= count:
+                rec.status, rec.code = "Succeeded", "UntilCountLimitReached"
+                return
+            if time.monotonic() >= deadline:
+                rec.status, rec.code = "TimedOut", "ActionTimedOut"
+                rec.error = {"code": "ActionTimedOut", "message": f"the Until loop ran past its timeout ({limit})"}
+                return
+            if self.e.stopping.is_set():  # the twin shuts down: hurry to the actions after the loop
+                rec.status, rec.code = "TimedOut", "ActionTimedOut"
+                rec.error = {"code": "ActionTimedOut", "message": "the engine was stopped"}
+                return
+
+    def _Wait(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        if "interval" in inputs:
+            unit = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Week": 604800}
+            seconds = float(inputs["interval"]["count"]) * unit[inputs["interval"]["unit"]]
+        else:
+            target = dt.datetime.fromisoformat(inputs["until"]["timestamp"].replace("Z", "+00:00"))
+            seconds = max(0.0, (target - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        self.e.sleep(seconds)
+
+    def _Terminate(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        raise _Terminated(inputs.get("runStatus", "Failed"), inputs.get("runError"))
+
+    def _Response(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        if self.e.definition["triggers"][self.run.trigger].get("type") != "Request":
+            rec.status, rec.code = "Failed", "ResponseNotAllowed"
+            rec.error = {"code": "ResponseNotAllowed",
+                         "message": "a Response action can answer only a run started by a Request trigger"}
+            return
+        if self.run.response is not None:
+            rec.status, rec.code = "Failed", "ActionResponseAlreadySent"
+            rec.error = {"code": "ActionResponseAlreadySent", "message": "the run has already sent its response"}
+            return
+        answer = {"statusCode": int(inputs.get("statusCode", 200)), "headers": inputs.get("headers") or {},
+                  "body": inputs.get("body")}
+        self.run.response = answer
+        rec.outputs = answer
+        if self.respond is not None:
+            self.respond(answer)
+
+    def _Http(self, name, action, scope, rec):
+        inputs = render(action["inputs"], scope)
+        auth = inputs.get("authentication")
+        rec.inputs = {k: v for k, v in inputs.items() if k != "authentication"}
+        body = inputs.get("body")
+        data = None if body is None else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+        headers = {str(k): str(v) for k, v in (inputs.get("headers") or {}).items()}
+        if body is not None and not isinstance(body, str):
+            headers.setdefault("Content-Type", "application/json")
+        uri = inputs["uri"]
+        if inputs.get("queries"):
+            from urllib.parse import urlencode
+            uri += ("&" if "?" in uri else "?") + urlencode(inputs["queries"])
+        request = HttpRequest(inputs["method"].upper(), uri, headers, data, auth)
+        policy = inputs.get("retryPolicy") or {"type": "default"}
+        waits = retry_waits(policy)
+        attempt = 0
+        while True:
+            try:
+                response = self.e.transport.send(request, HTTP_TIMEOUT_S)
+            except TimeoutError as exc:
+                response, failure = None, ("TimedOut", {"code": "ActionTimedOut", "message": str(exc)})
+            except OSError as exc:
+                response, failure = None, ("Failed", {"code": "ServiceUnavailable", "message": f"the request failed: {exc}"})
+            retryable = response is None or response.status in (408, 429) or response.status >= 500
+            if not retryable or attempt >= len(waits) or self.e.stopping.is_set():
+                break
+            wait = waits[attempt]
+            if response is not None and response.headers.get("Retry-After", "").isdigit():
+                wait = max(wait, float(response.headers["Retry-After"]))
+            self.e.log(f"action {name}: retry {attempt + 1} in {wait:g} s "
+                       f"({response.status if response else failure[1]['message']})")
+            attempt += 1
+            self.e.sleep(wait)
+        if response is None:
+            rec.status, rec.error = failure
+            rec.code = rec.error["code"]
+            return
+        rec.outputs = {"statusCode": response.status, "headers": response.headers, "body": _decode(response)}
+        rec.code = _REASONS.get(response.status, str(response.status))
+        if response.status >= 400:
+            rec.status = "Failed"
+            rec.error = {"code": rec.code, "message": f"{request.method} {uri} answered {response.status}"}
+
+
+_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "NoContent", 400: "BadRequest", 401: "Unauthorized",
+            403: "Forbidden", 404: "NotFound", 409: "Conflict", 412: "PreconditionFailed", 429: "TooManyRequests",
+            500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable"}
+
+
+def _decode(response: HttpResponse) -> Any:
+    text = response.body.decode("utf-8", "replace") if response.body else ""
+    if not text:
+        return None
+    ctype = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+    if "json" in ctype or text[:1] in "{[":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def retry_waits(policy: dict) -> list[float]:
+    """The waits before each retry of an Http action's ``retryPolicy``: ``none``; ``fixed``
+    (count, interval); ``exponential`` (count; interval grown 2^k times, between
+    minimumInterval and maximumInterval, without the random part); ``default``: 4 retries
+    growing by 7.5 s between 5 and 45 s ("Handle errors and exceptions in Azure Logic Apps")."""
+    kind = str(policy.get("type", "default")).lower()
+    if kind == "none":
+        return []
+    if kind == "fixed":
+        return [iso_duration_seconds(policy.get("interval", "PT20S"))] * int(policy.get("count", 4))
+    if kind == "exponential":
+        base = iso_duration_seconds(policy.get("interval", "PT7S"))
+        lo = iso_duration_seconds(policy.get("minimumInterval", "PT5S"))
+        hi = iso_duration_seconds(policy.get("maximumInterval", "PT1H"))
+        return [min(hi, max(lo, base * 2 ** k)) for k in range(int(policy.get("count", 4)))]
+    return [min(45.0, max(5.0, 7.5 * 2 ** k)) for k in range(4)]
+
+
+_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def iso_duration_seconds(text: Any) -> float:
+    """Seconds in an ISO 8601 duration such as PT1H, P1DT30M or PT0.3S. Raises ExpressionError."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ExpressionError(f"{text!r} is not an ISO 8601 duration (e.g. PT1H, PT15S)")
+    d, h, mi, s = (float(x or 0) for x in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
+
+
+_CONDITION_OPS = {
+    "equals": lambda a, b: FUNCTIONS["equals"](a, b), "greater": lambda a, b: FUNCTIONS["greater"](a, b),
+    "greaterOrEquals": lambda a, b: FUNCTIONS["greaterOrEquals"](a, b), "less": lambda a, b: FUNCTIONS["less"](a, b),
+    "lessOrEquals": lambda a, b: FUNCTIONS["lessOrEquals"](a, b), "contains": lambda a, b: FUNCTIONS["contains"](a, b),
+    "startsWith": lambda a, b: FUNCTIONS["startsWith"](a, b), "endsWith": lambda a, b: FUNCTIONS["endsWith"](a, b),
+}
+
+
+def condition(expr: Any, scope: Any) -> bool:
+    """An If or Until expression: an expression string, or the designer's object form
+    ({"and": [...]}, {"or": [...]}, {"not": {...}}, {"equals": [a, b]}, ...)."""
+    if isinstance(expr, str):
+        return bool(render(expr, scope))
+    if isinstance(expr, bool):
+        return expr
+    (op, arg), = expr.items()
+    if op == "and":
+        return all([condition(x, scope) for x in arg])
+    if op == "or":
+        return any([condition(x, scope) for x in arg])
+    if op == "not":
+        return not condition(arg, scope)
+    if op in _CONDITION_OPS:
+        a, b = (render(x, scope) for x in arg)
+        return bool(_CONDITION_OPS[op](a, b))
+    raise ExpressionError(f"condition operator {op!r} is not implemented")
+
+
+def run_status(actions: dict, records: dict[str, ActionRecord]) -> str:
+    """A run's status from its top-level actions: each branch's end (an action no
+    other runs after) counts with its status, a Skipped end with its predecessors'."""
+    successors = {p for a in actions.values() for p in (a.get("runAfter") or {})}
+    ends = [n for n in actions if n not in successors]
+
+    def branch(n: str, seen: frozenset = frozenset()) -> str:
+        rec = records.get(n)
+        if rec is None:
+            return "Skipped"
+        if rec.status != "Skipped" or n in seen:
+            return rec.status
+        preds = list((actions[n].get("runAfter") or {}))
+        statuses = [branch(p, seen | {n}) for p in preds]
+        return "Failed" if any(s in _FAILURES for s in statuses) else "Succeeded"
+
+    return "Failed" if any(branch(n) in _FAILURES for n in ends) else "Succeeded"
+
+
+# --- checking a definition before anything runs ------------------------------------------------
+
+def iter_all(actions: dict, path: str = "") -> Any:
+    """(name, action, path) for every action, nested ones too."""
+    for name, action in actions.items():
+        yield name, action, f"{path}{name}"
+        for key in ("actions",):
+            if isinstance(action.get(key), dict):
+                yield from iter_all(action[key], f"{path}{name}/")
+        if isinstance(action.get("else"), dict):
+            yield from iter_all(action["else"].get("actions") or {}, f"{path}{name}/else/")
+
+
+def _strings(value: Any) -> Any:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def refuse_unsupported(definition: dict) -> None:
+    """Raise DefinitionRefused naming the first trigger type, action type, function or
+    property the engine does not implement, or a runAfter that cannot be met."""
+    for name, trig in (definition.get("triggers") or {}).items():
+        if trig.get("type") not in SUPPORTED_TRIGGERS:
+            raise DefinitionRefused(f"trigger {name!r}: type {trig.get('type')!r} is not implemented by the engine "
+                                    f"(it runs {', '.join(sorted(SUPPORTED_TRIGGERS))})")
+        if "splitOn" in trig:
+            raise DefinitionRefused(f"trigger {name!r}: splitOn is not implemented by the engine")
+    for name, action, path in iter_all(definition.get("actions") or {}):
+        kind = action.get("type")
+        if kind not in SUPPORTED_ACTIONS:
+            raise DefinitionRefused(f"action {path}: type {kind!r} is not implemented by the engine "
+                                    f"(it runs {', '.join(sorted(SUPPORTED_ACTIONS))})")
+        if kind == "Http" and (action.get("inputs") or {}).get("authentication", {}).get("type") not in (
+                None, "ManagedServiceIdentity"):
+            raise DefinitionRefused(f"action {path}: authentication type "
+                                    f"{action['inputs']['authentication'].get('type')!r} is not implemented by the engine")
+        for target, statuses in (action.get("runAfter") or {}).items():
+            bad = [s for s in statuses if s.lower() not in {x.lower() for x in STATUSES}]
+            if bad:
+                raise DefinitionRefused(f"action {path}: runAfter status(es) {', '.join(bad)} do not exist")
+    for text in _strings({"triggers": definition.get("triggers"), "actions": definition.get("actions"),
+                          "outputs": definition.get("outputs")}):
+        try:
+            trees = [parse(e) for e in expressions_in(text)]
+        except ExpressionError as exc:
+            raise DefinitionRefused(f"an expression does not parse: {exc}") from None
+        for tree in trees:
+            for node in walk(tree):
+                if isinstance(node, Call) and node.name not in FUNCTIONS and node.name not in WORKFLOW_FUNCTIONS:
+                    raise DefinitionRefused(f"function {node.name}() is not implemented by the engine")
+
+
+def _now() -> str:
+    return now_stamp().format()
+
+
+def _run_name() -> str:
+    # Logic Apps run names are 29-digit strings that sort by time, newest first
+    return f"{(10**18 - time.time_ns() // 100):019d}{uuid.uuid4().int % 10**10:010d}"
