@@ -400,8 +400,7 @@ class Twin:
         if what == "started":
             _say(f"job {group} started ({detail['backend']})")
         elif what == "ended":
-            _say(f"job {group} finished: {detail['state']} (exit {detail['exit_code']}) in {detail['seconds']:.1f} s; "
-                 f"logs: {self.values['logsContainer']}/{group}.log")
+            _say(f"job {group} finished: {detail['state']} (exit {detail['exit_code']}) in {detail['seconds']:.1f} s")
         elif what == "failed to start":
             _say(f"job {group} could not start: {detail['reason']}")
 
@@ -419,7 +418,8 @@ class Twin:
         outcome = Outcome(run, time.monotonic() - t)
         self.runs.append(outcome)
         error = f": {run.error.get('code')}: {run.error.get('message', '')[:300]}" if run.error else ""
-        _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{error}")
+        logs = f"; logs: {self.values['logsContainer']}/{run.name}/" if run.variables.get("groupNames") else ""
+        _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{logs}{error}")
         return outcome
 
     def run_once(self) -> Outcome:

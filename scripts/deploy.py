@@ -49,6 +49,16 @@ DOCKERFILE = "docker/Dockerfile"
 DOCKERIGNORE = ROOT / "docker" / "Dockerfile.dockerignore"
 CREATED_TAG = "scorer-created-by"  # on a resource group `up` created, so teardown may delete it
 ACR_TERMINAL = {"Succeeded", "Failed", "Canceled", "Error", "Timeout"}
+#: Resource providers a run needs registered on the subscription. ARM registers those of
+#: the resources a template declares, but the container groups are created later, by the
+#: Logic App, whose role is on the resource group only (MicrosoftDocs/azure-docs#95959).
+PROVIDERS = ("Microsoft.ContainerInstance", "Microsoft.Logic", "Microsoft.EventGrid", "Microsoft.ContainerRegistry",
+             "Microsoft.ManagedIdentity", "Microsoft.Storage")
+#: The default regional quota of Container Instances standard cores (Azure docs:
+#: "Resource availability and quota limits for ACI"); raise it under Quotas in the portal.
+DEFAULT_CORES_QUOTA = 100
+BASE_IMAGE = "library/debian:bookworm-slim"   # docker/Dockerfile's BASE_IMAGE, on Docker Hub
+BASE_IMAGE_COPY = "base/debian:bookworm-slim"  # where --import-base-image puts it in the registry
 # Deletion order for teardown: what depends on a resource goes before it.
 TEARDOWN_ORDER = (
     "Microsoft.Authorization/roleAssignments",
@@ -72,6 +82,7 @@ class Clients:
     resources: Any      # azure.mgmt.resource.ResourceManagementClient
     deployments: Any    # azure.mgmt.resource.deployments.DeploymentsMgmtClient
     acr_tasks: Any      # azure.mgmt.containerregistrytasks.ContainerRegistryTasksMgmtClient
+    acr: Any            # azure.mgmt.containerregistry.ContainerRegistryManagementClient (import)
     logic: Any          # azure.mgmt.logic.LogicManagementClient
     credential: Any
     client_kwargs: dict  # passed to data-plane clients built later (blob), e.g. transport=
@@ -80,6 +91,7 @@ class Clients:
 
 def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float = 5.0, **client_kwargs: Any) -> Clients:
     """Build every management client with ``credential``; ``client_kwargs`` (e.g. transport=) go to all."""
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
     from azure.mgmt.logic import LogicManagementClient
     from azure.mgmt.resource.resources import ResourceManagementClient
@@ -89,6 +101,7 @@ def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float =
         resources=ResourceManagementClient(credential, subscription_id, **client_kwargs),
         deployments=DeploymentsMgmtClient(credential, subscription_id, **client_kwargs),
         acr_tasks=ContainerRegistryTasksMgmtClient(credential, subscription_id, **client_kwargs),
+        acr=ContainerRegistryManagementClient(credential, subscription_id, **client_kwargs),
         logic=LogicManagementClient(credential, subscription_id, **client_kwargs),
         credential=credential,
         client_kwargs=client_kwargs,
@@ -127,19 +140,55 @@ def template_parameters(values: dict[str, Any], definition: dict, *, prefix: str
     return {k: {"value": v} for k, v in params.items()}
 
 
-def signed_in_object_id(credential: Any) -> str:
-    """The object ID (oid claim) of whoever the credential signs in as; '' if the token has none.
+def signed_in_principal(credential: Any) -> tuple[str, str]:
+    """(object ID, principal type) of whoever the credential signs in as: the oid claim,
+    and ServicePrincipal when the token belongs to an application (idtyp "app", as for
+    a service principal or a managed identity in CI), else User. ('', 'User') when
+    the token has no oid.
 
     Read from the ARM token's payload, so no Microsoft Graph permission is needed; the
-    token is not verified here because ARM verifies it on every call.
+    token is not verified here because ARM verifies it on every call. A role assignment
+    whose principalType does not match fails with UnmatchedPrincipalType.
     """
     token = credential.get_token("https://management.azure.com/.default").token
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return ""
-    return claims.get("oid", "")
+        return "", "User"
+    return claims.get("oid", ""), "ServicePrincipal" if claims.get("idtyp") == "app" else "User"
+
+
+def ensure_providers(clients: Clients, progress: Callable[[str], None] = print, timeout: float = 600) -> None:
+    """Register the resource providers a run needs (PROVIDERS) where they are not, and
+    wait until they are. Raises DeployError when the caller may not register them."""
+    from azure.core.exceptions import HttpResponseError
+
+    waiting = []
+    for ns in PROVIDERS:
+        state = clients.resources.providers.get(ns).registration_state
+        if state == "Registered":
+            continue
+        progress(f"registering resource provider {ns} (was {state})")
+        try:
+            clients.resources.providers.register(ns)
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                raise DeployError(
+                    f"You may not register the resource provider {ns} on this subscription ({exc.error.code if exc.error else 403}). "
+                    "Registering is a subscription-level action (Microsoft.Resources/subscriptions/providers/register/"
+                    "action, in Contributor or Owner on the subscription). Ask an administrator to run "
+                    f"`az provider register --namespace {ns}` (or, in the portal: Subscription > Resource providers > "
+                    f"{ns} > Register), then run `up` again.") from None
+            raise
+        waiting.append(ns)
+    deadline = time.monotonic() + timeout
+    for ns in waiting:
+        while clients.resources.providers.get(ns).registration_state != "Registered":
+            if time.monotonic() > deadline:
+                raise DeployError(f"Resource provider {ns} was still not Registered after {timeout:.0f} s; check it "
+                                  "in the portal (Subscription > Resource providers) and run `up` again.")
+            time.sleep(clients.poll_seconds)
 
 
 def ensure_resource_group(clients: Clients, name: str, location: str | None) -> bool:
@@ -241,11 +290,14 @@ def build_context(root: Path = ROOT) -> bytes:
 
 
 def build_image(clients: Clients, group: str, registry: str, context: bytes, image_names: list[str],
-                progress: Callable[[str], None] = print) -> str:
+                progress: Callable[[str], None] = print, base_image: str | None = None) -> str:
     """Upload ``context`` and build it in ``registry`` with ACR Tasks. Returns the run ID.
 
-    Raises DeployError (with the build log's link) when the build does not succeed.
+    ``base_image`` replaces the Dockerfile's BASE_IMAGE (a copy in the registry, see
+    import_base_image). Raises DeployError (with the build log's link) when the build does
+    not succeed, and with what to do when the subscription does not allow ACR Tasks.
     """
+    from azure.core.exceptions import HttpResponseError
     from azure.mgmt.containerregistrytasks import models as acr
     from azure.storage.blob import BlobClient
 
@@ -255,8 +307,19 @@ def build_image(clients: Clients, group: str, registry: str, context: bytes, ima
     request = acr.DockerBuildRequest(
         source_location=source.relative_path, docker_file_path=DOCKERFILE, image_names=image_names,
         is_push_enabled=True, platform=acr.PlatformProperties(os="Linux", architecture="amd64"),
-        timeout=3600)
-    run = clients.acr_tasks.registries.schedule_run(group, registry, request)
+        timeout=3600,
+        arguments=[acr.Argument(name="BASE_IMAGE", value=base_image)] if base_image else None)
+    try:
+        run = clients.acr_tasks.registries.schedule_run(group, registry, request)
+    except HttpResponseError as exc:
+        code = exc.error.code if exc.error else ""
+        if code == "TasksOperationsNotAllowed" or "TasksOperationsNotAllowed" in str(exc):
+            raise DeployError(
+                "This subscription does not allow ACR Tasks (TasksOperationsNotAllowed: free-trial and some credit "
+                "subscriptions). Build the image elsewhere and push it to the registry: scripts/build-image, then "
+                f"`docker tag scorer:dev {registry}.azurecr.io/scorer:TAG && az acr login -n {registry} && docker push "
+                f"{registry}.azurecr.io/scorer:TAG`; then run `up --skip-build --image-tag TAG --image-pushed`.") from None
+        raise
     run_id = run.properties.run_id
     status = run.properties.status
     while status not in ACR_TERMINAL:
@@ -266,6 +329,30 @@ def build_image(clients: Clients, group: str, registry: str, context: bytes, ima
         link = clients.acr_tasks.runs.get_log_sas_url(group, registry, run_id).log_link
         raise DeployError(f"Image build {run_id} ended {status}. Build log: {link}")
     return run_id
+
+
+def import_base_image(clients: Clients, group: str, registry: str, login_server: str,
+                      progress: Callable[[str], None] = print) -> str:
+    """Copy the Dockerfile's base image from Docker Hub into the registry (ACR's import,
+    as `az acr import`): shared ACR Tasks agents pull Docker Hub anonymously and are often
+    throttled. Returns the copy's reference for BASE_IMAGE."""
+    from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMode, ImportSource
+
+    progress(f"importing docker.io/{BASE_IMAGE} into {registry} as {BASE_IMAGE_COPY}")
+    clients.acr.registries.begin_import_image(group, registry, ImportImageParameters(
+        source=ImportSource(registry_uri="registry.hub.docker.com", source_image=BASE_IMAGE),
+        target_tags=[BASE_IMAGE_COPY], mode=ImportMode.FORCE), polling_interval=clients.poll_seconds).result()
+    return f"{login_server}/{BASE_IMAGE_COPY}"
+
+
+def built_tags(clients: Clients, group: str, registry: str) -> set[str]:
+    """The scorer image tags a succeeded ACR Tasks run of this registry pushed."""
+    tags = set()
+    for run in clients.acr_tasks.runs.list(group, registry, filter="Status eq 'Succeeded'"):
+        for image in run.properties.output_images or []:
+            if image.repository == "scorer" and image.tag:
+                tags.add(image.tag)
+    return tags
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -287,29 +374,18 @@ def recent_runs(clients: Clients, group: str, logic_app: str, top: int = 10) -> 
     return out
 
 
-def run_group_names(clients: Clients, group: str, logic_app: str, run: str) -> list[str]:
-    """The container groups a run created, from its Compose_group_name repetitions."""
-    names = []
-    for rep in clients.logic.workflow_run_action_repetitions.list(group, logic_app, run, "Compose_group_name"):
-        if isinstance(rep.outputs, str):
-            names.append(rep.outputs)
-        elif isinstance(rep.outputs, dict) and isinstance(rep.outputs.get("body"), str):
-            names.append(rep.outputs["body"])
-    return sorted(names)
-
-
-def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, names: list[str]) -> dict[str, str | None]:
-    """Each group's saved log text, or None where no log was saved."""
-    from azure.core.exceptions import ResourceNotFoundError
+def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, run: str) -> dict[str, str]:
+    """The logs a run saved, by container group: the workflow writes each group's log
+    (with its last polled state) to <logs container>/<run name>/<group>.log. (The Logic
+    Apps API gives an action's outputs only behind outputsLink, so the run's group names
+    are not read from its actions.)"""
     from azure.storage.blob import BlobServiceClient
 
     service = BlobServiceClient(blob_endpoint, credential=clients.credential, **clients.client_kwargs)
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = service.get_blob_client(logs_container, f"{name}.log").download_blob().readall().decode("utf-8", "replace")
-        except ResourceNotFoundError:
-            out[name] = None
+    container = service.get_container_client(logs_container)
+    out: dict[str, str] = {}
+    for blob in container.list_blobs(name_starts_with=f"{run}/"):
+        out[blob.name] = container.get_blob_client(blob.name).download_blob().readall().decode("utf-8", "replace")
     return out
 
 
@@ -375,25 +451,61 @@ Deployed. Next:
 def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
     definition = wf.load()["definition"]
     values = wf.settings(definition, _overrides(args))
-    tag = args.image_tag or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    oid = "" if args.no_grant_me else signed_in_object_id(clients.credential)
-    params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
-                                 operator_principal_id=oid, location=args.location)
+    cores = values["parallelJobs"] * float(values["cpuCores"])
+    if cores > args.cores_quota:
+        raise DeployError(
+            f"parallelJobs × cpuCores is {cores:g} cores, more than the {args.cores_quota} standard cores of Container "
+            "Instances your region allows (100 by default): the groups past the quota would be refused at run time. "
+            "Ask for more (portal: Quotas > Container Instances > Standard Cores), then pass --cores-quota N; or lower "
+            "--parallel-jobs or --cpu.")
+    if args.skip_build and not args.image_tag:
+        raise DeployError("--skip-build deploys an image that exists already: give its tag with --image-tag.")
+    oid, ptype = ("", "User") if args.no_grant_me else signed_in_principal(clients.credential)
     template = load_template()
+    new_tag = args.image_tag or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+    def parameters(tag: str, state: str) -> dict:
+        params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
+                                     operator_principal_id=oid, location=args.location)
+        params["operatorPrincipalType"] = {"value": ptype}
+        params["registrySku"] = {"value": args.registry_sku}
+        params["workflowState"] = {"value": state}
+        return params
+
     if args.what_if:
         if not clients.resources.resource_groups.check_existence(args.resource_group):
             print(f"resource group {args.resource_group} does not exist: everything would be created")
             return 0
-        for change, rid in what_if(clients, args.resource_group, args.prefix, template, params):
+        for change, rid in what_if(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled")):
             print(f"{change:10} {rid}")
         return 0
+    ensure_providers(clients)
     ensure_resource_group(clients, args.resource_group, args.location)
+    try:
+        previous = deployment_outputs(clients, args.resource_group, args.prefix)
+    except DeployError:  # a first deployment
+        previous = None
+    current = (previous or {}).get("image", "").rpartition(":")[2] or None
     print(f"deploying {TEMPLATE_PATH.relative_to(ROOT)} to {args.resource_group} ...")
-    outputs = deploy_template(clients, args.resource_group, args.prefix, template, params)
-    if not args.skip_build:
+    if args.skip_build:
+        if not args.image_pushed and (previous is None or new_tag not in built_tags(
+                clients, args.resource_group, previous["registryName"])):
+            raise DeployError(f"No ACR Tasks run built scorer:{new_tag} in this deployment's registry, so deploying it "
+                              "would point the workflow at an image that may not exist. Build it (run `up` without "
+                              "--skip-build), or, if you pushed it yourself, add --image-pushed.")
+        outputs = deploy_template(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
+    else:
+        # The workflow keeps the image it runs (or, on a first deployment, stays disabled)
+        # until the new one is built: a run during the build, or after a failed build,
+        # never points at a tag that does not exist.
+        outputs = deploy_template(clients, args.resource_group, args.prefix, template,
+                                  parameters(current or new_tag, "Enabled" if current else "Disabled"))
+        base = import_base_image(clients, args.resource_group, outputs["registryName"], outputs["registryLoginServer"]) \
+            if args.import_base_image else None
         build_image(clients, args.resource_group, outputs["registryName"], build_context(),
-                    [f"scorer:{tag}", "scorer:latest"])
-        print(f"image {outputs['image']} built")
+                    [f"scorer:{new_tag}", "scorer:latest"], base_image=base)
+        outputs = deploy_template(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
+        print(f"image {outputs['image']} built; the workflow runs it")
     if args.publish_model:
         env = dict(os.environ, SCORER_ACCOUNT_URL=outputs["blobEndpoint"])
         env.pop("AZURE_STORAGE_CONNECTION_STRING", None)
@@ -419,12 +531,13 @@ def cmd_runs(args: argparse.Namespace, clients: Clients) -> int:
 
 def cmd_logs(args: argparse.Namespace, clients: Clients) -> int:
     outputs = deployment_outputs(clients, args.resource_group, args.prefix)
-    names = run_group_names(clients, args.resource_group, outputs["logicAppName"], args.run)
-    if not names:
-        raise DeployError(f"Run {args.run} created no container group (it ended before, or was a duplicate event).")
-    for name, text in saved_logs(clients, outputs["blobEndpoint"], outputs["logsContainer"], names).items():
-        print(f"===== {outputs['logsContainer']}/{name}.log")
-        print(text if text is not None else "(no log saved: the group failed to start, or the run is still going)")
+    logs = saved_logs(clients, outputs["blobEndpoint"], outputs["logsContainer"], args.run)
+    if not logs:
+        raise DeployError(f"Run {args.run} saved no log: it created no container group (an event already scored, "
+                          "or a validation), or it is still running. `runs` lists recent runs.")
+    for name, text in logs.items():
+        print(f"===== {outputs['logsContainer']}/{name}")
+        print(text)
     return 0
 
 
@@ -446,7 +559,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--what-if", action="store_true", help="show what would change (ARM what-if), change nothing")
     up.add_argument("-l", "--location", help="region; needed when the resource group does not exist yet")
     up.add_argument("--image-tag", help="tag of the image to build (default: UTC timestamp)")
-    up.add_argument("--skip-build", action="store_true", help="do not build; deploy pointing at scorer:IMAGE_TAG")
+    up.add_argument("--skip-build", action="store_true",
+                    help="do not build; deploy pointing at scorer:IMAGE_TAG, which an ACR Tasks run built before")
+    up.add_argument("--image-pushed", action="store_true",
+                    help="with --skip-build: the tag was pushed by hand (no ACR Tasks run built it); deploy it anyway")
+    up.add_argument("--import-base-image", action="store_true",
+                    help="copy the Dockerfile's base image from Docker Hub into the registry first and build from the "
+                    "copy (when ACR Tasks' anonymous Docker Hub pulls are throttled)")
+    up.add_argument("--registry-sku", choices=["Basic", "Standard", "Premium"], default="Basic",
+                    help="registry tier (default Basic; Microsoft's guide to identity pulls in ACI lists Premium: use it "
+                    "if a first run fails to pull the image)")
+    up.add_argument("--cores-quota", type=int, default=DEFAULT_CORES_QUOTA,
+                    help="your region's Container Instances standard-cores quota (default: Azure's default, 100); "
+                    "parallelJobs × cpu may not exceed it")
     up.add_argument("--no-grant-me", action="store_true",
                     help="do not give the signed-in user Storage Blob Data Contributor on the account")
     up.add_argument("--publish-model", metavar="MODEL.rds", help="publish this model after deploying (needs R)")

@@ -1,5 +1,6 @@
 """A loopback proxy in front of the real Azurite that enforces what Azurite does
-not: Blob Storage's limit of 1,024 characters on a blob's name.
+not: Blob Storage's limit of 1,024 characters on a blob's name; and that shows a copy
+in progress (``pending_copy``), which Azurite's instant copies never do.
 
 Azure answers a longer name with ``400 OutOfRangeInput`` ("One of the request
 inputs is out of range.", as reported in Azure/azure-powershell#16628); Azurite
@@ -25,6 +26,7 @@ class StorageProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.refused: list[str] = []  # blob names refused for length
+        self.pending_copy: set[str] = set()  # blobs listed with <CopyStatus>pending</CopyStatus>
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -52,6 +54,10 @@ class StorageProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if "comp=list" in self.path:
+                    for name in proxy.pending_copy:  # a copy into this blob is still under way
+                        tag = f"<Name>{name}</Name><Properties>".encode()
+                        data = data.replace(tag, tag + b"<CopyStatus>pending</CopyStatus>")
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":

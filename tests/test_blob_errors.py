@@ -264,3 +264,24 @@ def test_a_lapsed_lease_is_taken_again_to_archive_unless_another_job_took_it(gam
         claim.delete_input(etag)
     claim.release()
     assert sorted(gamma.names("input")) == ["g/b.csv", "g/c.csv"]
+
+
+def test_a_blob_whose_copy_is_still_pending_is_left_for_the_next_run(gamma, azurite):
+    """A cross-account copy into input/ shows CopyStatus pending until it completes: the
+    job must not score it half-written (issue 14, defect 11)."""
+    gamma.drop("g/copying.csv", ROW)
+    gamma.drop("g/plain.csv", ROW)
+    proxy = StorageProxy(azurite.port)
+    proxy.pending_copy.add("g/copying.csv")
+    try:
+        s = dataclasses.replace(gamma.settings, connection_string=proxy.connection_string(azurite.connection_string))
+        store = Store(connect(s), s)
+        report = Pipeline(s, store).run()
+        store.close()
+    finally:
+        proxy.close()
+    by_blob = {i.blob: i for i in report.inputs}
+    assert by_blob["g/copying.csv"].status == "skipped" and "copy" in by_blob["g/copying.csv"].warnings[0]
+    assert by_blob["g/plain.csv"].status == "scored" and report.exit_code == 0
+    assert gamma.names("input") == ["g/copying.csv"]
+    assert gamma.run().inputs[0].status == "scored"  # once the copy is done

@@ -1,17 +1,21 @@
 """Contract tests of scripts/deploy.py against the Azure SDKs, with no network.
 
 These are CONTRACT tests, NOT verified on Azure. Each test builds the real management
-clients (azure-mgmt-*) and blob clients with ``transport=RecordedTransport(...)``: an
-azure-core HttpTransport subclass that answers every request from responses written here
-in the shape of Azure's REST API reference, and records what was sent. They prove that
-deploy.py calls the SDKs with arguments the SDKs accept, sends the request bodies and URLs
-intended, and reads the responses it needs. They cannot prove that Azure accepts the
-template or that the responses here match what Azure returns today.
+clients (azure-mgmt-*) with ``transport=RecordedTransport(...)``, an azure-core
+HttpTransport that answers every request and records what was sent. The answers are
+Microsoft's published REST examples (azure-rest-api-specs, copied unchanged into
+tests/fixtures/azure-rest-examples), read by ``example()``; where a test needs a value of
+its own in one (this deployment's outputs, a registration state, a built tag), it changes
+only that value and says so. Where Microsoft publishes no example for an operation, the
+test says so and writes the smallest body the SDK's model accepts. They prove that
+deploy.py calls the SDKs with arguments the SDKs accept, sends the bodies intended, and
+reads the answers it needs; not that Azure behaves as the examples show.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import importlib.util
 import io
 import json
@@ -28,6 +32,7 @@ from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.core.rest._requests_basic import RestRequestsTransportResponse  # azure-core's own wrapper
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "tests" / "fixtures" / "azure-rest-examples"
 pytestmark = pytest.mark.contract
 
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -42,6 +47,12 @@ OUTPUTS = {
 }
 
 
+def example(path: str, status: str = "200") -> tuple[object, dict]:
+    """A published example's response: (body, headers) for ``status``."""
+    answer = json.loads((EXAMPLES / path).read_text())["responses"][status]
+    return copy.deepcopy(answer.get("body")), answer.get("headers") or {}
+
+
 def load_deploy():
     spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts" / "deploy.py")
     module = importlib.util.module_from_spec(spec)
@@ -54,10 +65,14 @@ deploy = load_deploy()
 
 
 class FakeCredential:
-    """A TokenCredential whose token carries an oid claim, as Entra ID tokens do."""
+    """A TokenCredential whose token carries an oid claim (and idtyp), as Entra ID tokens do."""
+
+    def __init__(self, idtyp: str = "user"):
+        self.idtyp = idtyp
 
     def get_token(self, *scopes, **kwargs):
-        payload = base64.urlsafe_b64encode(json.dumps({"oid": "33333333-3333-3333-3333-333333333333"}).encode()).decode().rstrip("=")
+        claims = {"oid": "33333333-3333-3333-3333-333333333333", "idtyp": self.idtyp}
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
         return AccessToken(f"e30.{payload}.sig", 4_102_444_800)
 
 
@@ -65,11 +80,13 @@ class RecordedTransport(HttpTransport):
     """Answers requests from (method, URL regex) -> response rules; records every request.
 
     A request no rule matches fails the test, so an unexpected call cannot pass unnoticed.
+    A rule whose response is a list answers with its items in turn (the last repeats).
     """
 
     def __init__(self, rules: list[tuple[str, str, int, object, dict]]):
         self.rules = rules
         self.sent: list[tuple[str, str, bytes | None]] = []
+        self._turn: dict[int, int] = {}
 
     def __enter__(self):
         return self
@@ -88,8 +105,12 @@ class RecordedTransport(HttpTransport):
         if hasattr(body, "read"):
             body = body.read()
         self.sent.append((request.method, request.url, body))
-        for method, pattern, status, payload, headers in self.rules:
+        for i, (method, pattern, status, payload, headers) in enumerate(self.rules):
             if method == request.method and re.search(pattern, request.url):
+                if isinstance(payload, list) and payload and isinstance(payload[0], tuple):
+                    turn = self._turn.get(i, 0)
+                    self._turn[i] = turn + 1
+                    status, payload = payload[min(turn, len(payload) - 1)]
                 return self._response(request, status, payload, headers)
         raise AssertionError(f"unexpected request {request.method} {request.url}")
 
@@ -110,35 +131,69 @@ class RecordedTransport(HttpTransport):
         return [json.loads(b) for m, u, b in self.sent if m == method and re.search(pattern, u) and b]
 
 
-def clients_with(rules) -> tuple[object, RecordedTransport]:
+def clients_with(rules, idtyp: str = "user") -> tuple[object, RecordedTransport]:
     transport = RecordedTransport(rules)
-    return deploy.make_clients(FakeCredential(), SUB, poll_seconds=0, transport=transport), transport
+    return deploy.make_clients(FakeCredential(idtyp), SUB, poll_seconds=0, transport=transport), transport
 
 
 def deployment_response(state="Succeeded", outputs=OUTPUTS, output_resources=()):
-    return {"id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Resources/deployments/scorer",
-            "name": "scorer", "properties": {
-                "provisioningState": state, "mode": "Incremental",
-                "outputs": {k: {"type": "String", "value": v} for k, v in outputs.items()},
-                "outputResources": [{"id": i} for i in output_resources]}}
+    """PutDeploymentResourceGroup.json's 200 body with this deployment's state, outputs and
+    output resources (the example's own are another template's)."""
+    body, _ = example("Microsoft.Resources/2022-09-01/PutDeploymentResourceGroup.json")
+    body["id"] = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Resources/deployments/scorer"
+    body["name"] = "scorer"
+    body["properties"]["provisioningState"] = state
+    body["properties"]["outputs"] = {k: {"type": "String", "value": v} for k, v in outputs.items()}
+    body["properties"]["outputResources"] = [{"id": i} for i in output_resources]
+    return body
 
 
+def provider(state: str) -> dict:
+    """GetProvider.json's body with this registration state (the example shows Registering)."""
+    body, _ = example("Microsoft.Resources/2022-09-01/GetProvider.json")
+    body["registrationState"] = state
+    return body
+
+
+def upload_url() -> dict:
+    body, _ = example("Microsoft.ContainerRegistry/2019-04-01/RegistriesGetBuildSourceUploadUrl.json")
+    return body
+
+
+def acr_run(status: str) -> dict:
+    """RegistriesScheduleRun.json's 200 body (status Succeeded) with this status."""
+    body, _ = example("Microsoft.ContainerRegistry/2019-04-01/RegistriesScheduleRun.json")
+    body["properties"]["status"] = status
+    return body
+
+
+RUN_ID = "0accec26-d6de-4757-8e74-d080f38eaaab"  # the examples' run
 DEPLOYMENTS = rf"/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/scorer\?"
+REGISTERED = [("GET", r"/providers/Microsoft\.[A-Za-z]+\?", 200, provider("Registered"), {})]
+FIRST_DEPLOYMENT = [("GET", DEPLOYMENTS, 404, {"error": {"code": "DeploymentNotFound", "message": "not found"}}, {})]
+UPLOAD = r"registrystorageaccount\.blob\.core\.windows\.net/registrycontainer/source/"
+BUILD = [
+    ("POST", r"/registries/scoreracrabc/listBuildSourceUploadUrl\?", 200, upload_url(), {}),
+    ("PUT", UPLOAD, 201, b"", {"ETag": '"0x1"', "Last-Modified": "Fri, 02 Jan 2026 03:04:05 GMT"}),
+    ("POST", r"/registries/scoreracrabc/scheduleRun\?", 200, acr_run("Queued"), {}),
+    ("GET", rf"/registries/scoreracrabc/runs/{RUN_ID}\?", 200, acr_run("Succeeded"), {}),
+]
 
 
 def test_up_what_if_calls_arm_what_if_and_deploys_nothing(capsys):
     """Contract test (not verified on Azure): --what-if posts whatIf and prints ARM's changes."""
-    rid = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Logic/workflows/scorer-runner"
+    body, _ = example("Microsoft.Resources/2022-09-01/PostDeploymentWhatIfOnResourceGroup.json")
     clients, transport = clients_with([
         ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}),
-        ("POST", r"/deployments/scorer/whatIf\?", 200,
-         {"status": "Succeeded", "properties": {"changes": [{"resourceId": rid, "changeType": "Modify"}]}}, {}),
+        ("POST", r"/deployments/scorer/whatIf\?", 200, body, {}),
     ])
     assert deploy.main(["up", "-g", RG, "--what-if"], clients=clients) == 0
-    assert f"Modify     {rid}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for change in body["properties"]["changes"]:
+        assert f"{change['changeType']:10} {change['resourceId']}" in out
     assert not any(m == "PUT" for m, _, _ in transport.sent), "what-if must not change anything"
-    (body,) = transport.bodies("POST", r"/whatIf\?")
-    props = body["properties"]
+    (sent,) = transport.bodies("POST", r"/whatIf\?")
+    props = sent["properties"]
     assert props["mode"] == "Incremental"
     assert props["template"] == json.loads((ROOT / "arm_templates" / "main.json").read_text())
     assert props["parameters"]["workflowDefinition"]["value"]["triggers"]["Scheduled_run"]["recurrence"]["schedule"] == {"hours": [2], "minutes": [0]}
@@ -146,49 +201,153 @@ def test_up_what_if_calls_arm_what_if_and_deploys_nothing(capsys):
     assert props["parameters"]["blobContainers"]["value"] == ["models", "input", "output", "archive", "quarantine", "reports", "logs"]
 
 
-def test_up_creates_the_group_deploys_builds_with_acr_tasks_and_prints_next_steps(capsys):
-    """Contract test (not verified on Azure): the whole `up` path through the SDKs."""
-    upload = "https://acrsrc.blob.core.windows.net/source/202601/abc.tar.gz?sv=2024&sig=x"
+def test_a_first_up_registers_providers_deploys_disabled_builds_then_enables_the_built_tag(capsys):
+    """Contract test (not verified on Azure): the whole `up` path through the SDKs
+    (issue 14, defects 1 and 5). Microsoft publishes no example for Providers_Register:
+    its answer here is GetProvider.json's body."""
     clients, transport = clients_with([
+        ("GET", r"/providers/Microsoft\.ContainerInstance\?", 200, [(200, provider("NotRegistered")),
+                                                                   (200, provider("Registering")),
+                                                                   (200, provider("Registered"))], {}),
+        ("POST", r"/providers/Microsoft\.ContainerInstance/register\?", 200, provider("Registering"), {}),
+        *REGISTERED,
         ("HEAD", rf"/resourcegroups/{RG}\?", 404, None, {}),
-        ("PUT", rf"/resourcegroups/{RG}\?", 201, {"id": f"/subscriptions/{SUB}/resourceGroups/{RG}", "name": RG, "location": "westeurope"}, {}),
+        ("PUT", rf"/resourcegroups/{RG}\?", 201, example("Microsoft.Resources/2022-09-01/CreateResourceGroup.json", "201")[0], {}),
+        *FIRST_DEPLOYMENT,
         ("PUT", DEPLOYMENTS, 200, deployment_response(), {}),
-        ("POST", r"/registries/scoreracrabc/listBuildSourceUploadUrl\?", 200, {"uploadUrl": upload, "relativePath": "source/202601/abc.tar.gz"}, {}),
-        ("PUT", r"acrsrc\.blob\.core\.windows\.net/source/", 201, b"", {"ETag": '"0x1"', "Last-Modified": "Fri, 02 Jan 2026 03:04:05 GMT"}),
-        ("POST", r"/registries/scoreracrabc/scheduleRun\?", 200, {"properties": {"runId": "ca1", "status": "Queued"}}, {}),
-        ("GET", r"/registries/scoreracrabc/runs/ca1\?", 200, {"properties": {"runId": "ca1", "status": "Succeeded"}}, {}),
+        *BUILD,
     ])
     assert deploy.main(["up", "-g", RG, "-l", "westeurope", "--image-tag", "t1", "--parallel-jobs", "3"], clients=clients) == 0
     out = capsys.readouterr().out
+    assert "registering resource provider Microsoft.ContainerInstance" in out
     assert "scripts/deploy.py runs -g rg-scorer" in out and "scorer models publish" in out
+    assert [m for m, u, _ in transport.sent if "/register?" in u] == ["POST"]
     (rg,) = transport.bodies("PUT", rf"/resourcegroups/{RG}\?")
     assert rg["tags"] == {deploy.CREATED_TAG: "deploy.py"}
-    (dep,) = transport.bodies("PUT", DEPLOYMENTS)
-    params = dep["properties"]["parameters"]
-    assert params["imageName"]["value"] == "scorer:t1" and params["location"]["value"] == "westeurope"
-    assert params["workflowParameterValues"]["value"]["parallelJobs"] == {"value": 3}
+    first, second = transport.bodies("PUT", DEPLOYMENTS)
+    # no run can start before the image exists: disabled, then enabled with the built tag
+    assert first["properties"]["parameters"]["workflowState"]["value"] == "Disabled"
+    p = second["properties"]["parameters"]
+    assert p["workflowState"]["value"] == "Enabled" and p["imageName"]["value"] == "scorer:t1"
+    assert p["location"]["value"] == "westeurope" and p["registrySku"]["value"] == "Basic"
+    assert p["workflowParameterValues"]["value"]["parallelJobs"] == {"value": 3}
+    order = [("PUT" if "deployments" in u else "BUILD") for m, u, _ in transport.sent
+             if (m == "PUT" and "deployments" in u) or "scheduleRun" in u]
+    assert order == ["PUT", "BUILD", "PUT"]
     (run,) = transport.bodies("POST", r"/scheduleRun\?")
-    assert run == {"type": "DockerBuildRequest", "sourceLocation": "source/202601/abc.tar.gz",
+    assert run == {"type": "DockerBuildRequest", "sourceLocation": upload_url()["relativePath"],
                    "dockerFilePath": "docker/Dockerfile", "imageNames": ["scorer:t1", "scorer:latest"],
                    "isPushEnabled": True, "platform": {"os": "Linux", "architecture": "amd64"}, "timeout": 3600}
-    (archive,) = [b for m, u, b in transport.sent if m == "PUT" and "acrsrc" in u]
+    (archive,) = [b for m, u, b in transport.sent if m == "PUT" and re.search(UPLOAD, u)]
     names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
     assert "docker/Dockerfile" in names and "scorer/settings.py" in names
     assert not any(n.startswith((".venv", "node_modules", ".git/")) or n == "docker/ca.crt" for n in names)
 
 
-def test_failed_image_build_reports_the_build_log_link(capsys):
-    """Contract test (not verified on Azure): a failed ACR run ends `up` with the log link."""
-    clients, _ = clients_with([
+def test_a_failed_build_leaves_the_workflow_on_the_image_it_had_and_links_the_log(capsys):
+    """Contract test (not verified on Azure): issue 14, defect 5."""
+    log, _ = example("Microsoft.ContainerRegistry/2019-04-01/RunsGetLogSasUrl.json")
+    clients, transport = clients_with([
+        *REGISTERED,
         ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}),
+        ("GET", DEPLOYMENTS, 200, deployment_response(outputs={**OUTPUTS, "image": "scoreracrabc.azurecr.io/scorer:old"}), {}),
         ("PUT", DEPLOYMENTS, 200, deployment_response(), {}),
-        ("POST", r"/listBuildSourceUploadUrl\?", 200, {"uploadUrl": "https://s.blob.core.windows.net/c/b.tgz?sig=x", "relativePath": "c/b.tgz"}, {}),
-        ("PUT", r"s\.blob\.core\.windows\.net/c/b\.tgz", 201, b"", {}),
-        ("POST", r"/scheduleRun\?", 200, {"properties": {"runId": "ca2", "status": "Failed"}}, {}),
-        ("POST", r"/runs/ca2/listLogSasUrl\?", 200, {"logLink": "https://logs.example/ca2"}, {}),
+        *BUILD[:3],
+        ("GET", rf"/registries/scoreracrabc/runs/{RUN_ID}\?", 200, acr_run("Failed"), {}),
+        ("POST", rf"/runs/{RUN_ID}/listLogSasUrl\?", 200, log, {}),
     ])
     assert deploy.main(["up", "-g", RG, "--no-grant-me"], clients=clients) == 1
-    assert "https://logs.example/ca2" in capsys.readouterr().err
+    assert log["logLink"] in capsys.readouterr().err
+    (only,) = transport.bodies("PUT", DEPLOYMENTS)
+    assert only["properties"]["parameters"]["imageName"]["value"] == "scorer:old"
+    assert only["properties"]["parameters"]["workflowState"]["value"] == "Enabled"
+
+
+def test_skip_build_needs_a_tag_an_acr_run_built_or_one_pushed_by_hand(capsys):
+    """Contract test (not verified on Azure): issue 14, defect 5. RunsList.json's run,
+    with its output image changed to scorer:t2."""
+    runs, _ = example("Microsoft.ContainerRegistry/2019-04-01/RunsList.json")
+    runs["value"][0]["properties"]["outputImages"][0].update(repository="scorer", tag="t2")
+    base = [*REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}),
+            ("GET", DEPLOYMENTS, 200, deployment_response(), {}),
+            ("GET", r"/registries/scoreracrabc/runs\?", 200, runs, {}),
+            ("PUT", DEPLOYMENTS, 200, deployment_response(), {})]
+    clients, transport = clients_with(base)
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--skip-build"], clients=clients) == 1
+    assert "--image-tag" in capsys.readouterr().err
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--skip-build", "--image-tag", "nope"], clients=clients) == 1
+    assert "--image-pushed" in capsys.readouterr().err and not transport.bodies("PUT", DEPLOYMENTS)
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--skip-build", "--image-tag", "t2"], clients=clients) == 0
+    assert transport.bodies("PUT", DEPLOYMENTS)[-1]["properties"]["parameters"]["imageName"]["value"] == "scorer:t2"
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--skip-build", "--image-tag", "mine",
+                        "--image-pushed"], clients=clients) == 0
+
+
+@pytest.mark.parametrize("idtyp, principal_type", [("app", "ServicePrincipal"), ("user", "User")])
+def test_the_operators_role_assignment_names_the_principal_type_of_the_token(idtyp, principal_type):
+    """Contract test (not verified on Azure): issue 14, defect 2 (UnmatchedPrincipalType)."""
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}),
+        ("GET", DEPLOYMENTS, 200, deployment_response(), {}),
+        ("PUT", DEPLOYMENTS, 200, deployment_response(), {}), *BUILD], idtyp=idtyp)
+    assert deploy.main(["up", "-g", RG], clients=clients) == 0
+    params = transport.bodies("PUT", DEPLOYMENTS)[-1]["properties"]["parameters"]
+    assert params["operatorPrincipalType"]["value"] == principal_type
+    assert params["operatorPrincipalId"]["value"] == "33333333-3333-3333-3333-333333333333"
+
+
+def test_no_permission_to_register_a_provider_says_what_to_ask_an_admin_for(capsys):
+    """Contract test (not verified on Azure): no example publishes a Providers_Register
+    refusal; the body is ARM's error shape with AuthorizationFailed."""
+    clients, _ = clients_with([
+        ("GET", r"/providers/Microsoft\.ContainerInstance\?", 200, provider("NotRegistered"), {}),
+        ("POST", r"/register\?", 403, {"error": {"code": "AuthorizationFailed", "message": "no register action"}}, {}),
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me"], clients=clients) == 1
+    err = capsys.readouterr().err
+    assert "az provider register --namespace Microsoft.ContainerInstance" in err and "subscription" in err
+
+
+def test_acr_tasks_refused_by_the_subscription_says_how_to_build_elsewhere(capsys):
+    """Contract test (not verified on Azure): issue 14, defect 10. No example publishes
+    the TasksOperationsNotAllowed error; the body is ARM's error shape with that code."""
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}), *FIRST_DEPLOYMENT,
+        ("PUT", DEPLOYMENTS, 200, deployment_response(), {}), *BUILD[:2],
+        ("POST", r"/scheduleRun\?", 409, {"error": {"code": "TasksOperationsNotAllowed",
+                                                   "message": "ACR Tasks requests are not permitted"}}, {}),
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me"], clients=clients) == 1
+    err = capsys.readouterr().err
+    assert "TasksOperationsNotAllowed" in err and "--skip-build --image-tag TAG --image-pushed" in err
+    (only,) = transport.bodies("PUT", DEPLOYMENTS)
+    assert only["properties"]["parameters"]["workflowState"]["value"] == "Disabled"
+
+
+def test_import_base_image_copies_it_into_the_registry_and_builds_from_the_copy():
+    """Contract test (not verified on Azure): issue 14, defect 10 (throttled Docker Hub
+    pulls). The import answers with ImportImageFromPublicRegistry.json's 200."""
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}), *FIRST_DEPLOYMENT,
+        ("PUT", DEPLOYMENTS, 200, deployment_response(), {}),
+        ("POST", r"/registries/scoreracrabc/importImage\?", 200, None, {}), *BUILD,
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--import-base-image"], clients=clients) == 0
+    (imported,) = transport.bodies("POST", r"/importImage\?")
+    assert imported["source"] == {"registryUri": "registry.hub.docker.com", "sourceImage": deploy.BASE_IMAGE}
+    assert imported["targetTags"] == [deploy.BASE_IMAGE_COPY]
+    (run,) = transport.bodies("POST", r"/scheduleRun\?")
+    assert run["arguments"] == [{"name": "BASE_IMAGE", "value": f"scoreracrabc.azurecr.io/{deploy.BASE_IMAGE_COPY}"}]
+
+
+def test_more_cores_than_the_regional_quota_are_refused_before_anything_is_deployed(capsys):
+    clients, transport = clients_with([])
+    assert deploy.main(["up", "-g", RG, "--parallel-jobs", "30", "--cpu", "4"], clients=clients) == 1
+    assert "120 cores" in capsys.readouterr().err and transport.sent == []
+    clients, transport = clients_with([*REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}),
+                                       ("POST", r"/whatIf\?", 200, {"status": "Succeeded", "properties": {"changes": []}}, {})])
+    assert deploy.main(["up", "-g", RG, "--parallel-jobs", "30", "--cpu", "4", "--cores-quota", "200",
+                        "--what-if"], clients=clients) == 0
 
 
 def test_failed_deployment_is_reported_not_built_on():
@@ -197,6 +356,26 @@ def test_failed_deployment_is_reported_not_built_on():
     with pytest.raises(deploy.DeployError, match="ended Failed"):
         deploy.deploy_template(clients, RG, "scorer", {}, {})
     assert len(transport.sent) == 1
+
+
+def test_logs_lists_the_logs_the_workflow_saved_under_the_runs_name(azurite):
+    """`logs RUN` reads <logs>/<run>/<group>.log from Blob Storage (real Azurite): no
+    action outputs are needed, which the Logic Apps API hides behind outputsLink
+    (issue 14, defect 3)."""
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.storage.blob import BlobServiceClient
+
+    from conftest import ACCOUNT_KEY
+    endpoint = f"http://127.0.0.1:{azurite.port}/devstoreaccount1/"
+    cred = AzureNamedKeyCredential("devstoreaccount1", ACCOUNT_KEY)
+    service = BlobServiceClient(endpoint, credential=cred)
+    service.create_container("logs-deploy")
+    service.get_blob_client("logs-deploy", "08585/scorer-1.log").upload_blob(b"scored 3 inputs\n")
+    service.get_blob_client("logs-deploy", "08584/scorer-0.log").upload_blob(b"another run\n")
+    clients = deploy.Clients(None, None, None, None, None, cred, {})
+    logs = deploy.saved_logs(clients, endpoint, "logs-deploy", "08585")
+    assert logs == {"08585/scorer-1.log": "scored 3 inputs\n"}
+    assert deploy.saved_logs(clients, endpoint, "logs-deploy", "09999") == {}
 
 
 def test_trigger_fires_the_schedule_trigger_of_the_deployed_logic_app(capsys):
@@ -222,21 +401,6 @@ def test_runs_lists_recent_runs_with_status(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("08585  Succeeded") and "ScoringJobFailed" in out[1]
     assert re.search(r"\$top=5", transport.sent[-1][1])
-
-
-def test_logs_prints_each_groups_saved_log_from_the_logs_container(capsys):
-    """Contract test (not verified on Azure): `logs RUN` reads group names from the run, logs from blobs."""
-    name = "scorer-20260102020000-0123abcd"
-    clients, transport = clients_with([
-        ("GET", DEPLOYMENTS, 200, deployment_response(), {}),
-        ("GET", r"/runs/08585/actions/Compose_group_name/repetitions\?", 200,
-         {"value": [{"name": "000000", "properties": {"status": "Succeeded", "outputs": name}}]}, {}),
-        ("GET", rf"scorerstabc\.blob\.core\.windows\.net/logs/{name}\.log", 200, b"scored 3 inputs\n",
-         {"Content-Type": "text/plain", "Content-Length": "16", "Content-Range": "bytes 0-15/16", "x-ms-blob-type": "BlockBlob"}),
-    ])
-    assert deploy.main(["logs", "-g", RG, "08585"], clients=clients) == 0
-    out = capsys.readouterr().out
-    assert f"===== logs/{name}.log" in out and "scored 3 inputs" in out
 
 
 def test_teardown_deletes_a_resource_group_it_created():

@@ -67,10 +67,11 @@ def gamma(pipeline, fitted):
     return pipeline
 
 
-def logs_of(p, line: str) -> list[dict]:
-    """The job's log lines, as the workflow saved them (logs/<group>.log)."""
-    group = re.search(r"job (scorer-\S+) finished", line).group(1)
-    text = p.store.read_bytes("logs", f"{group}.log").decode()
+def logs_of(p, job_line: str, run_line: str) -> list[dict]:
+    """The job's log lines, as the workflow saved them (logs/<run>/<group>.log)."""
+    group = re.search(r"job (scorer-\S+) finished", job_line).group(1)
+    run = re.search(r"run (\d+) ", run_line).group(1)
+    text = p.store.read_bytes("logs", f"{run}/{group}.log").decode()
     return [json.loads(x) for x in text.splitlines() if x.startswith('{"ts"')]
 
 
@@ -80,12 +81,12 @@ def test_dropped_file_is_scored_and_the_jobs_logs_and_report_are_kept(gamma):
         r.wait_for("watching")
         gamma.drop("g/a.csv", ROW)
         r.wait_for(r"trigger: blob created: .*/g/a\.csv")
-        done = r.wait_for(r"job scorer-\S+ finished: Succeeded \(exit 0\) in [\d.]+ s; logs: logs/scorer-")
-        r.wait_for(r"run \d+ \(blob created\) finished: Succeeded")  # the workflow saved the logs and cleaned up
+        done = r.wait_for(r"job scorer-\S+ finished: Succeeded \(exit 0\) in [\d.]+ s")
+        ran = r.wait_for(r"run \d+ \(blob created\) finished: Succeeded in [\d.]+ s; logs: logs/\d+/")
     finally:
         assert r.stop() == 130
     assert gamma.names("output") == ["g/a.csv"] and gamma.names("input") == []
-    events = {e["event"] for e in logs_of(gamma, done)}
+    events = {e["event"] for e in logs_of(gamma, done, ran)}
     assert {"input_scored", "report_written", "run_finished"} <= events
     assert len(gamma.names("reports")) == 1
 
@@ -114,13 +115,13 @@ def test_failed_job_quarantines_its_input_keeps_its_logs_and_the_runner_carries_
         r.wait_for("watching")
         gamma.drop("g/bad.csv", b"wt\n2.6\n")
         failed = r.wait_for(r"finished: Failed \(exit 3\)")
-        r.wait_for(r"run \d+ \(blob created\) finished: Failed in [\d.]+ s: ScoringJobFailed")
+        ran = r.wait_for(r"run \d+ \(blob created\) finished: Failed in [\d.]+ s; logs: .*ScoringJobFailed")
         gamma.drop("g/good.csv", ROW)
         r.wait_for("finished: Succeeded")
     finally:
         r.stop()
     assert "g/bad.csv" in gamma.names("quarantine")
-    assert any(e["event"] == "input_quarantined" for e in logs_of(gamma, failed))
+    assert any(e["event"] == "input_quarantined" for e in logs_of(gamma, failed, ran))
     assert gamma.names("output") == ["g/good.csv"]
 
 

@@ -48,8 +48,8 @@ def job_states(outcome) -> list[dict]:
     return outcome.run.variables["jobStates"]
 
 
-def saved_log(p, group: str) -> str:
-    return p.store.read_bytes("logs", f"{group}.log").decode()
+def saved_log(p, outcome, group: str) -> str:
+    return p.store.read_bytes("logs", f"{outcome.run.name}/{group}.log").decode()
 
 
 def test_a_run_scores_saves_logs_with_the_groups_state_records_success_and_deletes_the_group(gamma, make_twin):
@@ -59,7 +59,7 @@ def test_a_run_scores_saves_logs_with_the_groups_state_records_success_and_delet
     assert outcome.run.status == "Succeeded", outcome.run.error
     (state,) = job_states(outcome)
     assert (state["state"], state["exitCode"]) == ("Succeeded", 0)
-    log = saved_log(gamma, state["name"])
+    log = saved_log(gamma, outcome, state["name"])
     assert '"event": "run_finished"' in log and "the container group as last polled" in log
     marker = json.loads(gamma.store.read_bytes("logs", "_state/last-success.json"))
     assert marker["containerGroups"] == [state["name"]]
@@ -76,7 +76,7 @@ def test_an_unpullable_image_ends_the_run_failed_within_one_poll_with_the_reason
     assert outcome.run.status == "Failed" and outcome.run.error["code"] == "ScoringJobFailed"
     (state,) = job_states(outcome)
     assert state["state"] == "ProvisioningFailed" and state["provisioningState"] == "Failed"
-    assert "Failed to pull image" in saved_log(gamma, state["name"])
+    assert "Failed to pull image" in saved_log(gamma, outcome, state["name"])
     assert twin.standin.groups[state["name"]].deleted
     assert gamma.names("input") == ["g/a.csv"]  # nothing was lost: the next run scores it
 

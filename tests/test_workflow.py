@@ -303,11 +303,12 @@ def test_cleanup_runs_after_every_outcome_of_the_job(definition):
     assert set(acts["Failed_groups"]["runAfter"]["Clean_up_each_group"]) == {"Succeeded", "Failed", "Skipped", "TimedOut"}
 
 
-def test_logs_are_saved_as_logs_container_slash_group_name_dot_log(definition):
+def test_logs_are_saved_as_logs_container_slash_run_slash_group_dot_log(definition):
     save = actions_by_name(definition)["Save_logs"]["inputs"]
     uri = ex.render(save["uri"], {"parameters": {"blobEndpoint": "https://a.blob.core.windows.net/", "logsContainer": "logs"},
-                                  "items": {"Clean_up_each_group": "scorer-20260102030405-0123abcd"}})
-    assert uri == "https://a.blob.core.windows.net/logs/scorer-20260102030405-0123abcd.log"
+                                  "items": {"Clean_up_each_group": "scorer-20260102030405-0123abcd"},
+                                  "workflow": {"run": {"name": "08585"}}})
+    assert uri == "https://a.blob.core.windows.net/logs/08585/scorer-20260102030405-0123abcd.log"
     assert save["headers"]["x-ms-blob-type"] == "BlockBlob"
     assert save["authentication"]["audience"] == "https://storage.azure.com/"
 

@@ -218,6 +218,8 @@ class DictContext:
             return v.get("trigger", {})
         if name == "triggerBody":
             return (v.get("trigger") or {}).get("body")
+        if name == "workflow" and "workflow" in v:
+            return v["workflow"]
         raise ExpressionError(f"function {name}() is not available in this evaluation context")
 
     def override(self, name: str) -> Any:
