@@ -46,6 +46,8 @@ class Options:
     levels: list[str] = field(default_factory=list)           # NAME=a,b,c
     output_columns: list[str] | None = None
     package_list: Path | None = None
+    params: list[str] = field(default_factory=list)           # NAME=VALUE, for score()
+    files: list[Path] = field(default_factory=list)           # published beside a script
 
 
 def parse_predict_arg(text: str) -> dict:
@@ -69,6 +71,51 @@ def parse_predict_arg(text: str) -> dict:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
     return {"name": name, "type": "character", "value": value}
+
+
+def parse_param(text: str) -> dict:
+    """``NAME=VALUE`` for an R function's ``score(data, NAME = VALUE)``: numbers as
+    numbers, TRUE/FALSE as logicals, anything else as text (never evaluated).
+    Raises ConfigError naming the option."""
+    name, eq, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not eq or not _R_NAME.match(name):
+        raise ConfigError(f"--param {text!r} is not NAME=VALUE with an R argument name.",
+                          hint="For example --param horizon=28 or --param seasonal=FALSE.")
+    if _NUMBER.match(value):
+        return {"name": name, "type": "double", "value": float(value)}
+    if value in ("TRUE", "FALSE"):
+        return {"name": name, "type": "logical", "value": value == "TRUE"}
+    return {"name": name, "type": "character", "value": value}
+
+
+def describe_function(r: Any, script: Any, opts: Options, available: set[str] | None) -> tuple[dict, list[str]]:
+    """The card's fields for an R scoring function (a LoadedScript) and the warnings.
+    Raises ConfigError for a --param that score() does not take."""
+    warnings: list[str] = []
+    params = [parse_param(p) for p in opts.params]
+    if "..." not in script.args:
+        stray = [p["name"] for p in params if p["name"] not in script.args[1:]]
+        if stray:
+            raise ConfigError(f"--param {', '.join(stray)}: score() takes no argument of that name (its arguments: "
+                              f"{', '.join(script.args)}).", hint="Name one of score()'s arguments after data.")
+    versions = r.package_versions(script.packages)
+    missing = [p for p, v in versions.items() if v is None]
+    if missing:
+        warnings.append(f"R package(s) {', '.join(missing)}, which the script uses, are not installed here.")
+    base = {"base", "stats", "utils", "methods", "graphics", "grDevices", "datasets", "splines", "tools",
+            "parallel", "stats4", "grid", "tcltk", "compiler"}
+    needed = [p for p in script.packages if p not in base]
+    if available is not None:
+        absent = sorted(p for p in needed if p.lower() not in available)
+        if absent:
+            warnings.append(
+                f"the script uses R package(s) {', '.join(absent)}, which {opts.package_list} does not list (nor "
+                "anything there depends on), so the scoring image will not have them: add "
+                + ", ".join(f"r-cran-{p.lower()}" for p in absent)
+                + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
+    return {"kind": "function", "packages": {p: versions[p] for p in needed}, "top_packages": needed,
+            "params": params, "arguments": script.args}, warnings
 
 
 def parse_levels(texts: list[str]) -> dict[str, list[str]]:
@@ -131,11 +178,7 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
     desc = r.describe(model, loaded_before)
     needed = list(dict.fromkeys(list(desc["packages"]) + list(opts.packages)))
     missing = r.missing_packages(needed)  # loads the namespaces, which registers their methods
-    if set(needed) - set(desc["packages"]) or not missing:
-        desc = r.describe(model, loaded_before)  # versions of what was loaded just now
-    packages = dict(desc["packages"])
-    for p in opts.packages:
-        packages.setdefault(p, None)
+    packages = r.package_versions(needed)  # versions of what was loaded just now
     top = list(dict.fromkeys(desc["top_packages"] + list(opts.packages)))
     formals = None if missing else r.predict_formals(model)
     if missing:

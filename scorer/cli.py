@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="publish and list models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    pub = msub.add_parser("publish", help="upload a saveRDS() model as a new immutable version, with its card")
-    pub.add_argument("path", type=Path, metavar="MODEL.rds", help="a model saved with saveRDS()")
+    pub = msub.add_parser("publish", help="upload a saveRDS() model, or an R script that defines score(data, ...), "
+                          "as a new immutable version, with its card")
+    pub.add_argument("path", type=Path, metavar="MODEL.rds|FUNCTION.R",
+                     help="a model saved with saveRDS(), or an R script defining score <- function(data, ...) that "
+                     "returns a data frame")
     pub.add_argument("--name", required=True, help="the model's name: inputs go under input/NAME/")
     pub.add_argument("--predict-type", help="the type= argument for predict(), e.g. response, prob, probs "
                      "(default: R's own default; 'response' for glm)")
@@ -66,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--levels", action="append", default=[], metavar="NAME=A,B,C",
                      help="the training levels of a factor the model keeps no record of (svm, ranger), "
                      "in order (repeatable)")
+    pub.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="an R function's score(data, NAME = VALUE): numbers, TRUE/FALSE, else text (repeatable)")
+    pub.add_argument("--with", dest="files", action="append", default=[], type=Path, metavar="FILE",
+                     help="a file an R function reads (a model, a lookup table), published beside it and found in its "
+                     "working directory (repeatable)")
     pub.add_argument("--output-columns", metavar="A,B,C",
                      help="keep only these columns of a data-frame or matrix result, e.g. yhat,yhat_lower,yhat_upper")
     pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
@@ -161,14 +169,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = _store(settings)
     store.ensure_containers()
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
-                   levels=args.levels, package_list=args.package_list,
+                   levels=args.levels, package_list=args.package_list, params=args.param, files=args.files,
                    output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
                    if args.output_columns else None)
     pub = Registry(store).publish(args.path, args.name, opts)
     card = pub.card
     for w in pub.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    schema = card["input_schema"] or []
+    schema = card.get("input_schema") or []
+    if card.get("kind") == "function":
+        print(f"published {card['name']} version {card['version']}: R function score({', '.join(card['arguments'])}) "
+              f"from {card['source_file']} (sha256 {card['sha256'][:12]}...)"
+              + (f", params {', '.join(p['name'] + '=' + str(p['value']) for p in card['params'])}" if card['params'] else ""))
+        print(f"drop files under {settings.input_container}/{card['name']}/ to run it on each")
+        return 0
     print(f"published {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}..., "
           f"R class {'/'.join(card['r_class'])}, predict type {card['predict_type'] or 'R default'})")
     if schema:
@@ -187,7 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         versions = reg.versions(name)
         card = reg.card(name, versions[-1])
         rows.append({"name": name, "versions": versions, "current": versions[-1],
-                     "r_class": card["r_class"], "published_at": card["published_at"]})
+                     "r_class": card.get("r_class") or ["function"], "published_at": card["published_at"]})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -42,7 +42,7 @@ from scorer.formats import OutputWriter, format_of, open_input
 from scorer.log import now, redact_obj
 from scorer.models import Registry
 from scorer.report import InputReport, RunReport
-from scorer.scoring import Counts, PredictSpec, RejectedRows, score_stream
+from scorer.scoring import Counts, PredictSpec, RejectedRows, run_function, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
 from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
@@ -130,6 +130,7 @@ class Job:
             self.report.r_version = self.registry.r.r_version
         if self.report.exit_code is None:
             self.report.exit_code = self._exit_code()
+        self.registry.close()
         written = self._write_report()
         # The last line of the log; when the report could not be stored (storage is
         # down), it carries the whole report, so the outcome is never lost.
@@ -231,12 +232,20 @@ class Job:
                 rej_sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
                 sinks.append(rej_sink)  # staged lazily: blocks are only sent once a row is rejected
                 rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
+                is_function = card.get("kind") == "function"
                 try:
-                    score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected, name,
-                                 counts, on_first_scored=self._first_row, check_stop=check_stop)
+                    if is_function:  # the whole file, once, through score(data, ...)
+                        run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
+                                     s.max_function_bytes, check_stop=check_stop)
+                    else:
+                        score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected,
+                                     name, counts, on_first_scored=self._first_row, check_stop=check_stop)
                 finally:  # how far it got, also when it failed
-                    ir.rows_read, ir.rows_scored, ir.rows_rejected = (counts.rows_read, counts.rows_scored,
-                                                                      counts.rows_rejected)
+                    ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
+                    if is_function:
+                        ir.rows_scored, ir.rows_written = None, counts.rows_written
+                    else:
+                        ir.rows_scored = counts.rows_scored
                     self._r_warnings(ir, counts)
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
@@ -259,8 +268,8 @@ class Job:
                 ir.durations_s["commit"] = round(time.monotonic() - t, 3)
             ir.status = "scored"
             log.info("input scored", extra={"event": "input_scored", "blob": name, "rows_scored": ir.rows_scored,
-                                            "rows_rejected": ir.rows_rejected, "model": ir.model,
-                                            "model_version": ir.model_version})
+                                            "rows_rejected": ir.rows_rejected, "rows_written": ir.rows_written,
+                                            "model": ir.model, "model_version": ir.model_version})
             self._archive(props, claim, ir)
         except (InputError, ModelError) as exc:
             self._quarantine(props, claim, ir, exc)
@@ -367,6 +376,8 @@ class Job:
         if counts.rows_read == 0:
             raise InputFormatError(f"{name}: the file has a header but no data rows.",
                                    hint="Drop a file with at least one data row.")
+        if counts.rows_written is not None:  # an R function: its output's rows are its own
+            return
         frac = counts.rows_rejected / counts.rows_read
         if counts.rows_scored == 0 or frac > self.settings.max_rejected_fraction:
             raise TooManyRejected(

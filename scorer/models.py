@@ -24,7 +24,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from scorer import __version__
-from scorer.cards import Options, describe_model
+from scorer.cards import Options, describe_function, describe_model
 from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound, ScorerError
 from scorer.log import now
 from scorer.storage import Store
@@ -74,6 +74,7 @@ class Registry:
         self._r = r  # the R bridge; started lazily so `models list` needs no R
         self._cache: dict[tuple[str, int], Any] = {}
         self._failed: dict[tuple[str, int], ScorerError] = {}
+        self._tmp: tempfile.TemporaryDirectory | None = None
 
     @property
     def r_started(self) -> bool:
@@ -138,28 +139,24 @@ class Registry:
         return self.store.get_json(self.container, f"{name}/v{version}/card.json")
 
     def load(self, card: dict) -> Any:
-        """The R model for ``card``, checksum-verified and loaded once per run.
+        """The R model (LoadedModel) or function (LoadedScript) for ``card``,
+        checksum-verified and loaded once per run.
 
-        Raises ModelLoadError when the file's sha256 differs from the card's, when a
-        package it needs is not installed, or when R cannot read it.
+        Raises ModelLoadError when a file's sha256 differs from the card's, when a
+        package it needs is not installed, or when R cannot read or run it.
         """
         key = (card["name"], int(card["version"]))
         if key in self._cache:
             return self._cache[key]
         if key in self._failed:
             raise self._failed[key]
-        what = f"model {card['name']!r} version {card['version']}"
+        kind = card.get("kind", "model")
+        what = f"{'function' if kind == 'function' else 'model'} {card['name']!r} version {card['version']}"
+        prefix = f"{card['name']}/v{card['version']}"
         try:
             self.r  # started before the download's thread, if not already: see "Threads" in rbridge.py
-            data = self.store.read_bytes(self.container, f"{card['name']}/v{card['version']}/model.rds")
-            digest = sha256_of(data)
-            if digest != card["sha256"]:
-                raise ModelLoadError(
-                    f"{what}: the .rds file's sha256 is {digest}, but its card says {card['sha256']}; "
-                    "the file was changed or damaged after publishing, so it is not loaded.",
-                    hint="Publish the model again with `scorer models publish` (versions are immutable).",
-                    model=card["name"],
-                )
+            data = self._verified(f"{prefix}/{'function.R' if kind == 'function' else 'model.rds'}", card["sha256"],
+                                  what, card["name"])
             missing = self.r.missing_packages(list(card.get("packages") or {}))
             if missing:
                 raise ModelLoadError(
@@ -168,16 +165,45 @@ class Registry:
                     + " to docker/r-packages.txt and rebuild the image.",
                     model=card["name"], packages=missing,
                 )
-            self.r.attach(card.get("attach") or [])
-            with tempfile.NamedTemporaryFile(suffix=".rds") as tmp:
-                tmp.write(data)
-                tmp.flush()
-                model = self.r.read_model(Path(tmp.name), what)
+            if kind == "function":
+                where = Path(tempfile.mkdtemp(prefix="scorer-fn-", dir=self._workdir()))
+                for f in card.get("files") or []:
+                    (where / f["name"]).write_bytes(self._verified(f"{prefix}/files/{f['name']}", f["sha256"], what,
+                                                                   card["name"]))
+                (where / card["source_file"]).write_bytes(data)
+                model = self.r.load_script(where / card["source_file"], what)
+            else:
+                self.r.attach(card.get("attach") or [])
+                with tempfile.NamedTemporaryFile(suffix=".rds") as tmp:
+                    tmp.write(data)
+                    tmp.flush()
+                    model = self.r.read_model(Path(tmp.name), what)
         except ScorerError as exc:
             self._failed[key] = exc
             raise
         self._cache[key] = model
         return model
+
+    def _verified(self, blob: str, sha256: str, what: str, name: str) -> bytes:
+        data = self.store.read_bytes(self.container, blob)
+        digest = sha256_of(data)
+        if digest != sha256:
+            raise ModelLoadError(
+                f"{what}: {blob.rsplit('/', 1)[1]}'s sha256 is {digest}, but its card says {sha256}; "
+                "the file was changed or damaged after publishing, so it is not loaded.",
+                hint="Publish it again with `scorer models publish` (versions are immutable).", model=name)
+        return data
+
+    def _workdir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="scorer-models-")
+        return self._tmp.name
+
+    def close(self) -> None:
+        """Remove the files of the functions loaded (the job ends with os._exit)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     # -- publishing -----------------------------------------------------------------
 
@@ -193,7 +219,13 @@ class Registry:
         if why:
             raise ConfigError(f"--name {name!r} is not valid: {why}.", hint="Choose another name.")
         if not path.is_file():
-            raise ConfigError(f"{path}: no such file.", hint="Give the path of a model saved with saveRDS().")
+            raise ConfigError(f"{path}: no such file.", hint="Give the path of a model saved with saveRDS(), or of "
+                              "an R script that defines score(data, ...).")
+        if path.suffix.lower() == ".r":
+            return self._publish_function(path, name, opts)
+        if opts.params or opts.files:
+            raise ConfigError("--param and --with are for R scoring functions (a .R script), not saved models.",
+                              hint="Use --predict-arg for a model's predict() arguments.")
         data = path.read_bytes()
         r = self.r
         before = r.loaded_namespaces()
@@ -219,13 +251,45 @@ class Registry:
         }
         return self._store_version(name, data, card, warnings)
 
-    def _store_version(self, name: str, data: bytes, card: dict, warnings: list[str]) -> Published:
+    def _publish_function(self, path: Path, name: str, opts: Options) -> Published:
+        """Publish an R script (with the files it reads) as the next version of ``name``."""
+        files = []
+        for f in opts.files:
+            if not f.is_file():
+                raise ConfigError(f"--with {f}: no such file.", hint="Give files the script reads, e.g. a model.")
+            if f.name in (path.name, "card.json") or f.name in [x.name for x in files]:
+                raise ConfigError(f"--with {f}: a file of that name is published already.", hint="Rename it.")
+            files.append(f)
+        r = self.r
+        with tempfile.TemporaryDirectory(prefix="scorer-publish-") as tmp:  # the script as the job will run it
+            for f in [path, *files]:
+                (Path(tmp) / f.name).write_bytes(f.read_bytes())
+            try:
+                script = r.load_script(Path(tmp) / path.name, str(path))
+            except ModelLoadError as exc:
+                raise ModelError(str(exc), hint=exc.hint) from None
+            listed = debian_package_list(opts.package_list) if opts.package_list else None
+            available = None if listed is None else {p.lower() for p in r.dependencies(sorted(listed))} | listed
+            fields, warnings = describe_function(r, script, opts, available)
+        data = path.read_bytes()
+        card = {"name": name, "version": None, **fields, "sha256": sha256_of(data), "size_bytes": len(data),
+                "r_version": r.r_version, "source_file": path.name,
+                "files": [{"name": f.name, "sha256": sha256_of(f.read_bytes()), "size_bytes": f.stat().st_size}
+                          for f in files],
+                "published_at": now(), "published_by": _user(), "scorer_version": __version__}
+        return self._store_version(name, data, card, warnings, {f.name: f.read_bytes() for f in files})
+
+    def _store_version(self, name: str, data: bytes, card: dict, warnings: list[str],
+                       files: dict[str, bytes] | None = None) -> Published:
+        main = "function.R" if card.get("kind") == "function" else "model.rds"
         for _ in range(20):  # another publisher may take a version number first
             version = self._highest_slot(name) + 1
             try:
-                self.store.put_bytes(self.container, f"{name}/v{version}/model.rds", data, overwrite=False)
+                self.store.put_bytes(self.container, f"{name}/v{version}/{main}", data, overwrite=False)
             except ResourceExistsError:
                 continue
+            for fname, content in (files or {}).items():
+                self.store.put_bytes(self.container, f"{name}/v{version}/files/{fname}", content, overwrite=False)
             card["version"] = version
             self.store.put_json(self.container, f"{name}/v{version}/card.json", card, overwrite=False)
             return Published(card=card, warnings=warnings)

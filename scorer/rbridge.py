@@ -65,6 +65,17 @@ class LoadedModel:
     r_class: list[str]
 
 
+@dataclass
+class LoadedScript:
+    """An R scoring function: the environment its script ran in (which holds score()),
+    the script's path, the packages it uses and score()'s argument names."""
+
+    env: Any
+    path: Path
+    packages: list[str]
+    args: list[str]
+
+
 def bridge() -> "RBridge":
     """The process's one R session, started on first use, on the main thread.
 
@@ -187,7 +198,7 @@ class RBridge:
             self._call("source", ri.StrSexpVector([str(path)]))
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
-                     "scorer_dependencies")}
+                     "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions")}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -308,6 +319,49 @@ class RBridge:
             if not ok[0]:
                 missing.append(p)
         return missing
+
+    def package_versions(self, packages: list[str]) -> dict[str, str | None]:
+        """Each installed package's version; None for one that is not installed."""
+        if not packages:
+            return {}
+        got = self._fn["scorer_package_versions"](self.ri.StrSexpVector(packages))
+        return {p: (None if v is self.ri.NA_Character else str(v)) for p, v in zip(packages, got)}
+
+    # -- R scoring functions --------------------------------------------------------
+
+    def load_script(self, path: Path, what: str) -> LoadedScript:
+        """Parse a script and run it in a fresh environment; it must define score().
+
+        Raises ModelLoadError with R's message (the line of a syntax error, the line
+        where running it failed) when it cannot.
+        """
+        self._warnings.clear()
+        got = self._named(self._fn["scorer_load_script"](self.ri.StrSexpVector([str(path)])))
+        if "error" in got and got["error"] is not self.ri.NULL:
+            raise ModelLoadError(f"{what}: {got['error'][0]}",
+                                 hint="Fix the script so that `source()` runs it and it defines "
+                                 "score <- function(data, ...) returning a data frame, then publish it again.")
+        return LoadedScript(env=got["env"], path=path, packages=[str(x) for x in got["packages"]],
+                            args=[str(x) for x in got["args"]])
+
+    def call_score(self, script: LoadedScript, columns: dict[str, RColumn], nrows: int,
+                   params: list[dict]) -> tuple[list[tuple[str, pa.Array]], list[str]]:
+        """score(data, <params>) on these columns: its data frame as named Arrow arrays,
+        and R's warnings. Raises PredictError with R's message and where in the script,
+        OutOfMemory when R could not allocate."""
+        data = self._data_frame(columns, nrows)
+        self._warnings.clear()
+        try:
+            got = self._named(self._fn["scorer_call_score"](script.env, data, self._arg_list(params),
+                                                            self.ri.StrSexpVector([str(script.path)])))
+        except Exception as exc:
+            text = self._r_error_text(exc)
+            if "cannot allocate" in text:
+                raise OutOfMemory(f"R ran out of memory in score(): {text}") from None
+            raise PredictError(f"the R function score() in {script.path.name} failed: {text}",
+                               hint="Fix the function (or the input it cannot handle) and publish or drop again; "
+                               "R's message and the script's line are above.") from None
+        return self._result_columns(got["value"]), [str(w) for w in got["warnings"]]
 
     # -- scoring --------------------------------------------------------------------
 

@@ -28,8 +28,9 @@ class InputReport:
     format: str | None = None
     csv: dict | None = None  # the delimiter and decimal mark a CSV input was read with
     rows_read: int = 0
-    rows_scored: int = 0
+    rows_scored: int | None = 0   # None for an R function: see rows_written
     rows_rejected: int = 0
+    rows_written: int | None = None  # an R function's output rows
     output: str | None = None
     rejected_rows: str | None = None
     archived_to: str | None = None
@@ -60,7 +61,8 @@ class RunReport:
         c = {s: 0 for s in STATUSES}
         for i in self.inputs:
             c[i.status] = c.get(i.status, 0) + 1
-        c["rows_scored"] = sum(i.rows_scored for i in self.inputs)
+        c["rows_scored"] = sum(i.rows_scored or 0 for i in self.inputs)
+        c["rows_written"] = sum(i.rows_written or 0 for i in self.inputs)
         c["rows_rejected"] = sum(i.rows_rejected for i in self.inputs)
         return c
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer.cards import select_outputs
-from scorer.errors import PredictError
+from scorer.errors import InputFormatError, PredictError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
 
@@ -31,6 +31,8 @@ class Counts:
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
+    #: an R function's output rows (None for a model: its rows are the input's)
+    rows_written: int | None = None
     #: R's warnings, each message with the number of predict() calls that gave it
     warnings: Counter = field(default_factory=Counter)
 
@@ -220,3 +222,40 @@ def _predict(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Coun
         return results, incomplete, (
             which, f"missing value in column(s) {which}, and this model's predict() does not accept "
                    f"missing values ({exc})")
+
+
+def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out: Any, where: str,
+                 counts: Counts, max_bytes: int, check_stop: Callable[[], None] | None = None) -> Counts:
+    """An R scoring function's turn: the whole input, read into one data frame (numbers,
+    ISO dates and date-times, text), passed once to score(data, <params>); its result
+    is the output, rows and columns of its own.
+
+    Raises InputFormatError when the input is larger than ``max_bytes`` once read
+    (SCORER_MAX_FUNCTION_BYTES: a function cannot stream), PredictError with R's message.
+    """
+    batches: list[pa.RecordBatch] = []
+    size = 0
+    for batch in table.batches:
+        size += batch.nbytes
+        if size > max_bytes:
+            raise InputFormatError(
+                f"{where}: an R function gets the whole file at once, and this one is larger than "
+                f"SCORER_MAX_FUNCTION_BYTES ({max_bytes} bytes) once read.",
+                hint="Split the file, or raise SCORER_MAX_FUNCTION_BYTES (the container needs several times that "
+                "much memory).")
+        batches.append(batch)
+        counts.rows_read += batch.num_rows
+        if check_stop:
+            check_stop()
+    if counts.rows_read == 0:
+        return counts
+    whole = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    prep = prepare(whole, None, where, table.decimal)
+    if check_stop:
+        check_stop()
+    results, warnings = r.call_score(script, prep.columns, whole.num_rows, params)
+    counts.warnings.update(set(warnings))
+    result = pa.RecordBatch.from_arrays([a for _, a in results], names=[n for n, _ in results])
+    out.write(result)
+    counts.rows_written = result.num_rows
+    return counts

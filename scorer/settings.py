@@ -115,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(the job crashed or was killed) is quarantined as poison."),
     Setting("max_input_bytes", "SCORER_MAX_INPUT_BYTES", _positive_int, 20 * 1024**3,
             "Largest input accepted, after decompression (guards against gzip bombs)."),
+    Setting("max_function_bytes", "SCORER_MAX_FUNCTION_BYTES", _positive_int, 2 * 1024**3,
+            "Largest input an R scoring function takes, once read: a function gets the whole file at once, "
+            "so the container needs several times this much memory."),
     Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
             "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
             "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
@@ -147,6 +150,7 @@ class Settings:
     credential_timeout: float = 120.0
     max_attempts: int = 3
     max_input_bytes: int = 20 * 1024**3
+    max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
     model: str | None = None
     blob: str | None = None

@@ -292,3 +292,100 @@ scorer_predict <- function(model, newdata, type, args) {
   }
   list(value = out, warnings = warned)
 }
+
+# -- R scoring functions (a script that defines score(data, ...)) ------------------------
+
+# Packages a script uses: library(), require(), requireNamespace(), loadNamespace() and
+# pkg::f / pkg:::f, found by walking R's parse of the script (never by matching text).
+scorer_script_packages <- function(exprs) {
+  found <- character()
+  walk_parts <- function(parts) {
+    for (i in seq_along(parts)) {
+      # an empty argument (the default-less formal of a function) is the empty symbol
+      if (is.symbol(parts[[i]]) && !nzchar(as.character(parts[[i]]))) next
+      walk(parts[[i]])
+    }
+  }
+  walk <- function(e) {
+    if (is.call(e)) {
+      f <- e[[1]]
+      if (is.symbol(f) && as.character(f) %in% c("::", ":::") && length(e) >= 2) {
+        found <<- c(found, as.character(e[[2]]))
+      }
+      if (is.symbol(f) && as.character(f) %in% c("library", "require", "requireNamespace", "loadNamespace") &&
+          length(e) >= 2 && (is.symbol(e[[2]]) || is.character(e[[2]]))) {
+        found <<- c(found, as.character(e[[2]]))
+      }
+      walk_parts(as.list(e))
+    } else if (is.expression(e) || is.list(e) || is.pairlist(e)) {
+      walk_parts(as.list(e))
+    }
+  }
+  walk(exprs)
+  setdiff(unique(found), "")
+}
+
+# Parse and evaluate a script in a fresh environment, from the directory that holds it
+# (so that it can read the files published with it). Returns list(env, packages, error,
+# args): error is R's message (with the file, line and column for a syntax error).
+scorer_load_script <- function(path) {
+  exprs <- tryCatch(parse(file = path, keep.source = TRUE), error = function(e) e)
+  if (inherits(exprs, "error")) {
+    return(list(error = paste("the script does not parse:", conditionMessage(exprs))))
+  }
+  pkgs <- scorer_script_packages(exprs)
+  env <- new.env(parent = globalenv())
+  old <- setwd(dirname(path))
+  on.exit(setwd(old), add = TRUE)
+  where <- character()
+  failed <- tryCatch(withCallingHandlers({
+    for (e in exprs) eval(e, env)
+    NULL
+  }, error = function(e) where <<- grep(basename(path), limitedLabels(sys.calls()), value = TRUE, fixed = TRUE)),
+  error = function(e) conditionMessage(e))
+  if (!is.null(failed)) {
+    return(list(error = paste0("running the script failed: ", failed,
+                               if (length(where)) paste0(" (at ", where[[length(where)]], ")") else ""),
+                packages = pkgs))
+  }
+  if (!exists("score", envir = env, inherits = FALSE) || !is.function(get("score", envir = env))) {
+    return(list(error = "the script defines no function score(data, ...)", packages = pkgs))
+  }
+  list(env = env, packages = pkgs, args = names(formals(get("score", envir = env))))
+}
+
+# score(data, <params>) for a loaded script: R's warnings collected; an error stopped
+# with R's message and where in the script it happened (file#line). Returns
+# list(value = <data frame>, warnings = <chr>).
+scorer_call_score <- function(env, data, params, path) {
+  warned <- character()
+  where <- character()
+  old <- setwd(dirname(path))
+  on.exit(setwd(old), add = TRUE)
+  out <- tryCatch(withCallingHandlers(
+    do.call(get("score", envir = env), c(list(data), params)),
+    warning = function(w) {
+      warned <<- c(warned, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    },
+    error = function(e) where <<- grep(basename(path), limitedLabels(sys.calls()), value = TRUE, fixed = TRUE)),
+    error = function(e) structure(list(message = conditionMessage(e)), class = "scorer_failed"))
+  if (inherits(out, "scorer_failed")) {
+    stop(paste0(out$message, if (length(where)) paste0(" (at ", where[[length(where)]], ")") else ""), call. = FALSE)
+  }
+  if (!is.data.frame(out)) {
+    converted <- tryCatch(as.data.frame(out, stringsAsFactors = FALSE), error = function(e) NULL)
+    if (is.null(converted)) {
+      stop(paste0("score() returned ", paste(class(out), collapse = "/"),
+                  ", which is not a data frame and cannot be turned into one"), call. = FALSE)
+    }
+    out <- converted
+  }
+  out <- lapply(out, function(col) if (is.matrix(col)) as.vector(col) else col)
+  list(value = as.data.frame(out, stringsAsFactors = FALSE, optional = TRUE), warnings = warned)
+}
+
+# Each package's installed version; NA for one that is not installed.
+scorer_package_versions <- function(pkgs) {
+  vapply(pkgs, function(p) tryCatch(as.character(utils::packageVersion(p)), error = function(e) NA_character_), "")
+}
