@@ -191,7 +191,7 @@ class Registry:
             raise ModelLoadError(
                 f"{what}: {blob.rsplit('/', 1)[1]}'s sha256 is {digest}, but its card says {sha256}; "
                 "the file was changed or damaged after publishing, so it is not loaded.",
-                hint="Publish it again with `scorer models publish` (versions are immutable).", model=name)
+                hint="Publish the model again with `scorer models publish` (versions are immutable).", model=name)
         return data
 
     def _workdir(self) -> str:

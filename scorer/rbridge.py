@@ -345,15 +345,16 @@ class RBridge:
                             args=[str(x) for x in got["args"]])
 
     def call_score(self, script: LoadedScript, columns: dict[str, RColumn], nrows: int,
-                   params: list[dict]) -> tuple[list[tuple[str, pa.Array]], list[str]]:
-        """score(data, <params>) on these columns: its data frame as named Arrow arrays,
-        and R's warnings. Raises PredictError with R's message and where in the script,
+                   params: list[dict], seed: int) -> tuple[list[tuple[str, pa.Array]], list[str]]:
+        """set.seed(seed), then score(data, <params>) on these columns: its data frame as
+        named Arrow arrays, and R's warnings. Raises PredictError with R's message and where in the script,
         OutOfMemory when R could not allocate."""
         data = self._data_frame(columns, nrows)
         self._warnings.clear()
         try:
             got = self._named(self._fn["scorer_call_score"](script.env, data, self._arg_list(params),
-                                                            self.ri.StrSexpVector([str(script.path)])))
+                                                            self.ri.StrSexpVector([str(script.path)]),
+                                                            self.ri.IntSexpVector([seed])))
         except Exception as exc:
             text = self._r_error_text(exc)
             if "cannot allocate" in text:

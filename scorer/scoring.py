@@ -9,6 +9,7 @@ number (counting data rows from 1) and the reason.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -224,11 +225,19 @@ def _predict(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Coun
                    f"missing values ({exc})")
 
 
+def seed_for(name: str) -> int:
+    """R's random seed for scoring the input ``name``: the same on every rerun and in
+    every container (so a function that simulates, such as prophet's intervals, writes
+    the same output twice), different between files."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
 def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out: Any, where: str,
                  counts: Counts, max_bytes: int, check_stop: Callable[[], None] | None = None) -> Counts:
     """An R scoring function's turn: the whole input, read into one data frame (numbers,
-    ISO dates and date-times, text), passed once to score(data, <params>); its result
-    is the output, rows and columns of its own.
+    ISO dates and date-times, text), passed once to score(data, <params>) with R's
+    random seed set from the input's name (seed_for); its result is the output, rows
+    and columns of its own.
 
     Raises InputFormatError when the input is larger than ``max_bytes`` once read
     (SCORER_MAX_FUNCTION_BYTES: a function cannot stream), PredictError with R's message.
@@ -253,7 +262,7 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     prep = prepare(whole, None, where, table.decimal)
     if check_stop:
         check_stop()
-    results, warnings = r.call_score(script, prep.columns, whole.num_rows, params)
+    results, warnings = r.call_score(script, prep.columns, whole.num_rows, params, seed_for(where))
     counts.warnings.update(set(warnings))
     result = pa.RecordBatch.from_arrays([a for _, a in results], names=[n for n, _ in results])
     out.write(result)

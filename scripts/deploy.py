@@ -290,11 +290,13 @@ def build_context(root: Path = ROOT) -> bytes:
 
 
 def build_image(clients: Clients, group: str, registry: str, context: bytes, image_names: list[str],
-                progress: Callable[[str], None] = print, base_image: str | None = None) -> str:
+                progress: Callable[[str], None] = print, base_image: str | None = None,
+                extra_r_packages: str = "") -> str:
     """Upload ``context`` and build it in ``registry`` with ACR Tasks. Returns the run ID.
 
     ``base_image`` replaces the Dockerfile's BASE_IMAGE (a copy in the registry, see
-    import_base_image). Raises DeployError (with the build log's link) when the build does
+    import_base_image); ``extra_r_packages`` is the Dockerfile's EXTRA_R_PACKAGES (Debian
+    package names, see r_debs). Raises DeployError (with the build log's link) when the build does
     not succeed, and with what to do when the subscription does not allow ACR Tasks.
     """
     from azure.core.exceptions import HttpResponseError
@@ -308,7 +310,8 @@ def build_image(clients: Clients, group: str, registry: str, context: bytes, ima
         source_location=source.relative_path, docker_file_path=DOCKERFILE, image_names=image_names,
         is_push_enabled=True, platform=acr.PlatformProperties(os="Linux", architecture="amd64"),
         timeout=3600,
-        arguments=[acr.Argument(name="BASE_IMAGE", value=base_image)] if base_image else None)
+        arguments=[acr.Argument(name=n, value=v) for n, v in
+                   (("BASE_IMAGE", base_image), ("EXTRA_R_PACKAGES", extra_r_packages)) if v] or None)
     try:
         run = clients.acr_tasks.registries.schedule_run(group, registry, request)
     except HttpResponseError as exc:
@@ -329,6 +332,15 @@ def build_image(clients: Clients, group: str, registry: str, context: bytes, ima
         link = clients.acr_tasks.runs.get_log_sas_url(group, registry, run_id).log_link
         raise DeployError(f"Image build {run_id} ended {status}. Build log: {link}")
     return run_id
+
+
+def r_debs(packages: str) -> str:
+    """Debian package names for ``--r-packages prophet,forecast``, from scripts/r-debs
+    (the one definition of the rule, shared with scripts/setup and build-image)."""
+    done = subprocess.run([str(ROOT / "scripts" / "r-debs"), packages], capture_output=True, text=True)
+    if done.returncode:
+        raise DeployError(done.stderr.strip())
+    return done.stdout.strip()
 
 
 def import_base_image(clients: Clients, group: str, registry: str, login_server: str,
@@ -460,6 +472,10 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
             "--parallel-jobs or --cpu.")
     if args.skip_build and not args.image_tag:
         raise DeployError("--skip-build deploys an image that exists already: give its tag with --image-tag.")
+    if args.skip_build and args.r_packages:
+        raise DeployError("--r-packages adds packages while building the image; with --skip-build nothing is built. "
+                          "Leave one of them out.")
+    extra_debs = r_debs(args.r_packages) if args.r_packages else ""  # refused here, before anything is deployed
     oid, ptype = ("", "User") if args.no_grant_me else signed_in_principal(clients.credential)
     template = load_template()
     new_tag = args.image_tag or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -503,7 +519,8 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         base = import_base_image(clients, args.resource_group, outputs["registryName"], outputs["registryLoginServer"]) \
             if args.import_base_image else None
         build_image(clients, args.resource_group, outputs["registryName"], build_context(),
-                    [f"scorer:{new_tag}", "scorer:latest"], base_image=base)
+                    [f"scorer:{new_tag}", "scorer:latest"], base_image=base,
+                    extra_r_packages=extra_debs)
         outputs = deploy_template(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
         print(f"image {outputs['image']} built; the workflow runs it")
     if args.publish_model:
@@ -566,6 +583,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--import-base-image", action="store_true",
                     help="copy the Dockerfile's base image from Docker Hub into the registry first and build from the "
                     "copy (when ACR Tasks' anonymous Docker Hub pulls are throttled)")
+    up.add_argument("--r-packages", metavar="PKG,PKG",
+                    help="R packages from Debian to add to the image beyond docker/r-packages.txt, e.g. prophet,forecast")
     up.add_argument("--registry-sku", choices=["Basic", "Standard", "Premium"], default="Basic",
                     help="registry tier (default Basic; Microsoft's guide to identity pulls in ACI lists Premium: use it "
                     "if a first run fails to pull the image)")

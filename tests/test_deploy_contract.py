@@ -340,6 +340,23 @@ def test_import_base_image_copies_it_into_the_registry_and_builds_from_the_copy(
     assert run["arguments"] == [{"name": "BASE_IMAGE", "value": f"scoreracrabc.azurecr.io/{deploy.BASE_IMAGE_COPY}"}]
 
 
+def test_r_packages_reach_the_build_as_debian_packages_and_a_bad_name_is_refused_first(capsys):
+    """Contract test (not verified on Azure): the build answers with the REST examples
+    (RegistriesScheduleRun etc.); the argument names docker/Dockerfile's EXTRA_R_PACKAGES."""
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}), *FIRST_DEPLOYMENT,
+        ("PUT", DEPLOYMENTS, 200, deployment_response(), {}), *BUILD,
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--r-packages", "prophet,forecast"], clients=clients) == 0
+    (run,) = transport.bodies("POST", r"/scheduleRun\?")
+    assert run["arguments"] == [{"name": "EXTRA_R_PACKAGES", "value": "r-cran-prophet r-cran-forecast"}]
+    assert "ARG EXTRA_R_PACKAGES" in (ROOT / "docker" / "Dockerfile").read_text()
+
+    clients, transport = clients_with([])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--r-packages", "prophet;rm"], clients=clients) == 1
+    assert "'prophet;rm' is not an R package name" in capsys.readouterr().err and transport.sent == []
+
+
 def test_more_cores_than_the_regional_quota_are_refused_before_anything_is_deployed(capsys):
     clients, transport = clients_with([])
     assert deploy.main(["up", "-g", RG, "--parallel-jobs", "30", "--cpu", "4"], clients=clients) == 1

@@ -218,3 +218,32 @@ def test_image_config_holds_no_credentials(engine, image):
     for text in (inspect, history):
         for marker in ("AccountKey", "AZURE_STORAGE_CONNECTION_STRING", "SharedAccessSignature", "sig="):
             assert marker not in text
+
+
+@pytest.mark.slow
+def test_an_image_built_with_r_packages_runs_a_prophet_forecast_function(pipeline, engine):
+    """scripts/build-image --r-packages prophet,forecast: the image loads prophet (whose
+    RcppParallel asks dpkg-architecture, absent from the image, for libtbb's directory)
+    and a forecast fitted in the container equals the host's."""
+    tag = "scorer:forecast-test"
+    build = subprocess.run([str(ROOT / "scripts" / "build-image"), tag, "--r-packages", "prophet,forecast"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    pipeline.publish(ROOT / "examples" / "forecast_prophet.R", "daily", params=["horizon=14"])
+    rows = [f"2024-01-{d:02d},{50 + 8 * math.sin(d * 2 * math.pi / 7):.6f}" for d in range(1, 32)]
+    data = ("date,y\n" + "\n".join(rows) + "\n").encode()
+    pipeline.drop("daily/shop.csv", data)
+    run = run_image(pipeline.settings, tag)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    in_container = csv_rows(pipeline.read("output", "daily/shop.csv"))
+    assert len(in_container) == 14 and in_container[0]["date"] == "2024-02-01"
+    # the same function on the host
+    pipeline.drop("daily/shop.csv", data)
+    assert pipeline.run().inputs[0].status == "scored"
+    on_host = csv_rows(pipeline.read("output", "daily/shop.csv"))
+    assert [r["date"] for r in in_container] == [r["date"] for r in on_host]
+    # prediction agreed to 1e-15 here; lower/upper (from prophet's simulated draws, the
+    # same seed) differed in the 11th digit between image and host (measured 1e-11).
+    for got, want in zip(in_container, on_host):
+        for column in ("prediction", "lower", "upper"):
+            assert math.isclose(float(got[column]), float(want[column]), rel_tol=1e-9), (column, got, want)

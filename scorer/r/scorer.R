@@ -338,12 +338,19 @@ scorer_load_script <- function(path) {
   old <- setwd(dirname(path))
   on.exit(setwd(old), add = TRUE)
   where <- character()
+  at <- 0L
   failed <- tryCatch(withCallingHandlers({
-    for (e in exprs) eval(e, env)
+    for (at in seq_along(exprs)) eval(exprs[[at]], env)
     NULL
   }, error = function(e) where <<- grep(basename(path), limitedLabels(sys.calls()), value = TRUE, fixed = TRUE)),
   error = function(e) conditionMessage(e))
   if (!is.null(failed)) {
+    # A top-level call (stop() in the script itself) has no source reference on the
+    # stack; the expression being evaluated has one.
+    refs <- attr(exprs, "srcref")
+    if (!length(where) && at >= 1L && at <= length(refs)) {
+      where <- paste0(basename(path), "#", refs[[at]][[1L]])
+    }
     return(list(error = paste0("running the script failed: ", failed,
                                if (length(where)) paste0(" (at ", where[[length(where)]], ")") else ""),
                 packages = pkgs))
@@ -354,14 +361,15 @@ scorer_load_script <- function(path) {
   list(env = env, packages = pkgs, args = names(formals(get("score", envir = env))))
 }
 
-# score(data, <params>) for a loaded script: R's warnings collected; an error stopped
-# with R's message and where in the script it happened (file#line). Returns
-# list(value = <data frame>, warnings = <chr>).
-scorer_call_score <- function(env, data, params, path) {
+# score(data, <params>) for a loaded script, after set.seed(seed): R's warnings
+# collected; an error stopped with R's message and where in the script it happened
+# (file#line). Returns list(value = <data frame>, warnings = <chr>).
+scorer_call_score <- function(env, data, params, path, seed) {
   warned <- character()
   where <- character()
   old <- setwd(dirname(path))
   on.exit(setwd(old), add = TRUE)
+  set.seed(seed)
   out <- tryCatch(withCallingHandlers(
     do.call(get("score", envir = env), c(list(data), params)),
     warning = function(w) {
