@@ -149,9 +149,19 @@ def test_a_function_that_returns_no_data_frame_or_stops_is_quarantined_with_rs_m
     pipeline.publish(script(tmp_path, "score <- function(data) function(x) x\n", "closure.R"), "closure")
     pipeline.publish(script(tmp_path, "check <- function(d) {\n  stop('no column price')\n}\n"
                                       "score <- function(data) {\n  check(data)\n}\n", "stops.R"), "stops")
+    pipeline.publish(script(tmp_path, "score <- function(data) {\n  old <- options(warn = 2)\n  on.exit(options(old))\n"
+                                      "  data.frame(y = as.numeric(data$x))\n}\n", "strict.R"), "strict")
+    pipeline.publish(script(tmp_path, "score <- function(data) data.frame(y = as.numeric(data$x))\n", "lax.R"), "lax")
     pipeline.drop("closure/a.csv", b"x\n1\n")
     pipeline.drop("stops/a.csv", b"x\n1\n")
-    pipeline.run()
+    pipeline.drop("strict/a.csv", b"x\n1\nabc\n")
+    pipeline.drop("lax/a.csv", b"x\n1\nabc\n")
+    report = pipeline.run()
+    # a warning the script turns into an error (options(warn = 2)) quarantines; otherwise it is reported
+    note = pipeline.read_json("quarantine", "strict/a.csv.error.json")
+    assert "NAs introduced by coercion" in note["message"] and "strict.R" in note["message"]
+    lax = next(i for i in report.inputs if i.blob == "lax/a.csv")
+    assert lax.status == "scored" and any("NAs introduced by coercion" in w for w in lax.warnings), lax
     note = pipeline.read_json("quarantine", "closure/a.csv.error.json")
     assert note["kind"] == "PredictError" and "not a data frame" in note["message"] and note["what_to_do"]
     note = pipeline.read_json("quarantine", "stops/a.csv.error.json")

@@ -373,6 +373,9 @@ scorer_call_score <- function(env, data, params, path, seed) {
   out <- tryCatch(withCallingHandlers(
     do.call(get("score", envir = env), c(list(data), params)),
     warning = function(w) {
+      # options(warn = 2) in the script: R turns the warning into an error once this
+      # handler returns without muffling it
+      if (getOption("warn") >= 2) return(invisible())
       warned <<- c(warned, conditionMessage(w))
       invokeRestart("muffleWarning")
     },
