@@ -1,7 +1,7 @@
 """Benchmark: scorer end to end through Blob Storage against plain R and naive rpy2.
 
     .venv/bin/python bench/scoring.py            # 1M rows glm, wide model, ranger; about 5 minutes
-    .venv/bin/python bench/scoring.py --big      # also 10M rows for the memory figures
+    .venv/bin/python bench/scoring.py --big      # also 10M rows: memory and drift-profile figures
     .venv/bin/python bench/scoring.py --rows 200000 --repeat 1   # quick look
 
 Every figure is measured in the same run, on the same generated data (fixed seeds),
@@ -15,7 +15,8 @@ with (a), (b) and (c) taking turns:
   (c) naive rpy2: pandas read_csv, pandas2ri conversion of the whole frame, predict,
       pandas to_csv (bench/naive_rpy2.py).
 It prints wall-clock medians, the ratios (a)/(b) and (c)/(a), peak memory (max RSS)
-of the job, and cold start (process start to first row scored, from the job's log).
+of the job, cold start (process start to first row scored, from the job's log), and
+(a) with a drift profile against (a) without, on the glm rows (and 10M with --big).
 """
 
 from __future__ import annotations
@@ -130,17 +131,21 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
 CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports")
 
 
-def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None
-               ) -> tuple[float, int, str]:
-    """(a) once: publish ``model``, drop ``inp``, then time `scorer run`, in containers
-    of its own that are deleted afterwards (the in-memory Azurite would fill up)."""
+def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None,
+               reference: Path | None = None) -> tuple[float, int, str]:
+    """(a) once: publish ``model`` (with a drift profile of ``reference`` if given), drop
+    ``inp``, then time `scorer run`, in containers of its own that are deleted afterwards
+    (the in-memory Azurite would fill up)."""
     from azure.storage.blob import BlobServiceClient
 
     tag = uuid.uuid4().hex[:8]
     env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string,
                **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in CONTAINERS})
-    subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m",
-                    *(["--predict-type", ptype] if ptype else [])], env=env, check=True, capture_output=True)
+    pub = subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m",
+                          *(["--predict-type", ptype] if ptype else []),
+                          *(["--reference", str(reference)] if reference else [])],
+                         env=env, check=True, capture_output=True, text=True)
+    assert ("drift profile:" in pub.stdout) == (reference is not None), pub.stdout + pub.stderr
     subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
                    env=env, check=True, capture_output=True)
     result = measure([sys.executable, "-m", "scorer", "run"], env)
@@ -203,6 +208,25 @@ def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
     return res
 
 
+def drift_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
+    """The same input scored with and without a drift profile (the glm's training rows),
+    taking turns: what counting the input and its predictions into the profile's bins costs."""
+    inp = work / f"drift{rows}.csv"
+    t = gen_glm(rows, seed=rows % 997)
+    write_csv(t.select(["gre", "gpa", "rank"]), inp)
+    del t
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeat):
+        for with_profile in ((True, False) if i % 2 == 0 else (False, True)):
+            wall, _, out = scorer_run(az, env_base, case.model, inp, case.ptype,
+                                      reference=case.dir / "train.csv" if with_profile else None)
+            runs[with_profile].append(wall)
+    inp.unlink()
+    on, off = statistics.median(runs[True]), statistics.median(runs[False])
+    return {"case": f"drift{rows}", "rows": rows, "with_profile_s": on, "without_profile_s": off,
+            "ratio": on / off, "with_runs_s": runs[True], "without_runs_s": runs[False]}
+
+
 def memory_case(rows: int, model: Path, az: Azurite, work: Path, env_base: dict) -> float:
     d = work / f"mem{rows}"
     d.mkdir(exist_ok=True)
@@ -247,6 +271,12 @@ def main() -> int:
             if "c_over_a" in r:
                 line += f" | (c) naive rpy2 {r['c_naive_rpy2_s']:6.2f} s | (c)/(a) = {r['c_over_a']:.1f}"
             print(line, flush=True)
+        for rows in [args.rows] + ([10_000_000] if args.big else []):
+            r = drift_case(cases[0], rows, az, args.repeat, env_base, work)
+            results.append(r)
+            print(f"drift   {rows:>9,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "
+                  f"{r['without_profile_s']:6.2f} s | ratio {r['ratio']:.3f} (medians of {args.repeat}, taking turns)",
+                  flush=True)
         if args.big:
             m1 = memory_case(1_000_000, cases[0].model, az, work, env_base)
             m10 = memory_case(10_000_000, cases[0].model, az, work, env_base)

@@ -48,6 +48,7 @@ class Options:
     package_list: Path | None = None
     params: list[str] = field(default_factory=list)           # NAME=VALUE, for score()
     files: list[Path] = field(default_factory=list)           # published beside a script
+    reference: Path | None = None                             # training data, for the drift profile
 
 
 def parse_predict_arg(text: str) -> dict:

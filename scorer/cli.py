@@ -3,6 +3,7 @@
     scorer run [--model NAME] [--blob NAME]           score pending inputs, then exit
     scorer models publish MODEL.rds --name NAME       publish a new, immutable version
     scorer models list | show NAME                    what is published
+    scorer runs | report [RUN_ID] [--html FILE]       past runs, from their reports
     scorer local [--once]                             the local twin of the Logic App
 
 Errors scorer raises on purpose are printed as a message and what to do, with the
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "working directory (repeatable)")
     pub.add_argument("--output-columns", metavar="A,B,C",
                      help="keep only these columns of a data-frame or matrix result, e.g. yhat,yhat_lower,yhat_upper")
+    pub.add_argument("--reference", type=Path, metavar="TRAIN.csv|.parquet",
+                     help="the training data, or a sample of it: profiled for drift in every run report "
+                     "(default: the data the model keeps, for lm and glm)")
     pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
                      help="the image's R package list, to warn about packages it lacks "
                      "(default: docker/r-packages.txt)")
@@ -99,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("blob", metavar="CONTAINER/BLOB",
                      help="a blob path; 'reports/latest' is the newest run report")
     cat.set_defaults(func=cmd_cat)
+
+    runs = sub.add_parser("runs", help="list recent runs from their reports: outcome, counts, drift, cost")
+    runs.add_argument("--top", type=int, default=20, help="how many runs, newest first (default 20)")
+    runs.add_argument("--json", action="store_true", help="print the reports as a JSON array")
+    runs.set_defaults(func=cmd_runs)
+
+    rep = sub.add_parser("report", help="one run's summary, or its page (--html)")
+    rep.add_argument("run", nargs="?", default="latest", metavar="RUN_ID|latest", help="a run id, as `scorer runs` "
+                     "lists them (default: latest)")
+    rep.add_argument("--html", type=Path, metavar="FILE", help="save the run's report page (one self-contained "
+                     "HTML file) here")
+    rep.add_argument("--json", action="store_true", help="print the report's JSON")
+    rep.set_defaults(func=cmd_report)
 
     local = sub.add_parser("local", help="the local twin: run logicapp/workflow.json against Azurite and a local "
                            "stand-in for Container Instances",
@@ -170,6 +187,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store.ensure_containers()
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
                    levels=args.levels, package_list=args.package_list, params=args.param, files=args.files,
+                   reference=args.reference,
                    output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
                    if args.output_columns else None)
     pub = Registry(store).publish(args.path, args.name, opts)
@@ -187,6 +205,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
           f"R class {'/'.join(card['r_class'])}, predict type {card['predict_type'] or 'R default'})")
     if schema:
         print("inputs: " + ", ".join(f"{f['name']} ({f['class']})" for f in schema))
+    if card.get("profile"):
+        p = card["profile"]
+        print(f"drift profile: {p['source']}, {p['rows']} rows (predictions on {p['prediction_rows']})")
     print(f"drop files under {settings.input_container}/{card['name']}/ to score them")
     return 0
 
@@ -249,10 +270,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
         raise errors.ConfigError(f"{args.blob!r} is not CONTAINER/BLOB.", hint="For example output/mymodel/day.csv.")
     store = _store(settings)
     if container == settings.reports_container and name == "latest":
-        reports = sorted(b.name for b in store.list_names(container))
-        if not reports:
+        from scorer import runs
+        ids = runs.run_ids(store, container)
+        if not ids:
             raise errors.ConfigError("No run report yet.", hint="Run `scorer run` or `scorer local --once` first.")
-        name = reports[-1]
+        name = ids[-1] + runs.SUFFIX
     from azure.core.exceptions import ResourceNotFoundError
     try:
         data = store.read_bytes(container, name)
@@ -260,6 +282,42 @@ def cmd_cat(args: argparse.Namespace) -> int:
         raise errors.ConfigError(f"No blob {container}/{name}.", hint="Check the container and path.") from None
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from scorer import runs
+
+    if args.top < 1:
+        raise errors.ConfigError(f"--top {args.top}: give a number of runs above 0.", hint="For example --top 10.")
+    settings = _settings()
+    reports = runs.recent(_store(settings), settings.reports_container, args.top)
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    elif not reports:
+        print(f"no run reports in {settings.reports_container}/ yet: `scorer run` or `scorer local --once` writes one")
+    else:
+        print("\n".join(runs.table(reports)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scorer import runs
+    from scorer.page import render
+
+    settings = _settings()
+    report = runs.find(_store(settings), settings.reports_container, args.run)
+    if args.html:
+        try:
+            args.html.write_text(render(report), encoding="utf-8")
+        except OSError as exc:
+            raise errors.ConfigError(f"--html {args.html}: {exc.strerror}.", hint="Give a file path you can write.") \
+                from None
+        print(f"saved the page of run {report['run_id']} as {args.html}")
+    elif args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(runs.summary(report)))
     return 0
 
 

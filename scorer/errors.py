@@ -154,3 +154,14 @@ EXIT_INPUTS_FAILED = 3
 EXIT_STORAGE = 4
 EXIT_RESOURCES = 5
 EXIT_INTERRUPTED = 130
+
+#: what a run's exit status says, in a few words (run report page, `scorer runs`)
+EXIT_OUTCOME = {
+    EXIT_OK: "all scored",
+    EXIT_INTERNAL: "internal error",
+    EXIT_CONFIG: "bad settings",
+    EXIT_INPUTS_FAILED: "inputs quarantined",
+    EXIT_STORAGE: "storage failed",
+    EXIT_RESOURCES: "out of disk or memory",
+    EXIT_INTERRUPTED: "stopped",
+}

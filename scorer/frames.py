@@ -91,6 +91,8 @@ class Prepared:
     keep: np.ndarray                  # bool mask over the batch's rows
     rejects: list[tuple[int, str, str, str]] = field(default_factory=list)
     #: rows (0-based in batch), column, value, reason
+    #: the columns over all the batch's rows (a value that did not parse is NA): drift.py
+    all_rows: dict[str, RColumn] = field(default_factory=dict)
 
     @property
     def n_kept(self) -> int:
@@ -147,10 +149,11 @@ def prepare(batch: pa.RecordBatch, schema: list[Field] | None, where: str, decim
                 rejects.append((int(i), f.name, "" if value is None else str(value), reason(value)))
             bad |= col_bad
     keep = ~bad
+    every = columns
     if bad.any():
         columns = {k: c.take(keep) for k, c in columns.items()}
     rejects.sort()
-    return Prepared(columns=columns, keep=keep, rejects=rejects)
+    return Prepared(columns=columns, keep=keep, rejects=rejects, all_rows=every)
 
 
 def _is_text(t: pa.DataType) -> bool:

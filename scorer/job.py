@@ -36,12 +36,14 @@ from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
 from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
+from scorer.drift import Tally, not_computed
 from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, format_of, open_input
 from scorer.log import now, redact_obj
 from scorer.models import Registry
-from scorer.report import InputReport, RunReport
+from scorer.page import render as render_page
+from scorer.report import InputReport, RunReport, estimate_cost
 from scorer.scoring import Counts, PredictSpec, RejectedRows, run_function, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
@@ -60,7 +62,10 @@ def etag_of(props: Any) -> str:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    """The run's UTC start to the millisecond, then a random part: run ids (and the
+    names of their reports) sort in the order runs started, also within a second."""
+    t = datetime.now(timezone.utc)
+    return t.strftime("%Y%m%dT%H%M%S") + f"{t.microsecond // 1000:03d}Z-" + uuid.uuid4().hex[:6]
 
 
 class Job:
@@ -80,7 +85,8 @@ class Job:
         self._storage_error = False
         self._resource_error = False
         self._blob_error = False  # an input Blob Storage refused, that could not even be quarantined
-        self._stamp = self.report.run_id.split("-")[0]
+        # put before the extension of an archived or quarantined copy whose name is taken
+        self._stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
     # -- the run --------------------------------------------------------------------
 
@@ -131,6 +137,7 @@ class Job:
         if self.report.exit_code is None:
             self.report.exit_code = self._exit_code()
         self.registry.close()
+        self.report.cost = estimate_cost(self.settings, time.monotonic() - self._t0)
         written = self._write_report()
         # The last line of the log; when the report could not be stored (storage is
         # down), it carries the whole report, so the outcome is never lost.
@@ -233,13 +240,18 @@ class Job:
                 sinks.append(rej_sink)  # staged lazily: blocks are only sent once a row is rejected
                 rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
                 is_function = card.get("kind") == "function"
+                if is_function:
+                    tally, ir.drift = None, not_computed("an R function has no reference profile")
+                else:
+                    tally = self._drift_tally(card, ir)
                 try:
                     if is_function:  # the whole file, once, through score(data, ...)
                         run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
                                      s.max_function_bytes, check_stop=check_stop)
                     else:
                         score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected,
-                                     name, counts, on_first_scored=self._first_row, check_stop=check_stop)
+                                     name, counts, on_first_scored=self._first_row, check_stop=check_stop,
+                                     drift=tally)
                 finally:  # how far it got, also when it failed
                     ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
                     if is_function:
@@ -267,6 +279,8 @@ class Job:
                 ir.output = f"{s.output_container}/{name}"
                 ir.durations_s["commit"] = round(time.monotonic() - t, 3)
             ir.status = "scored"
+            if tally is not None:
+                self._drift(ir, tally)
             log.info("input scored", extra={"event": "input_scored", "blob": name, "rows_scored": ir.rows_scored,
                                             "rows_rejected": ir.rows_rejected, "rows_written": ir.rows_written,
                                             "model": ir.model, "model_version": ir.model_version})
@@ -312,6 +326,32 @@ class Job:
                 if isinstance(stream, BlobReader) and stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _drift_tally(self, card: dict, ir: InputReport) -> Tally | None:
+        """A tally against the model's reference profile; None, with the reason in the
+        report, when it has none (drift is a warning: a bad profile never fails an input)."""
+        what = f"model {card['name']!r} version {card['version']}"
+        if not card.get("profile"):
+            ir.drift = not_computed(f"{what} was published without a drift profile (no --reference, and the model "
+                                    "keeps no training data)")
+            return None
+        try:
+            profile = self.registry.profile(card)
+        except ScorerError as exc:
+            ir.drift = not_computed(f"the drift profile could not be read: {exc}")
+            log.warning(ir.drift["reason"], extra={"event": "drift_profile_failed", "blob": ir.blob})
+            return None
+        return Tally(profile, self.settings.drift_psi,
+                     where=f"{self.settings.models_container}/{card['name']}/v{card['version']}/profile.json")
+
+    def _drift(self, ir: InputReport, tally: Tally) -> None:
+        ir.drift = tally.result()
+        flagged = ir.drift["flagged"]
+        if flagged:
+            every = {**ir.drift["features"], **ir.drift["predictions"]}
+            listed = ", ".join(f"{n} (PSI {every[n]['psi']:.2f})" for n in flagged)
+            ir.warnings.append(f"drift: {listed}, at or above SCORER_DRIFT_PSI {tally.threshold:g}")
+            log.warning(f"drift: {listed}", extra={"event": "drift_flagged", "blob": ir.blob, "flagged": flagged})
 
     def _lease_lost(self, ir: InputReport, exc: BaseException) -> None:
         ir.status = "left_pending"
@@ -473,8 +513,9 @@ class Job:
         """Store the run report; return where, or None when storage refused it."""
         s = self.settings
         name = f"{self.report.run_id}.json"
+        doc = self.report.to_dict()
         try:
-            self.store.put_json(s.reports_container, name, self.report.to_dict())
+            self.store.put_json(s.reports_container, name, doc)
         except Exception as exc:  # storage is down: the report goes to the log's last line instead
             log.error("could not write the run report; it is in the run_finished line",
                       extra={"event": "report_failed", "error": _first_line(exc)})
@@ -482,7 +523,16 @@ class Job:
             if self.report.exit_code == errors.EXIT_OK:
                 self.report.exit_code = errors.EXIT_STORAGE
             return None
-        log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}"})
+        page = f"{self.report.run_id}.html"
+        try:  # the page people read; the JSON above is the record
+            self.store.put_bytes(s.reports_container, page, render_page(doc).encode(),
+                                 content_type="text/html; charset=utf-8")
+        except Exception as exc:
+            log.error("could not write the run report's page", extra={"event": "report_page_failed",
+                                                                      "error": _first_line(exc)})
+            page = None
+        log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}",
+                                          "page": f"{s.reports_container}/{page}" if page else None})
         return f"{s.reports_container}/{name}"
 
 

@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "rg-scorer-local"
+#: where the twin copies each run's report page, to open in a browser
+PAGES_DIR = ROOT / ".scorer-local" / "reports"
 STORAGE_AUDIENCE = "https://storage.azure.com/"
 #: parameter values the twin deploys with unless --set says otherwise (Azure's: PT15S polls)
 TWIN_DEFAULTS = {"pollSeconds": 1}
@@ -335,6 +337,9 @@ class Twin:
         self.settings = settings
         self.stopping = threading.Event()
         self.store = Store(connect(settings), settings)
+        self.pages_dir = PAGES_DIR
+        self._pages_seen = self._pages()
+        self._pages_lock = threading.Lock()
         self.watch_poll = watch_poll
         self.interval = interval
         try:
@@ -420,7 +425,26 @@ class Twin:
         error = f": {run.error.get('code')}: {run.error.get('message', '')[:300]}" if run.error else ""
         logs = f"; logs: {self.values['logsContainer']}/{run.name}/" if run.variables.get("groupNames") else ""
         _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{logs}{error}")
+        self._show_pages()
         return outcome
+
+    def _pages(self) -> set[str]:
+        return {b.name for b in self.store.list_names(self.settings.reports_container) if b.name.endswith(".html")}
+
+    def _show_pages(self) -> None:
+        """Copy the report pages the jobs wrote since last time into .scorer-local/reports/
+        and print where they are, to open in a browser."""
+        with self._pages_lock:
+            try:
+                new = sorted(self._pages() - self._pages_seen)
+                for name in new:
+                    self.pages_dir.mkdir(parents=True, exist_ok=True)
+                    local = self.pages_dir / name
+                    local.write_bytes(self.store.read_bytes(self.settings.reports_container, name))
+                    self._pages_seen.add(name)
+                    _say(f"report page: {local} (or `scorer report {name.removesuffix('.html')}`)")
+            except Exception as exc:  # the run is done either way; the page is a convenience
+                _say(f"could not fetch the report page: {exc}")
 
     def run_once(self) -> Outcome:
         """Fire the schedule trigger now (as `deploy.py trigger` does) and wait for the run."""

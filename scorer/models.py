@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import logging
 import re
 import tempfile
@@ -21,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from azure.core.exceptions import ResourceExistsError
 
 from scorer import __version__
 from scorer.cards import Options, describe_function, describe_model
-from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound, ScorerError
+from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
+                           PredictError, ScorerError)
+from scorer.formats import format_of, open_input
+from scorer.frames import check_columns
 from scorer.log import now
+from scorer.scoring import PredictSpec, profile_reference
 from scorer.storage import Store
 
 log = logging.getLogger("scorer.models")
@@ -34,6 +40,10 @@ log = logging.getLogger("scorer.models")
 # A model name is the first path segment of its inputs; keep it to characters that
 # are safe in blob names, URLs and file systems.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+#: the drift profile's name beside a version's card (scorer.drift)
+PROFILE = "profile.json"
+
 
 def check_name(name: str) -> str | None:
     """Why ``name`` is not a valid model name, or None when it is."""
@@ -74,6 +84,7 @@ class Registry:
         self._r = r  # the R bridge; started lazily so `models list` needs no R
         self._cache: dict[tuple[str, int], Any] = {}
         self._failed: dict[tuple[str, int], ScorerError] = {}
+        self._profiles: dict[tuple[str, int], dict] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -226,6 +237,9 @@ class Registry:
         if opts.params or opts.files:
             raise ConfigError("--param and --with are for R scoring functions (a .R script), not saved models.",
                               hint="Use --predict-arg for a model's predict() arguments.")
+        if opts.reference is not None and not opts.reference.is_file():
+            raise ConfigError(f"--reference {opts.reference}: no such file.",
+                              hint="Give the training data (or a sample of it) as .csv, .csv.gz or .parquet.")
         data = path.read_bytes()
         r = self.r
         before = r.loaded_namespaces()
@@ -236,6 +250,8 @@ class Registry:
             fields, warnings = describe_model(r, model, before, opts, available)
         except ModelError as exc:
             raise type(exc)(f"{path}: {exc}", hint=exc.hint) from None
+        profile, notes = self._profile(model, fields, opts)
+        warnings += notes
         card = {
             "name": name,
             "version": None,
@@ -249,10 +265,85 @@ class Registry:
             "published_by": _user(),
             "scorer_version": __version__,
         }
-        return self._store_version(name, data, card, warnings)
+        extra = {}
+        if profile is not None:
+            text = json.dumps(profile).encode()
+            extra[PROFILE] = text
+            card["profile"] = {"sha256": sha256_of(text), "source": profile["source"], "rows": profile["rows"],
+                               "prediction_rows": profile["prediction_rows"]}
+        else:
+            card["profile"] = None
+        return self._store_version(name, data, card, warnings, extra=extra)
+
+    def _profile(self, model: Any, fields: dict, opts: Options) -> tuple[dict | None, list[str]]:
+        """The drift profile (scorer.drift) of the reference rows: ``--reference``, else
+        the data the model keeps (glm's data, lm's and glm's model frame), else none."""
+        spec = PredictSpec.from_card(fields)
+        r = self.r
+        decimal = "."
+        if opts.reference is not None:
+            path = opts.reference
+            where = f"--reference {path}"
+            try:
+                fmt = format_of(path.name)
+            except InputFormatError as exc:
+                raise ConfigError(f"{where}: {exc}", hint=exc.hint) from None
+            with open(path, "rb") as fh:
+                try:
+                    table = open_input(path if fmt == "parquet" else fh, fmt, where, self.store.settings.batch_rows,
+                                       self.store.settings.max_input_bytes, self.store.settings.csv_decimal)
+                    try:
+                        check_columns(table.names, spec.schema, where)
+                        batches = list(table.batches)
+                    finally:
+                        table.close()
+                except InputError as exc:
+                    raise ConfigError(str(exc), hint=exc.hint) from None
+            decimal = table.decimal
+            source = f"reference file {path.name}"
+            data = pa.Table.from_batches(batches) if batches else None
+            if data is None or data.num_rows == 0:
+                raise ConfigError(f"{where}: the file has no data rows.", hint="Give the training data.")
+        else:
+            names = [f["name"] for f in fields.get("input_schema") or []]
+            kept = r.reference_frame(model, names) if names else None
+            if kept is None:
+                return None, ["no drift profile: the model keeps no training data; publish with --reference "
+                              "TRAIN.csv (the training data or a sample of it) to have drift in the run reports."]
+            data, part = kept
+            source = "the model's data (glm keeps its data argument)" if part == "data" else \
+                "the model frame (lm and glm keep it)"
+            absent = [n for n in names if n not in data.column_names]
+            if absent:
+                return None, [f"no drift profile: {source} lacks {', '.join(map(repr, absent))} (a model frame holds "
+                              "transformed terms such as log(x)); publish with --reference TRAIN.csv."]
+        try:
+            profile, notes = profile_reference(data, spec, model, r, source, decimal, self.store.settings.batch_rows)
+        except PredictError as exc:
+            raise ConfigError(f"predict() failed on {source}, so no drift profile could be made: {exc}",
+                              hint="Check that the reference holds the model's training variables, or leave "
+                              "--reference out.") from None
+        except InputError as exc:
+            raise ConfigError(f"the drift profile of {source} failed: {exc}", hint=exc.hint) from None
+        return profile, notes
+
+    def profile(self, card: dict) -> dict | None:
+        """The version's drift profile, checksum-verified, or None when it has none."""
+        meta = card.get("profile")
+        if not meta:
+            return None
+        key = (card["name"], int(card["version"]))
+        if key not in self._profiles:
+            what = f"model {card['name']!r} version {card['version']}"
+            data = self._verified(f"{card['name']}/v{card['version']}/{PROFILE}", meta["sha256"], what, card["name"])
+            self._profiles[key] = json.loads(data)
+        return self._profiles[key]
 
     def _publish_function(self, path: Path, name: str, opts: Options) -> Published:
         """Publish an R script (with the files it reads) as the next version of ``name``."""
+        if opts.reference is not None:
+            raise ConfigError("--reference profiles a saved model's inputs for drift; an R function has no fixed "
+                              "inputs or predictions to compare.", hint="Leave --reference out for a .R script.")
         files = []
         for f in opts.files:
             if not f.is_file():
@@ -280,7 +371,7 @@ class Registry:
         return self._store_version(name, data, card, warnings, {f.name: f.read_bytes() for f in files})
 
     def _store_version(self, name: str, data: bytes, card: dict, warnings: list[str],
-                       files: dict[str, bytes] | None = None) -> Published:
+                       files: dict[str, bytes] | None = None, extra: dict[str, bytes] | None = None) -> Published:
         main = "function.R" if card.get("kind") == "function" else "model.rds"
         for _ in range(20):  # another publisher may take a version number first
             version = self._highest_slot(name) + 1
@@ -290,6 +381,8 @@ class Registry:
                 continue
             for fname, content in (files or {}).items():
                 self.store.put_bytes(self.container, f"{name}/v{version}/files/{fname}", content, overwrite=False)
+            for fname, content in (extra or {}).items():
+                self.store.put_bytes(self.container, f"{name}/v{version}/{fname}", content, overwrite=False)
             card["version"] = version
             self.store.put_json(self.container, f"{name}/v{version}/card.json", card, overwrite=False)
             return Published(card=card, warnings=warnings)

@@ -198,7 +198,8 @@ class RBridge:
             self._call("source", ri.StrSexpVector([str(path)]))
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
-                     "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions")}
+                     "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
+                     "scorer_reference_frame")}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -262,6 +263,17 @@ class RBridge:
         schema = self._fn["scorer_schema"](model.robj)
         return {"packages": packages, "top_packages": [str(x) for x in found["top"]],
                 "attach": [str(x) for x in found["attach"]], "input_schema": self._schema_to_py(schema)}
+
+    def reference_frame(self, model: LoadedModel, variables: list[str]) -> tuple[pa.Table, str] | None:
+        """The rows ``model`` was fitted on, when it keeps them (glm's data, else the
+        model frame of lm and glm): the named variables that are columns there, and
+        which part they came from ("data" or "model"). None when it keeps neither."""
+        got = self._fn["scorer_reference_frame"](model.robj, self.ri.StrSexpVector(variables))
+        if got is self.ri.NULL:
+            return None
+        got = self._named(got)
+        columns = self._result_columns(got["frame"])
+        return pa.Table.from_arrays([a for _, a in columns], names=[n for n, _ in columns]), str(got["part"][0])
 
     def dependencies(self, packages: list[str]) -> set[str]:
         """``packages`` and every package they need, recursively (installed ones only)."""

@@ -1,8 +1,9 @@
 """The run report: one JSON document per run, written to the reports container.
 
-It holds the run id, start and end, the exit status, and for each input: rows
-read, scored and rejected; the model's name, version and checksum; where the
-output, rejected rows, archived or quarantined input went; the error; durations.
+It holds the run id, start and end, the exit status, the run's estimated cost, and
+for each input: rows read, scored and rejected; the model's name, version and
+checksum; where the output, rejected rows, archived or quarantined input went; the
+error; drift against the model's reference profile; durations.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class InputReport:
     quarantined_to: str | None = None
     error: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the input against its model's reference profile (scorer.drift), or why not computed
+    drift: dict | None = None
     attempt: int | None = None
     started: str = field(default_factory=now)
     ended: str | None = None
@@ -56,6 +59,7 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     inputs: list[InputReport] = field(default_factory=list)
     error: dict | None = None
+    cost: dict | None = None
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUSES}
@@ -70,3 +74,18 @@ class RunReport:
         d = dataclasses.asdict(self)
         d["counts"] = self.counts()
         return redact_obj(d)
+
+
+def estimate_cost(settings: Any, seconds: float) -> dict:
+    """The run's price in USD, estimated as ``seconds x (vCPUs x rate + GB x rate)``:
+    the container's size from SCORER_CPU_CORES and SCORER_MEMORY_GB (the workflow sets
+    them), the rates from SCORER_PRICE_VCPU_SECOND and SCORER_PRICE_GB_SECOND."""
+    seconds = round(seconds, 3)  # the figure shown is the figure priced
+    out = {"seconds": seconds, "cpu_cores": settings.cpu_cores, "memory_gb": settings.memory_gb,
+           "usd_per_vcpu_second": settings.price_vcpu_second, "usd_per_gb_second": settings.price_gb_second}
+    if settings.cpu_cores is None or settings.memory_gb is None:
+        return dict(out, usd=None, note="SCORER_CPU_CORES and SCORER_MEMORY_GB are not set (the workflow sets "
+                    "them from cpuCores and memoryInGB), so the container's size, and the cost, are unknown")
+    usd = seconds * (settings.cpu_cores * settings.price_vcpu_second + settings.memory_gb * settings.price_gb_second)
+    return dict(out, usd=round(usd, 12), note="an estimate: the job's own run time at these rates; it leaves out "
+                "pulling the image and starting the container (also billed) and the Logic App's actions")

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer.cards import select_outputs
+from scorer.drift import ReferenceBuilder, Tally, observe_batch, observe_predictions
 from scorer.errors import InputFormatError, PredictError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
@@ -96,7 +97,7 @@ class RejectedRows:
 
 def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
                  where: str, counts: Counts | None = None, on_first_scored: Callable[[], None] | None = None,
-                 check_stop: Callable[[], None] | None = None) -> Counts:
+                 check_stop: Callable[[], None] | None = None, drift: Tally | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
     Three stages overlap, one batch apart: a reader thread parses and validates
@@ -119,13 +120,18 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
         batch = next(batches, None)
         if batch is None:
             return None
-        return batch, (prepare(batch, schema, where, table.decimal) if batch.num_rows else None)
+        prep = prepare(batch, schema, where, table.decimal) if batch.num_rows else None
+        if drift is not None and prep is not None:
+            drift.add_features(observe_batch(batch, prep))
+        return batch, prep
 
     def write(batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
-              arrays: list[pa.Array], out_names: list[str]) -> None:
+              arrays: list[pa.Array], out_names: list[str], result_names: list[str]) -> None:
         rejected.add(batch, np.flatnonzero(~keep).tolist(), offset, details)
         if not keep.any():
             return
+        if drift is not None:
+            drift.add_predictions(observe_predictions(list(zip(result_names, arrays))))
         scored = batch.filter(pa.array(keep)) if not keep.all() else batch
         out.write(pa.RecordBatch.from_arrays(list(scored.columns) + arrays,
                                              names=scored.schema.names + out_names))
@@ -153,7 +159,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
             keep = prep.keep.copy()
             results: list[tuple[str, pa.Array]] = []
             if prep.n_kept:
-                results, dropped, reason = _predict(r, model, prep, spec, counts.warnings)
+                results, dropped, reason = predict_rows(r, model, prep, spec, counts.warnings)
                 if dropped is not None:  # rows R could not score because of missing values
                     kept_rows = np.flatnonzero(keep)
                     for i in kept_rows[dropped]:
@@ -166,7 +172,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
             if written is not None:
                 written.result()  # one batch written behind; re-raises the writer's errors
             written = writer.submit(write, batch, keep, details, offset, [a for _, a in results],
-                                    names if n_keep else [])
+                                    names if n_keep else [], [n for n, _ in results])
             if n_keep:
                 if counts.rows_scored == 0 and on_first_scored:
                     on_first_scored()
@@ -187,7 +193,7 @@ def _missing(col: RColumn) -> np.ndarray:
     return np.array([v is None for v in col.values], dtype=bool)
 
 
-def _predict(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
+def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
     """predict() on the prepared rows. Many models (randomForest, ranger) refuse
     missing values outright, and some silently drop those rows: when that happens,
     score the complete rows and reject the others, rather than fail the file.
@@ -268,3 +274,36 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     out.write(result)
     counts.rows_written = result.num_rows
     return counts
+
+
+#: the most reference rows predict() is run on at publish (a seeded sample beyond it)
+PREDICTION_SAMPLE = 100_000
+
+
+def profile_reference(table: pa.Table, spec: PredictSpec, model: Any, r: Any, source: str,
+                      decimal: str = ".", batch_rows: int = 250_000) -> tuple[dict, list[str]]:
+    """The drift profile of ``table`` (the reference rows, at publish): the model's
+    input variables on every row, its predictions on at most PREDICTION_SAMPLE rows
+    (a uniform sample, seeded, so that publishing again gives the same profile).
+    Returns the profile and notes for the publisher."""
+    builder = ReferenceBuilder()
+    rejected = 0
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        prep = prepare(batch, spec.schema, source, decimal)
+        rejected += batch.num_rows - prep.n_kept
+        builder.add_features(observe_batch(batch, prep))
+    notes = []
+    if rejected:
+        notes.append(f"{rejected} of the reference's {table.num_rows} rows do not fit the model's input schema: "
+                     "their unreadable values count as missing in the profile, and they have no predictions.")
+    sample = None
+    if table.num_rows > PREDICTION_SAMPLE:
+        rows = np.sort(np.random.default_rng(0).choice(table.num_rows, PREDICTION_SAMPLE, replace=False))
+        table, sample = table.take(pa.array(rows)), PREDICTION_SAMPLE
+    warned: Counter = Counter()
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        prep = prepare(batch, spec.schema, source, decimal)
+        if prep.n_kept:
+            results, _, _ = predict_rows(r, model, prep, spec, warned)
+            builder.add_predictions(observe_predictions(results))
+    return builder.profile(source, sample), notes

@@ -121,6 +121,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
             "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
             "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
+    Setting("drift_psi", "SCORER_DRIFT_PSI", _positive_float, 0.2,
+            "Population stability index at which a variable or prediction column is flagged as drifted "
+            "(0.1 is commonly read as a moderate shift, 0.2 as a significant one). A flag is a warning, never a "
+            "quarantine."),
+    Setting("cpu_cores", "SCORER_CPU_CORES", _positive_float, None,
+            "vCPUs of the container, for the run's cost estimate (the workflow sets it from cpuCores)."),
+    Setting("memory_gb", "SCORER_MEMORY_GB", _positive_float, None,
+            "GB of memory of the container, for the run's cost estimate (the workflow sets it from memoryInGB)."),
+    Setting("price_vcpu_second", "SCORER_PRICE_VCPU_SECOND", _positive_float, 0.00001125,
+            "USD per vCPU-second of Container Instances (Linux): default $0.0405 per vCPU-hour, East US, a "
+            "third-party reading of Azure's Retail Prices API dated 2026-08-27, not verified. Set your region's."),
+    Setting("price_gb_second", "SCORER_PRICE_GB_SECOND", _positive_float, 0.0000012361,
+            "USD per GB-second of Container Instances memory: default $0.00445 per GB-hour, same source as "
+            "SCORER_PRICE_VCPU_SECOND."),
     Setting("model", "SCORER_MODEL", _text, None,
             "Score only this model's inputs (same as `scorer run --model`)."),
     Setting("blob", "SCORER_BLOB", _text, None,
@@ -152,6 +166,11 @@ class Settings:
     max_input_bytes: int = 20 * 1024**3
     max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
+    drift_psi: float = 0.2
+    cpu_cores: float | None = None
+    memory_gb: float | None = None
+    price_vcpu_second: float = 0.00001125
+    price_gb_second: float = 0.0000012361
     model: str | None = None
     blob: str | None = None
     log_level: str = "INFO"

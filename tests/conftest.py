@@ -157,6 +157,10 @@ class Pipeline:
     def read_json(self, which: str, name: str) -> dict:
         return json.loads(self.read(which, name))
 
+    def reports(self) -> list[dict]:
+        """The run reports (reports/<run id>.json, beside each its .html page), oldest first."""
+        return [self.read_json("reports", n) for n in sorted(self.names("reports")) if n.endswith(".json")]
+
 
 @pytest.fixture
 def pipeline(settings, store) -> Pipeline:

@@ -139,7 +139,7 @@ def test_a_full_temporary_disk_is_recorded_per_attempt_and_quoted_by_the_poison_
         assert "Traceback" not in proc.stdout + proc.stderr
         tags = gamma.store.blob(gamma.settings.input_container, "g/big.parquet").get_blob_tags()
         assert Attempts.parse(tags[ATTEMPTS_TAG]).outcomes.get(attempt) == "no-space"
-        report = gamma.read_json("reports", sorted(gamma.names("reports"))[-1])
+        report = gamma.reports()[-1]
         item = next(i for i in report["inputs"] if i["blob"] == "g/big.parquet")
         assert item["status"] == "left_pending" and item["error"]["kind"] == "OutOfDisk"
         assert "TMPDIR" in item["error"]["what_to_do"]

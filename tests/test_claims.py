@@ -149,7 +149,7 @@ def test_a_stop_signal_mid_input_leaves_it_pending_unclaimed_and_without_output(
     assert '"run_interrupted"' in rest and "Traceback" not in rest
     assert gamma.names("input") == ["g/big.csv"] and gamma.names("output") == []
     assert gamma.store.properties(gamma.settings.input_container, "g/big.csv").lease.state == "available"
-    report = gamma.read_json("reports", gamma.names("reports")[0])
+    report = gamma.reports()[0]
     assert report["exit_code"] == 130 and report["inputs"][0]["status"] == "left_pending"
 
 

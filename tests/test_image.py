@@ -125,8 +125,7 @@ def test_container_scores_every_model_family_exactly_as_r_on_the_host(pipeline, 
         assert_same_predictions(csv_rows(pipeline.read("output", blob)), expected, case)
     assert pipeline.names("input") == []
     assert sorted(pipeline.names("archive")) == sorted(names.values())
-    (report_name,) = pipeline.names("reports")
-    report = pipeline.read_json("reports", report_name)
+    (report,) = pipeline.reports()
     assert report["exit_code"] == 0
     assert {i["status"] for i in report["inputs"]} == {"scored"}
 
@@ -142,8 +141,7 @@ def test_container_exits_3_with_a_bad_input_quarantined_and_the_report_written(p
     assert pipeline.names("input") == []
     assert {"infert/bad.csv", "infert/bad.csv.error.json"} <= set(pipeline.names("quarantine"))
     assert pipeline.read_json("quarantine", "infert/bad.csv.error.json")["kind"] == "SchemaError"
-    (report_name,) = pipeline.names("reports")
-    report = pipeline.read_json("reports", report_name)
+    (report,) = pipeline.reports()
     assert report["exit_code"] == 3
     assert [(i["blob"], i["status"]) for i in report["inputs"]] == [("infert/bad.csv", "quarantined")]
 
@@ -172,8 +170,7 @@ def test_container_stops_on_sigterm_with_status_130_leaving_unfinished_inputs_pe
 
     assert proc.returncode == 130, (seen, err)
     assert "run_interrupted" in seen
-    (report_name,) = pipeline.names("reports")
-    report = pipeline.read_json("reports", report_name)
+    (report,) = pipeline.reports()
     assert report["exit_code"] == 130
     pending = [i["blob"] for i in report["inputs"] if i["status"] == "left_pending"]
     assert pending and set(pending) <= set(pipeline.names("input"))

@@ -88,7 +88,7 @@ def test_dropped_file_is_scored_and_the_jobs_logs_and_report_are_kept(gamma):
     assert gamma.names("output") == ["g/a.csv"] and gamma.names("input") == []
     events = {e["event"] for e in logs_of(gamma, done, ran)}
     assert {"input_scored", "report_written", "run_finished"} <= events
-    assert len(gamma.names("reports")) == 1
+    assert len(gamma.reports()) == 1
 
 
 def test_two_files_dropped_at_once_are_each_scored_once(gamma):
@@ -103,7 +103,7 @@ def test_two_files_dropped_at_once_are_each_scored_once(gamma):
             time.sleep(0.3)
     finally:
         r.stop()
-    reports = [gamma.read_json("reports", n) for n in gamma.names("reports")]
+    reports = gamma.reports()
     scored = [i["blob"] for rep in reports for i in rep["inputs"] if i["status"] == "scored"]
     assert sorted(scored) == ["g/a.csv", "g/b.csv"]
     assert gamma.names("archive") == ["g/a.csv", "g/b.csv"]

@@ -206,7 +206,7 @@ def test_r_that_cannot_start_leaves_the_input_pending_and_says_so(infert):
     infert.drop("infert/a.csv", (HEADER + infert_rows(10)).encode())
     proc = scorer_cli(infert.settings, "run", timeout=120, R_HOME="/nonexistent/R")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    report = infert.read_json("reports", infert.names("reports")[0])
+    report = infert.reports()[0]
     item = report["inputs"][0]
     assert item["status"] == "left_pending" and "internal error" in item["error"]["message"]
     assert infert.names("input") == ["infert/a.csv"] and infert.names("quarantine") == []

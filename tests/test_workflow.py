@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 from scorer.azure import expressions as ex  # noqa: E402
 from scorer.azure import workflow as wf  # noqa: E402
 from scorer.azure import workflow_check as wc  # noqa: E402
-from scorer.settings import ENV_NAMES, SETTINGS  # noqa: E402
+from scorer.settings import ENV_NAMES, SETTINGS, Settings  # noqa: E402
 
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 
@@ -208,13 +208,18 @@ def test_container_group_body_deserializes_into_the_sdks_container_group(definit
     assert container.command is None, "keep the image's ENTRYPOINT (tini) so SIGTERM reaches the job"
     # The model's serializer round-trips to the same REST shape: no field was dropped as unknown.
     assert group.serialize()["properties"]["containers"][0]["properties"]["environmentVariables"] == \
-        wf.defaults(definition)["scorerEnvironment"]
+        wf.defaults(definition)["scorerEnvironment"] + [{"name": "SCORER_CPU_CORES", "value": "1"},
+                                                       {"name": "SCORER_MEMORY_GB", "value": "2"}]
 
 
 def test_cpu_and_memory_parameters_reach_the_container(definition):
     body = render_create_body(definition, {"cpuCores": 2.5, "memoryInGB": 7})
     requests = body["properties"]["containers"][0]["properties"]["resources"]["requests"]
     assert requests == {"cpu": 2.5, "memoryInGB": 7}
+    # and the job knows its size, for the run's cost estimate
+    env = {e["name"]: e["value"] for e in body["properties"]["containers"][0]["properties"]["environmentVariables"]}
+    assert (env["SCORER_CPU_CORES"], env["SCORER_MEMORY_GB"]) == ("2.5", "7")
+    assert Settings.from_env(dict(env, AZURE_STORAGE_CONNECTION_STRING="x")).cpu_cores == 2.5
 
 
 def test_group_names_follow_the_agreed_pattern(definition):
@@ -231,7 +236,9 @@ def test_container_environment_uses_only_scorer_setting_names_and_azure_client_i
     arm = (ROOT / "arm_templates" / "main.json").read_text()
     appended = re.findall(r"createObject\('name', '(\w+)'", arm)
     assert set(appended) == {"SCORER_ACCOUNT_URL", "AZURE_CLIENT_ID"}
-    all_names = names + appended
+    added = re.findall(r"'name', '(\w+)'", json.dumps(definition))  # appended by the create action itself
+    assert set(added) == {"SCORER_CPU_CORES", "SCORER_MEMORY_GB"}
+    all_names = names + appended + added
     assert len(all_names) == len(set(all_names)), "a variable is given twice"
     assert set(all_names) <= ENV_NAMES | {"AZURE_CLIENT_ID"}, set(all_names) - ENV_NAMES
 

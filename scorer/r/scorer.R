@@ -400,3 +400,21 @@ scorer_call_score <- function(env, data, params, path, seed) {
 scorer_package_versions <- function(pkgs) {
   vapply(pkgs, function(p) tryCatch(as.character(utils::packageVersion(p)), error = function(e) NA_character_), "")
 }
+
+# -- drift: the data a model was fitted on -----------------------------------------------
+
+# The rows a model was fitted on, when it keeps them: glm's `data` argument, else the
+# model frame lm and glm keep (their model = TRUE default). Only the named variables
+# that are plain columns there (a model frame holds log(x), not x). NULL when the model
+# keeps neither. Returns list(frame = <data.frame>, part = "data" | "model").
+scorer_reference_frame <- function(model, vars) {
+  if (!is.list(model) || is.object(model) && isS4(model)) return(NULL)
+  for (part in c("data", "model")) {
+    d <- model[[part, exact = TRUE]]
+    if (is.data.frame(d) && nrow(d) > 0L) {
+      keep <- intersect(vars, names(d))
+      if (length(keep)) return(list(frame = d[keep], part = part))
+    }
+  }
+  NULL
+}
