@@ -43,6 +43,9 @@ TOP_LEVELS = 50
 KNOWN_LEVELS = 1000
 #: new levels an input's drift entry names, at most
 SHOW_NEW = 20
+#: fewer rows than this get PSI values but no flag: with ten bins, a handful of rows
+#: moves a share by whole tenths, and PSI would flag noise (a 24-row file flagged 0.5)
+MIN_ROWS_TO_FLAG = 100
 DECILES = [i / 10 for i in range(1, 10)]
 
 
@@ -290,12 +293,17 @@ class Tally:
         """The input's ``drift`` entry (README: inputs[i].drift)."""
         features = {n: b.result() if b.rows else {"absent": True} for n, b in self.features.items()}
         predictions = {n: b.result() for n, b in self.predictions.items() if b.rows}
+        rows = max((b.rows for b in self.features.values()), default=0)
         flagged = [n for n, d in list(features.items()) + list(predictions.items())
-                   if not d.get("absent") and d["psi"] >= self.threshold]
+                   if not d.get("absent") and d["psi"] >= self.threshold] if rows >= MIN_ROWS_TO_FLAG else []
         flagged.sort(key=lambda n: -(features.get(n) or predictions.get(n))["psi"])
-        return {"computed": True, "threshold": self.threshold, "flagged": flagged,
-                "profile": self.where, "reference_rows": self.profile.get("rows"),
-                "features": features, "predictions": predictions}
+        out = {"computed": True, "threshold": self.threshold, "flagged": flagged,
+               "profile": self.where, "reference_rows": self.profile.get("rows"),
+               "features": features, "predictions": predictions}
+        if rows < MIN_ROWS_TO_FLAG:
+            out["note"] = (f"only {rows} rows: PSI is too noisy to flag anything below {MIN_ROWS_TO_FLAG} rows "
+                           "(the values are still given)")
+        return out
 
 
 def not_computed(reason: str) -> dict:

@@ -180,6 +180,8 @@ def _drift(drift: dict | None) -> str:
         head += f'<p><span class="badge warn">{len(flagged)} flagged</span> {_e(", ".join(drift["flagged"]))}</p>'
     else:
         head += '<p><span class="badge ok">no drift flagged</span></p>'
+    if drift.get("note"):
+        head += f'<p class="muted">{_e(drift["note"])}.</p>'
     rows = _drift_rows(drift["features"], flagged, "input") + _drift_rows(drift["predictions"], flagged, "prediction")
     table = ('<div class="scroll"><table><thead><tr><th>variable</th><th></th><th>PSI</th><th>missing now</th>'
              '<th>missing in training</th><th>levels</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table></div>")

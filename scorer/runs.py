@@ -94,7 +94,8 @@ def summary(report: dict) -> list[str]:
             every = {**drift["features"], **drift["predictions"]}
             lines.append("    drift: " + (", ".join(f"{n} PSI {every[n]['psi']:.2f}" for n in drift["flagged"])
                                           + f" (flagged at {drift['threshold']:g})" if drift["flagged"]
-                                          else "nothing flagged"))
+                                          else "nothing flagged")
+                         + (f"; {drift['note']}" if drift.get("note") else ""))
         elif drift:
             lines.append(f"    drift not computed: {drift.get('reason')}")
     return lines

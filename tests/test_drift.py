@@ -209,3 +209,11 @@ def test_the_threshold_is_a_setting(pipeline, trained):
     pipeline.drop("churn/a.csv", to_csv(frame(3000, 8)))
     (item,) = pipeline.run(drift_psi=1e-6).inputs
     assert item.drift["threshold"] == 1e-6 and set(item.drift["flagged"]) >= {"x1", "x2", "f"}
+
+
+def test_a_small_input_gets_psi_values_but_no_flag(pipeline, trained):
+    pipeline.publish(trained / "glm.rds", "churn", reference=trained / "train.csv")
+    pipeline.drop("churn/few.csv", to_csv(frame(40, 9, shift=1.0, levels="ab")))
+    (item,) = pipeline.run().inputs
+    assert item.drift["flagged"] == [] and item.drift["features"]["x1"]["psi"] > 0.2
+    assert "only 40 rows" in item.drift["note"]
