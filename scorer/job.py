@@ -44,7 +44,8 @@ from scorer.log import now, redact_obj
 from scorer.models import Registry
 from scorer.page import render as render_page
 from scorer.report import InputReport, RunReport, estimate_cost
-from scorer.scoring import Counts, PredictSpec, RejectedRows, run_function, score_stream
+from scorer.pool import Pool, usable_cores
+from scorer.scoring import Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
 from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
@@ -251,13 +252,15 @@ class Job:
                     else:
                         score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected,
                                      name, counts, on_first_scored=self._first_row, check_stop=check_stop,
-                                     drift=tally)
+                                     drift=tally, workers=self._workers(card))
                 finally:  # how far it got, also when it failed
                     ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
                     if is_function:
                         ir.rows_scored, ir.rows_written = None, counts.rows_written
                     else:
                         ir.rows_scored = counts.rows_scored
+                    if len(counts.batches_by_r) > 1:
+                        ir.r_sessions = dict(counts.batches_by_r)
                     self._r_warnings(ir, counts)
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
@@ -326,6 +329,16 @@ class Job:
                 if isinstance(stream, BlobReader) and stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _workers(self, card: dict) -> Workers | None:
+        """R worker processes for this model, if more than one R may run (scorer.pool).
+        None for ranger: its predict() already runs a thread per core."""
+        s = self.settings
+        size = usable_cores() if s.r_workers == "auto" else int(s.r_workers)
+        if size <= 1 or "ranger" in (card.get("r_class") or []):
+            return None
+        return Workers(size=size, after_seconds=s.r_workers_after,
+                       start=lambda n: Pool.start(self.registry.model_file(card), card, n))
 
     def _drift_tally(self, card: dict, ir: InputReport) -> Tally | None:
         """A tally against the model's reference profile; None, with the reason in the

@@ -85,6 +85,7 @@ class Registry:
         self._cache: dict[tuple[str, int], Any] = {}
         self._failed: dict[tuple[str, int], ScorerError] = {}
         self._profiles: dict[tuple[str, int], dict] = {}
+        self._files: dict[tuple[str, int], Path] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -185,15 +186,20 @@ class Registry:
                 model = self.r.load_script(where / card["source_file"], what)
             else:
                 self.r.attach(card.get("attach") or [])
-                with tempfile.NamedTemporaryFile(suffix=".rds") as tmp:
-                    tmp.write(data)
-                    tmp.flush()
-                    model = self.r.read_model(Path(tmp.name), what)
+                # kept for the run: R worker processes (scorer.pool) read the model from it
+                path = Path(self._workdir()) / f"{card['name']}.v{card['version']}.rds"
+                path.write_bytes(data)
+                self._files[key] = path
+                model = self.r.read_model(path, what)
         except ScorerError as exc:
             self._failed[key] = exc
             raise
         self._cache[key] = model
         return model
+
+    def model_file(self, card: dict) -> Path:
+        """The verified .rds of a model that ``load`` loaded, as a file (for R workers)."""
+        return self._files[(card["name"], int(card["version"]))]
 
     def _verified(self, blob: str, sha256: str, what: str, name: str) -> bytes:
         data = self.store.read_bytes(self.container, blob)

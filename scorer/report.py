@@ -40,6 +40,8 @@ class InputReport:
     warnings: list[str] = field(default_factory=list)
     #: the input against its model's reference profile (scorer.drift), or why not computed
     drift: dict | None = None
+    #: batches each R session predicted, when R workers helped: {"job": 40, "1": 38}
+    r_sessions: dict | None = None
     attempt: int | None = None
     started: str = field(default_factory=now)
     ended: str | None = None

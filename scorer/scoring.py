@@ -10,7 +10,8 @@ number (counting data rows from 1) and the reason.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from scorer.drift import ReferenceBuilder, Tally, observe_batch, observe_predict
 from scorer.errors import InputFormatError, PredictError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
+from scorer.pool import Answer
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Counts:
     rows_written: int | None = None
     #: R's warnings, each message with the number of predict() calls that gave it
     warnings: Counter = field(default_factory=Counter)
+    #: batches predicted by each R session: "job" (the job's own), "1", "2", ... (workers)
+    batches_by_r: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -95,9 +99,37 @@ class RejectedRows:
         self.writer.write(pa.RecordBatch.from_arrays(cols, names=names))
 
 
+@dataclass
+class Workers:
+    """When to add R worker processes (scorer.pool) for an input, and how."""
+
+    #: R sessions in all, the job's own included (SCORER_R_WORKERS)
+    size: int
+    #: start the others once one batch's predict() took this long (SCORER_R_WORKERS_AFTER):
+    #: a worker costs about a second to start, which a fast model never wins back
+    after_seconds: float
+    #: starts n workers (the job's R not counted) and returns the pool
+    start: Callable[[int], Any]
+
+
+@dataclass
+class _Turn:
+    """One batch on its way through predict(): answered here, or by a worker."""
+
+    batch: pa.RecordBatch
+    prep: Prepared
+    offset: int
+    answer: Answer | None = None
+    future: Future | None = None
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+
 def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
                  where: str, counts: Counts | None = None, on_first_scored: Callable[[], None] | None = None,
-                 check_stop: Callable[[], None] | None = None, drift: Tally | None = None) -> Counts:
+                 check_stop: Callable[[], None] | None = None, drift: Tally | None = None,
+                 workers: Workers | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
     Three stages overlap, one batch apart: a reader thread parses and validates
@@ -105,6 +137,14 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     formats and uploads batch k-1. R is called from this thread only; the
     other two spend their time in Arrow's C++ code, which releases the GIL. At
     most three batches are in flight, so memory does not grow with the file.
+    With a ``drift`` tally, the reader counts each batch's input variables and the
+    writer its predictions into the profile's bins: off R's thread, in bounded memory.
+
+    With ``workers``, once a batch's predict() has taken ``after_seconds``, R worker
+    processes start beside this one (scorer.pool): each batch goes to a free worker,
+    or is predicted here when none is free, and results are written in input order.
+    Then at most ``workers.size`` batches are being predicted at once, plus one read
+    ahead and one being written.
 
     ``counts`` (updated as batches go) tells how far it got when it raises.
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
@@ -136,13 +176,44 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
         out.write(pa.RecordBatch.from_arrays(list(scored.columns) + arrays,
                                              names=scored.schema.names + out_names))
 
+    written: Future | None = None
+
+    def emit(turn: _Turn) -> None:
+        nonlocal names, written
+        batch, prep = turn.batch, turn.prep
+        answer = turn.answer if turn.future is None else turn.future.result()  # a worker's error, in order
+        details = list(prep.rejects)
+        keep = prep.keep.copy()
+        results: list[tuple[str, pa.Array]] = []
+        if answer is not None:
+            counts.warnings.update(answer.warnings)
+            results = answer.results
+            if answer.dropped is not None:  # rows R could not score because of missing values
+                kept_rows = np.flatnonzero(keep)
+                for i in kept_rows[answer.dropped]:
+                    details.append((int(i), answer.reason[0], "", answer.reason[1]))
+                keep[kept_rows[answer.dropped]] = False
+        n_keep = int(keep.sum())
+        counts.rows_rejected += batch.num_rows - n_keep
+        if n_keep and names is None:
+            names = prediction_names(results, batch.schema.names)
+        if written is not None:
+            written.result()  # one batch written behind; re-raises the writer's errors
+        written = writer.submit(write, batch, keep, details, turn.offset, [a for _, a in results],
+                                names if n_keep else [], [n for n, _ in results])
+        if n_keep:
+            if counts.rows_scored == 0 and on_first_scored:
+                on_first_scored()
+            counts.rows_scored += n_keep
+
     # shutdown(cancel_futures) on the way out: an error or a stop waits for at most
     # the one batch each stage is working on, never for the rest of the file.
     reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
+    pool = None
+    inflight: deque[_Turn] = deque()
     try:
         ahead = reader.submit(read_next)
-        written: Future | None = None
         while True:
             item = ahead.result()  # re-raises the reader's errors, in input order
             if item is None:
@@ -155,38 +226,38 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
             counts.rows_read += batch.num_rows
             if prep is None:
                 continue
-            details = list(prep.rejects)
-            keep = prep.keep.copy()
-            results: list[tuple[str, pa.Array]] = []
+            turn = _Turn(batch, prep, offset)
             if prep.n_kept:
-                results, dropped, reason = predict_rows(r, model, prep, spec, counts.warnings)
-                if dropped is not None:  # rows R could not score because of missing values
-                    kept_rows = np.flatnonzero(keep)
-                    for i in kept_rows[dropped]:
-                        details.append((int(i), reason[0], "", reason[1]))
-                    keep[kept_rows[dropped]] = False
-            n_keep = int(keep.sum())
-            counts.rows_rejected += batch.num_rows - n_keep
-            if n_keep and names is None:
-                names = prediction_names(results, batch.schema.names)
-            if written is not None:
-                written.result()  # one batch written behind; re-raises the writer's errors
-            written = writer.submit(write, batch, keep, details, offset, [a for _, a in results],
-                                    names if n_keep else [], [n for n, _ in results])
-            if n_keep:
-                if counts.rows_scored == 0 and on_first_scored:
-                    on_first_scored()
-                counts.rows_scored += n_keep
+                worker = pool.free() if pool is not None else None
+                if worker is not None:
+                    turn.future = worker.submit(prep, spec)
+                    counts.batches_by_r[str(worker.number)] += 1
+                else:
+                    counts.batches_by_r["job"] += 1
+                    t = time.monotonic()
+                    warned: Counter = Counter()
+                    turn.answer = Answer(*predict_rows(r, model, prep, spec, warned), warned)
+                    if (pool is None and workers is not None and workers.size > 1
+                            and time.monotonic() - t >= workers.after_seconds):
+                        pool = workers.start(workers.size - 1)
+            inflight.append(turn)
+            in_flight_limit = 1 + (len(pool.workers) if pool is not None else 0)
+            while inflight and (inflight[0].done() or len(inflight) > in_flight_limit):
+                emit(inflight.popleft())
+        while inflight:
+            emit(inflight.popleft())
         if written is not None:
             written.result()
     finally:
+        if pool is not None:
+            pool.close()
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
     return counts
 
 
 def _missing(col: RColumn) -> np.ndarray:
-    if col.kind in ("numeric", "date"):
+    if col.kind in ("numeric", "date", "posixct"):
         return np.isnan(col.values)
     if col.kind in ("factor", "logical"):
         return col.values == NA_INTEGER

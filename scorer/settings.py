@@ -61,6 +61,22 @@ def _text(value: str) -> str:
     return value
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    i = int(value)
+    if i <= 0:
+        raise ValueError('must be "auto" or a whole number above 0')
+    return i
+
+
+def _seconds(value: str) -> float:
+    f = float(value)
+    if f < 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return f
+
+
 def _decimal(value: str) -> str:
     if value not in ("auto", ".", ","):
         raise ValueError('must be auto, "." or ","')
@@ -121,6 +137,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
             "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
             "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
+    Setting("r_workers", "SCORER_R_WORKERS", _workers, "auto",
+            "R sessions that may predict at once, the job's own included: auto (the cores the container may "
+            "use) or a number; 1 keeps to the job's own R. Extra sessions are R worker processes, started only "
+            "for a model whose predict() is slow (SCORER_R_WORKERS_AFTER), never for ranger, which uses every "
+            "core itself."),
+    Setting("r_workers_after", "SCORER_R_WORKERS_AFTER", _seconds, 0.5,
+            "Start the extra R workers once one batch's predict() has taken this many seconds: a worker takes "
+            "about a second to start, which a fast model would never win back."),
     Setting("drift_psi", "SCORER_DRIFT_PSI", _positive_float, 0.2,
             "Population stability index at which a variable or prediction column is flagged as drifted "
             "(0.1 is commonly read as a moderate shift, 0.2 as a significant one). A flag is a warning, never a "
@@ -166,6 +190,8 @@ class Settings:
     max_input_bytes: int = 20 * 1024**3
     max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
+    r_workers: int | str = "auto"
+    r_workers_after: float = 0.5
     drift_psi: float = 0.2
     cpu_cores: float | None = None
     memory_gb: float | None = None
