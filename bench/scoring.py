@@ -1,8 +1,7 @@
-"""Benchmark: scorer end to end through Blob Storage against plain R and naive rpy2.
+"""Benchmark: scorer end to end through Blob Storage against a careful R script and naive rpy2.
 
-    .venv/bin/python bench/scoring.py            # 1M rows glm, wide model, ranger; about 5 minutes
-    .venv/bin/python bench/scoring.py --big      # also 10M rows: memory and drift-profile figures
-    .venv/bin/python bench/scoring.py --rows 200000 --repeat 1   # quick look
+    .venv/bin/python bench/scoring.py            # every figure of docs/performance.md; about 30 minutes
+    .venv/bin/python bench/scoring.py --rows 100000 --big-rows 0 --rf-rows 20000 --repeat 1   # a quick look
 
 Every figure is measured in the same run, on the same generated data (fixed seeds),
 with (a), (b) and (c) taking turns:
@@ -11,12 +10,14 @@ with (a), (b) and (c) taking turns:
       report), process start to exit. Azurite keeps its blobs in memory here: it
       runs on the same two cores as the job, and in Azure the storage service
       takes none of the job's CPU, so the emulator's own work should weigh least;
-  (b) plain R: `Rscript` with data.table (fread, predict, fwrite) on local files;
+  (b) careful R: `Rscript` with data.table on local files: fread (columns as they are),
+      factors built with the model's own levels, predict, fwrite;
   (c) naive rpy2: pandas read_csv, pandas2ri conversion of the whole frame, predict,
       pandas to_csv (bench/naive_rpy2.py).
-It prints wall-clock medians, the ratios (a)/(b) and (c)/(a), peak memory (max RSS)
-of the job, cold start (process start to first row scored, from the job's log), and
-(a) with a drift profile against (a) without, on the glm rows (and 10M with --big).
+It prints wall-clock medians and the ratios (a)/(b) and (c)/(a) at 1M and 10M rows, the
+fixed cost (a 10-row input), peak memory (max RSS) of the job, cold start (process start
+to first row scored, from the job's log), randomForest with one R session against one
+per core (R worker processes), and (a) with a drift profile against (a) without.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ if (kind == "glm") {
 } else if (kind == "wide") {
   for (j in grep("^f", names(d), value = TRUE)) set(d, j = j, value = factor(d[[j]]))
   m <- glm(y ~ ., family = binomial, data = d)
+} else if (kind == "rf") {
+  suppressMessages(library(randomForest))
+  d[, rank := factor(rank)]
+  d[, admit := factor(admit)]
+  set.seed(1)
+  m <- randomForest(admit ~ gre + gpa + rank, data = d, ntree = 500)
 } else {
   suppressMessages(library(ranger))
   d[, rank := factor(rank)]
@@ -64,12 +71,16 @@ saveRDS(m, out)
 """
 
 R_PLAIN = r"""
+# (b), the careful R user's script: columns read as they are (fread's own types), each
+# factor built from its column with the model's own levels, predict(), fwrite().
 args <- commandArgs(trailingOnly = TRUE)
 suppressMessages(library(data.table))
 m <- readRDS(args[[1]])
 if (inherits(m, "ranger")) suppressMessages(library(ranger))  # only what the model needs
-d <- fread(args[[2]], colClasses = list(character = strsplit(args[[4]], ",")[[1]]))
-for (j in strsplit(args[[4]], ",")[[1]]) if (j != "") set(d, j = j, value = factor(d[[j]]))
+if (inherits(m, "randomForest")) suppressMessages(library(randomForest))
+d <- fread(args[[2]])
+lev <- if (inherits(m, "ranger")) m$forest$covariate.levels else if (inherits(m, "randomForest")) m$forest$xlevels else m$xlevels
+for (j in names(lev)) if (is.character(lev[[j]])) set(d, j = j, value = factor(d[[j]], levels = lev[[j]]))
 p <- predict(m, d, type = args[[5]])
 if (inherits(p, "ranger.prediction")) p <- p$predictions
 if (is.matrix(p)) d[, paste0("prediction_", colnames(p)) := as.data.table(p)] else d[, prediction := p]
@@ -156,7 +167,8 @@ def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str |
 
 
 class Case:
-    def __init__(self, name: str, table: pa.Table, kind: str, factors: list[str], ptype: str, work: Path):
+    def __init__(self, name: str, table: pa.Table, kind: str, factors: list[str], ptype: str, work: Path,
+                 train_rows: int = 20_000):
         self.name, self.kind, self.factors, self.ptype = name, kind, factors, ptype
         self.dir = work / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -166,46 +178,76 @@ class Case:
         self.rows = table.num_rows
         write_csv(table.select(features), self.input)
         train = self.dir / "train.csv"
-        write_csv(table.slice(0, min(table.num_rows, 20_000)), train)
+        write_csv(table.slice(0, min(table.num_rows, train_rows)), train)
         script = self.dir / "fit.R"
         script.write_text(R_FIT)
         subprocess.run(["Rscript", str(script), kind, str(train), str(self.model)], check=True)
 
 
-def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict) -> dict:
+def plain_r(case: Case, inp: Path, env_base: dict) -> tuple[float, int, str]:
+    """(b) once: the careful R script on ``inp``."""
     plain = case.dir / "plain.R"
     plain.write_text(R_PLAIN)
-    res: dict = {"case": case.name, "rows": case.rows}
+    return measure(["Rscript", str(plain), str(case.model), str(inp), str(case.dir / "plain_out.csv"),
+                    ",".join(case.factors), case.ptype], env_base)
+
+
+def check_scored(out: str, rows: int) -> list[dict]:
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    finished = next(e for e in events if e["event"] == "run_finished")
+    assert finished["exit_code"] == 0 and finished["counts"]["rows_scored"] == rows, finished
+    return events
+
+
+def bench_case(case: Case, az: Azurite, repeat: int, env_base: dict, naive: bool = False,
+               naive_repeat: int | None = None, inp: Path | None = None, rows: int | None = None) -> dict:
+    """(a) scorer and (b) careful R taking turns on the same input (and (c), the naive
+    rpy2 script, ``naive_repeat`` times), so that drift in the machine's speed (it is a
+    shared VM) weighs on all alike."""
+    inp = inp or case.input
+    rows = rows or case.rows
+    res: dict = {"case": case.name, "rows": rows}
     a_runs, a_rss, cold, b_runs, c_runs = [], [], [], [], []
-    # (a), (b) and (c) take turns, so that drift in the machine's speed (it is a
-    # shared VM) weighs on all three alike.
     for i in range(repeat):
-        wall, rss, out = scorer_run(az, env_base, case.model, case.input, case.ptype)
-        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        finished = next(e for e in events if e["event"] == "run_finished")
-        assert finished["exit_code"] == 0 and finished["counts"]["rows_scored"] == case.rows, finished
-        cold += [e["since_start_s"] for e in events if e["event"] == "first_row_scored"]
-        a_runs.append(wall)
-        a_rss.append(rss)
-        wall, rss, _ = measure(["Rscript", str(plain), str(case.model), str(case.input),
-                                str(case.dir / "plain_out.csv"), ",".join(case.factors), case.ptype], env_base)
-        b_runs.append(wall)
-        if case.kind == "glm":
+        turns = ("a", "b") if i % 2 == 0 else ("b", "a")
+        for who in turns:
+            if who == "a":
+                wall, rss, out = scorer_run(az, env_base, case.model, inp, case.ptype)
+                cold += [e["since_start_s"] for e in check_scored(out, rows) if e["event"] == "first_row_scored"]
+                a_runs.append(wall)
+                a_rss.append(rss)
+            else:
+                b_runs.append(plain_r(case, inp, env_base)[0])
+        if naive and i < (naive_repeat if naive_repeat is not None else repeat):
             wall, _, _ = measure([sys.executable, str(ROOT / "bench" / "naive_rpy2.py"), str(case.model),
-                                  str(case.input), str(case.dir / "naive_out.csv"), *case.factors],
-                                 naive_env(env_base))
+                                  str(inp), str(case.dir / "naive_out.csv"), *case.factors], naive_env(env_base))
             c_runs.append(wall)
-    res["a_scorer_s"] = statistics.median(a_runs)
-    res["a_runs_s"] = a_runs
-    res["a_peak_rss_mb"] = max(a_rss) / 1024
-    res["cold_start_s"] = statistics.median(cold)
-    res["b_plain_r_s"] = statistics.median(b_runs)
-    res["b_runs_s"] = b_runs
+    res.update(a_scorer_s=statistics.median(a_runs), a_runs_s=a_runs, a_peak_rss_mb=max(a_rss) / 1024,
+               cold_start_s=statistics.median(cold) if cold else None,
+               b_plain_r_s=statistics.median(b_runs), b_runs_s=b_runs)
     res["a_over_b"] = res["a_scorer_s"] / res["b_plain_r_s"]
     if c_runs:
-        res["c_naive_rpy2_s"] = statistics.median(c_runs)
+        res.update(c_naive_rpy2_s=statistics.median(c_runs), c_runs_s=c_runs)
         res["c_over_a"] = res["c_naive_rpy2_s"] / res["a_scorer_s"]
     return res
+
+
+def sessions_case(case: Case, az: Azurite, repeat: int, env_base: dict, sessions: int) -> dict:
+    """(a) with the job's R alone (SCORER_R_WORKERS=1) against ``sessions`` R sessions,
+    taking turns, on a model whose predict() is slow."""
+    runs: dict[int, list[float]] = {1: [], sessions: []}
+    rss: dict[int, int] = {1: 0, sessions: 0}
+    for i in range(repeat):
+        for n in ((1, sessions) if i % 2 == 0 else (sessions, 1)):
+            wall, peak, out = scorer_run(az, dict(env_base, SCORER_R_WORKERS=str(n)), case.model, case.input,
+                                         case.ptype)
+            check_scored(out, case.rows)
+            runs[n].append(wall)
+            rss[n] = max(rss[n], peak)
+    one, many = statistics.median(runs[1]), statistics.median(runs[sessions])
+    return {"case": f"{case.name}-sessions", "rows": case.rows, "sessions": sessions, "one_s": one, "many_s": many,
+            "speedup": one / many, "one_runs_s": runs[1], "many_runs_s": runs[sessions],
+            "one_peak_rss_mb": rss[1] / 1024, "many_peak_rss_mb": rss[sessions] / 1024}
 
 
 def drift_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
@@ -227,24 +269,24 @@ def drift_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, 
             "ratio": on / off, "with_runs_s": runs[True], "without_runs_s": runs[False]}
 
 
-def memory_case(rows: int, model: Path, az: Azurite, work: Path, env_base: dict) -> float:
-    d = work / f"mem{rows}"
-    d.mkdir(exist_ok=True)
-    inp = d / "input.csv"
-    t = gen_glm(rows, seed=rows % 1000)
-    write_csv(t.select(["gre", "gpa", "rank"]), inp)
-    del t
-    _, rss, _ = scorer_run(az, env_base, model, inp)
-    inp.unlink()
-    return rss / 1024
+def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
+    """The fixed cost: (a) and (b) on a 10-row input, taking turns."""
+    inp = work / "ten.csv"
+    write_csv(gen_glm(10, seed=99).select(["gre", "gpa", "rank"]), inp)
+    r = bench_case(case, az, repeat, env_base, inp=inp, rows=10)
+    r["case"] = "fixed"
+    return r
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the glm case (default 1M)")
+    ap.add_argument("--big-rows", type=int, default=10_000_000,
+                    help="rows for the large glm case, its memory and drift figures (default 10M; 0 skips it)")
     ap.add_argument("--wide-rows", type=int, default=200_000, help="rows for the wide and ranger cases")
+    ap.add_argument("--rf-rows", type=int, default=1_000_000,
+                    help="rows for randomForest (500 trees), scored with 1 and with every core's R (0 skips it)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; medians are printed")
-    ap.add_argument("--big", action="store_true", help="also score 10M rows for the streaming-memory figures")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -253,35 +295,50 @@ def main() -> int:
     env_base.pop("AZURE_STORAGE_CONNECTION_STRING", None)
     az = Azurite(work / "azurite", in_memory=True)
     az.start()
+    results = []
+
+    def say(line: str, r: dict) -> None:
+        results.append(r)
+        print(line, flush=True)
+
+    def ab(r: dict) -> str:
+        line = (f"{r['case']:8} {r['rows']:>10,} rows | (a) scorer {r['a_scorer_s']:6.2f} s "
+                f"(peak {r['a_peak_rss_mb']:.0f} MB"
+                + (f", cold start {r['cold_start_s']:.2f} s" if r.get("cold_start_s") else "")
+                + f") | (b) careful Rscript+data.table {r['b_plain_r_s']:6.2f} s | (a)/(b) = {r['a_over_b']:.2f}")
+        if "c_over_a" in r:
+            line += (f" | (c) naive rpy2 {r['c_naive_rpy2_s']:6.2f} s ({len(r['c_runs_s'])} run(s)) | "
+                     f"(c)/(a) = {r['c_over_a']:.1f}")
+        return line
+
     try:
-        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}; data and models generated with fixed seeds in {work}")
-        cases = [
-            Case("glm", gen_glm(args.rows), "glm", ["rank"], "response", work),
-            Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),
-            Case("ranger", gen_glm(args.wide_rows, seed=3), "ranger", ["rank"], "response", work),
-        ]
-        results = []
-        for case in cases:
-            r = bench_case(case, az, args.repeat, env_base)
-            results.append(r)
-            line = (f"{r['case']:7} {r['rows']:>9,} rows | (a) scorer {r['a_scorer_s']:6.2f} s "
-                    f"(peak {r['a_peak_rss_mb']:.0f} MB, cold start {r['cold_start_s']:.2f} s) | "
-                    f"(b) Rscript+data.table {r['b_plain_r_s']:6.2f} s | (a)/(b) = {r['a_over_b']:.2f}")
-            if "c_over_a" in r:
-                line += f" | (c) naive rpy2 {r['c_naive_rpy2_s']:6.2f} s | (c)/(a) = {r['c_over_a']:.1f}"
-            print(line, flush=True)
-        for rows in [args.rows] + ([10_000_000] if args.big else []):
-            r = drift_case(cases[0], rows, az, args.repeat, env_base, work)
-            results.append(r)
-            print(f"drift   {rows:>9,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "
-                  f"{r['without_profile_s']:6.2f} s | ratio {r['ratio']:.3f} (medians of {args.repeat}, taking turns)",
-                  flush=True)
-        if args.big:
-            m1 = memory_case(1_000_000, cases[0].model, az, work, env_base)
-            m10 = memory_case(10_000_000, cases[0].model, az, work, env_base)
-            results.append({"case": "memory", "peak_1m_mb": m1, "peak_10m_mb": m10, "ratio": m10 / m1})
-            print(f"memory  job peak RSS: 1M rows {m1:.0f} MB, 10M rows {m10:.0f} MB, ratio {m10 / m1:.2f}")
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[:3]
+        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load {' '.join(load)}, "
+              f"Python {platform.python_version()}; data and models generated with fixed seeds in {work}", flush=True)
+        glm = Case("glm", gen_glm(args.rows), "glm", ["rank"], "response", work)
+        say(ab(r := bench_case(glm, az, args.repeat, env_base, naive=True)), r)
+        say(ab(r := fixed_case(glm, az, args.repeat * 2, env_base, work)), r)
+        for case in (Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),
+                     Case("ranger", gen_glm(args.wide_rows, seed=3), "ranger", ["rank"], "response", work)):
+            say(ab(r := bench_case(case, az, args.repeat, env_base)), r)
+        if args.big_rows:
+            big = Case("glm-big", gen_glm(args.big_rows, seed=13), "glm", ["rank"], "response", work)
+            # (c) on 10M rows takes minutes (pandas2ri converts the whole frame): once
+            say(ab(r := bench_case(big, az, args.repeat, env_base, naive=True, naive_repeat=1)), r)
+        if args.rf_rows:
+            rf = Case("rf", gen_glm(args.rf_rows, seed=17), "rf", ["rank"], "prob", work, train_rows=5_000)
+            n = min(os.cpu_count() or 1, 4)
+            r = sessions_case(rf, az, min(args.repeat, 3), env_base, n)
+            say(f"rf       {r['rows']:>10,} rows | randomForest, 500 trees: 1 R session {r['one_s']:6.2f} s "
+                f"(peak {r['one_peak_rss_mb']:.0f} MB), {n} R sessions {r['many_s']:6.2f} s (peak job "
+                f"{r['many_peak_rss_mb']:.0f} MB) | {r['speedup']:.2f}x faster", r)
+        for rows in [args.rows] + ([args.big_rows] if args.big_rows else []):
+            r = drift_case(glm, rows, az, args.repeat, env_base, work)
+            say(f"drift    {rows:>10,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "
+                f"{r['without_profile_s']:6.2f} s | ratio {r['ratio']:.3f}", r)
+        with open("/proc/loadavg") as f:
+            print(f"load at the end: {' '.join(f.read().split()[:3])}")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
