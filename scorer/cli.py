@@ -4,6 +4,7 @@
     scorer models publish MODEL.rds --name NAME       publish a new, immutable version
     scorer models list | show NAME                    what is published
     scorer runs | report [RUN_ID] [--html FILE]       past runs, from their reports
+    scorer serve [--host H] [--port P]                the published models over HTTP
     scorer local [--once]                             the local twin of the Logic App
 
 Errors scorer raises on purpose are printed as a message and what to do, with the
@@ -116,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "HTML file) here")
     rep.add_argument("--json", action="store_true", help="print the report's JSON")
     rep.set_defaults(func=cmd_report)
+
+    srv = sub.add_parser("serve", help="score rows over HTTP with the published models",
+                         description="POST /v1/models/NAME/predict with JSON rows or CSV; GET /v1/models, "
+                         "/v1/models/NAME, /healthz, /readyz, /openapi.json. Settings as for `scorer run` (the "
+                         "storage account), plus SCORER_SERVE_*; see the README.")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a "
+                     "container)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.set_defaults(func=cmd_serve)
 
     local = sub.add_parser("local", help="the local twin: run logicapp/workflow.json against Azurite and a local "
                            "stand-in for Container Instances",
@@ -319,6 +329,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print("\n".join(runs.summary(report)))
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scorer import log, rbridge
+
+    settings = _settings()
+    log.setup(settings.log_level, debug=args.debug)
+    rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
+    from scorer.serve import Server
+    store = _store(settings)
+    try:
+        return Server(settings, store, args.host, args.port).run()
+    finally:
+        store.close()
 
 
 def cmd_local(args: argparse.Namespace) -> int:

@@ -62,6 +62,14 @@ class RColumn:
     ordered: bool = False
     tz: str | None = None
 
+    def take_rows(self, index: np.ndarray) -> "RColumn":
+        """This column's rows at ``index`` (positions, in order)."""
+        if self.kind == "character":
+            vals = [self.values[i] for i in index]
+        else:
+            vals = self.values[index]
+        return RColumn(self.kind, vals, self.levels, self.ordered, self.tz)
+
     def take(self, keep: np.ndarray) -> "RColumn":
         """This column's rows where ``keep`` is True."""
         if self.kind == "character":
@@ -97,6 +105,15 @@ class Prepared:
     @property
     def n_kept(self) -> int:
         return int(self.keep.sum())
+
+    def rows(self, start: int, stop: int) -> "Prepared":
+        """The batch's rows start..stop-1, as if they were a batch of their own."""
+        first = int(self.keep[:start].sum())
+        kept = int(self.keep[start:stop].sum())
+        span = np.arange(first, first + kept)
+        columns = {k: c.take_rows(span) for k, c in self.columns.items()}
+        rejects = [(i - start, c, v, why) for i, c, v, why in self.rejects if start <= i < stop]
+        return Prepared(columns=columns, keep=self.keep[start:stop], rejects=rejects)
 
 
 def check_columns(names: list[str], schema: list[Field] | None, where: str) -> None:

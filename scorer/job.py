@@ -337,8 +337,9 @@ class Job:
         size = usable_cores() if s.r_workers == "auto" else int(s.r_workers)
         if size <= 1 or "ranger" in (card.get("r_class") or []):
             return None
-        return Workers(size=size, after_seconds=s.r_workers_after,
-                       start=lambda n: Pool.start(self.registry.model_file(card), card, n))
+        return Workers(size=size, after_seconds=s.r_workers_after, batch_rows=s.batch_rows,
+                       start=lambda n, waiting, spec: Pool.start(self.registry.model_file(card), card, n, waiting,
+                                                                 spec))
 
     def _drift_tally(self, card: dict, ir: InputReport) -> Tally | None:
         """A tally against the model's reference profile; None, with the reason in the

@@ -117,6 +117,15 @@ class Registry:
                 if (m := re.fullmatch(re.escape(name) + r"/v(\d+)/.*", b.name))]
         return max(nums, default=0)
 
+    def catalog(self) -> dict[str, list[int]]:
+        """Every published model's versions (those with a card), ascending: one listing."""
+        out: dict[str, list[int]] = {}
+        for b in self.store.list_names(self.container):
+            m = re.fullmatch(r"([^/]+)/v(\d+)/card\.json", b.name)
+            if m:
+                out.setdefault(m.group(1), []).append(int(m.group(2)))
+        return {n: sorted(v) for n, v in sorted(out.items())}
+
     def names(self) -> list[str]:
         names = set()
         for b in self.store.list_names(self.container):

@@ -3,14 +3,15 @@
 One R runs one call at a time (rbridge.py, "Threads"), so the job's R uses one core.
 When a model's predict() is slow, the job starts R workers: each is a process of its
 own (``python -m scorer.pool``) with its own R and the model loaded, fed one prepared
-batch at a time over a socket, in Arrow IPC both ways, and answering with the result
-of the same ``scoring.predict_rows`` the job's R runs. The job's R stays the first
-worker; scoring.score_stream hands a batch to a free worker, or predicts it itself
-when none is free, and writes the results in input order.
+piece at a time over a socket, in Arrow IPC both ways, and answering with the result
+of the same ``scoring.predict_rows`` the job's R runs. Pieces wait in one queue
+(``Waiting``); each worker's thread takes the next as soon as its worker is free, and
+the job's own R takes them between reading batches; scoring.score_stream writes the
+results in input order.
 
-    Pool.start(model_file, card, size)          start ``size`` workers (returns at once)
-    pool.free()                                 a started worker with nothing to do, or None
-    worker.submit(prep, spec) -> Future         its answer: (results, dropped, reason, warnings)
+    Pool.start(model_file, card, size, waiting, spec)   start ``size`` workers (returns at once)
+    waiting.put(Turn(...))                      a piece for whichever R session is free first
+    turn.result()                               its Answer (results, dropped, reason, warnings)
     pool.close()                                end them all
 
 A worker that dies (its R crashed, or the kernel killed it for memory) fails the
@@ -29,8 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import Counter
-from concurrent.futures import Future
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,68 @@ class Answer:
     warnings: Counter
 
 
+class Turn:
+    """A piece of an input on its way through predict(), answered by the job's R or a
+    worker's; ``result()`` waits for it and raises the error it met."""
+
+    def __init__(self, batch: pa.RecordBatch, prep: Prepared, offset: int):
+        self.batch, self.prep, self.offset = batch, prep, offset
+        self.by: str | None = None
+        self._answer: Answer | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    def finish(self, by: str, answer: Answer | None = None, error: BaseException | None = None) -> None:
+        self.by, self._answer, self._error = by, answer, error
+        self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> Answer | None:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+
+class Waiting:
+    """Pieces waiting for an R session, in input order: the job's R takes them between
+    its other work, each worker as soon as it is free."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Turn] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._idle = 0  # workers blocked in take(), waiting for a piece
+
+    def put(self, turn: Turn) -> None:
+        with self._cv:
+            self._queue.append(turn)
+            self._cv.notify()
+
+    def take(self, block: bool, leave_for_idle: bool = False) -> Turn | None:
+        """The next piece; None when there is none (not blocking) or after close().
+        With ``leave_for_idle`` (the job's R, which could take every piece before a
+        waiting worker wakes up), only a piece that no idle worker is waiting for."""
+        with self._cv:
+            if block:
+                self._idle += 1
+                try:
+                    while not self._queue and not self._closed:
+                        self._cv.wait()
+                finally:
+                    self._idle -= 1
+            if self._closed or len(self._queue) <= (self._idle if leave_for_idle else 0):
+                return None
+            return self._queue.popleft()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
 class Worker:
     """One R worker process and the thread that talks to it."""
 
@@ -147,7 +209,6 @@ class Worker:
             stdin=subprocess.DEVNULL, stdout=2)  # the job's stdout is its JSON log: a worker writes to stderr
         theirs.close()
         self.ready = threading.Event()
-        self.busy = threading.Lock()
         self.closing = False
         self.failed: BaseException | None = None
         self._load = {"op": "load", "model": str(model_file), "packages": packages, "attach": attach, "what": what}
@@ -163,6 +224,7 @@ class Worker:
             self.ready.set()
         except BaseException as exc:  # this worker is not used; the others, and the job's R, go on
             self.failed = exc
+            self.ready.set()
             if not self.closing:  # not just the input finishing before the worker was up
                 log.warning(f"R worker {self.number} did not start: {exc}", extra={"event": "r_worker_failed"})
 
@@ -181,30 +243,29 @@ class Worker:
                              + (f" (exit status {code})" if code is not None else ""))
         return got
 
-    def submit(self, prep: Prepared, spec: Any) -> Future:
-        """Predict ``prep`` with ``spec`` (scoring.PredictSpec) on this worker; call
-        only when it is free (Pool.free)."""
-        fut: Future = Future()
-        self.busy.acquire()
-        header = {"op": "predict", "type": spec.predict_type, "args": spec.args, "outputs": spec.output_columns}
-        payload = encode_columns(prep.columns, prep.n_kept)
-
+    def feed(self, waiting: Waiting, spec: Any) -> None:
+        """Once started, take pieces from ``waiting`` and predict them with ``spec``
+        (scoring.PredictSpec) until it closes, or until this worker fails."""
         def run() -> None:
-            try:
-                got, data = self._call(header, payload)
-                if not got.get("ok"):
-                    fut.set_exception(_error_from(got["error"]))
+            self.ready.wait()
+            if self.failed is not None:
+                return
+            header = {"op": "predict", "type": spec.predict_type, "args": spec.args, "outputs": spec.output_columns}
+            while (turn := waiting.take(block=True)) is not None:
+                try:
+                    got, data = self._call(header, encode_columns(turn.prep.columns, turn.prep.n_kept))
+                    if not got.get("ok"):
+                        turn.finish(str(self.number), error=_error_from(got["error"]))
+                        continue
+                    dropped = np.array(got["dropped"], dtype=bool) if got["dropped"] is not None else None
+                    turn.finish(str(self.number), Answer(decode_results(data), dropped,
+                                                         tuple(got["reason"]) if got["reason"] else None,
+                                                         Counter(got["warnings"])))
+                except BaseException as exc:  # this worker is gone: its piece fails (in input order), it stops
+                    turn.finish(str(self.number), error=exc)
                     return
-                fut.set_result(Answer(decode_results(data),
-                                      np.array(got["dropped"], dtype=bool) if got["dropped"] is not None else None,
-                                      tuple(got["reason"]) if got["reason"] else None, Counter(got["warnings"])))
-            except BaseException as exc:
-                fut.set_exception(exc)
-            finally:
-                self.busy.release()
 
-        threading.Thread(target=run, name=f"r-worker-{self.number}-call", daemon=True).start()
-        return fut
+        threading.Thread(target=run, name=f"r-worker-{self.number}-feed", daemon=True).start()
 
     def close(self) -> None:
         self.closing = True
@@ -228,18 +289,16 @@ class Pool:
         self.workers = workers
 
     @classmethod
-    def start(cls, model_file: Path, card: dict, size: int) -> "Pool":
-        """``size`` workers for the model of ``card`` (its verified file at ``model_file``)."""
+    def start(cls, model_file: Path, card: dict, size: int, waiting: Waiting, spec: Any) -> "Pool":
+        """``size`` workers for the model of ``card`` (its verified file at ``model_file``),
+        each taking pieces from ``waiting`` once it has started."""
         what = f"model {card['name']!r} version {card['version']}"
         log.info(f"starting {size} R worker(s)", extra={"event": "r_workers_starting", "workers": size})
-        return cls([Worker(i + 1, model_file, list(card.get("packages") or {}), card.get("attach") or [], what)
+        pool = cls([Worker(i + 1, model_file, list(card.get("packages") or {}), card.get("attach") or [], what)
                     for i in range(size)])
-
-    def free(self) -> Worker | None:
-        for w in self.workers:
-            if w.ready.is_set() and w.failed is None and not w.busy.locked():
-                return w
-        return None
+        for w in pool.workers:
+            w.feed(waiting, spec)
+        return pool
 
     def close(self) -> None:
         for w in self.workers:

@@ -25,7 +25,7 @@ from scorer.drift import ReferenceBuilder, Tally, observe_batch, observe_predict
 from scorer.errors import InputFormatError, PredictError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
-from scorer.pool import Answer
+from scorer.pool import Answer, Turn, Waiting
 
 
 @dataclass
@@ -105,25 +105,29 @@ class Workers:
 
     #: R sessions in all, the job's own included (SCORER_R_WORKERS)
     size: int
-    #: start the others once one batch's predict() took this long (SCORER_R_WORKERS_AFTER):
-    #: a worker costs about a second to start, which a fast model never wins back
+    #: start the others when predict() on a whole batch would take this long, as timed on
+    #: the input's first PROBE_ROWS rows (SCORER_R_WORKERS_AFTER): a worker costs about a
+    #: second to start, which a fast model never wins back
     after_seconds: float
-    #: starts n workers (the job's R not counted) and returns the pool
-    start: Callable[[int], Any]
+    #: rows of a whole batch (SCORER_BATCH_ROWS)
+    batch_rows: int
+    #: starts n workers (the job's R not counted) taking pieces from a Waiting queue with
+    #: a PredictSpec, and returns the pool
+    start: Callable[[int, Waiting, PredictSpec], Any]
 
 
-@dataclass
-class _Turn:
-    """One batch on its way through predict(): answered here, or by a worker."""
+#: rows predict() is timed on, at the start of an input, to decide on R workers
+PROBE_ROWS = 10_000
 
-    batch: pa.RecordBatch
-    prep: Prepared
-    offset: int
-    answer: Answer | None = None
-    future: Future | None = None
 
-    def done(self) -> bool:
-        return self.future is None or self.future.done()
+def _cut(batch: pa.RecordBatch, prep: Prepared, offset: int, size: int | None
+         ) -> list[tuple[pa.RecordBatch, Prepared, int]]:
+    """A batch in pieces of ``size`` rows (whole when None or when it is no larger)."""
+    n = batch.num_rows
+    if size is None or n <= size:
+        return [(batch, prep, offset)]
+    cuts = list(range(0, n, size)) + [n]
+    return [(batch.slice(a, b - a), prep.rows(a, b), offset + a) for a, b in zip(cuts, cuts[1:])]
 
 
 def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
@@ -140,11 +144,12 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     With a ``drift`` tally, the reader counts each batch's input variables and the
     writer its predictions into the profile's bins: off R's thread, in bounded memory.
 
-    With ``workers``, once a batch's predict() has taken ``after_seconds``, R worker
-    processes start beside this one (scorer.pool): each batch goes to a free worker,
-    or is predicted here when none is free, and results are written in input order.
-    Then at most ``workers.size`` batches are being predicted at once, plus one read
-    ahead and one being written.
+    With ``workers``, predict() is timed on the input's first PROBE_ROWS rows; when a
+    whole batch would take ``after_seconds``, R worker processes start beside this one
+    (scorer.pool) and batches are cut in pieces of a fraction of a batch, which wait in
+    one queue: each worker takes the next as soon as it is free, this process's R takes
+    them between reading batches, and results are written in input order. Then the
+    pieces of at most two batches are in flight, plus one batch read ahead.
 
     ``counts`` (updated as batches go) tells how far it got when it raises.
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
@@ -178,10 +183,12 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
 
     written: Future | None = None
 
-    def emit(turn: _Turn) -> None:
+    def emit(turn: Turn) -> None:
         nonlocal names, written
         batch, prep = turn.batch, turn.prep
-        answer = turn.answer if turn.future is None else turn.future.result()  # a worker's error, in order
+        answer = turn.result()  # a worker's error, raised here in input order
+        if turn.by is not None:
+            counts.batches_by_r[turn.by] += 1
         details = list(prep.rejects)
         keep = prep.keep.copy()
         results: list[tuple[str, pa.Array]] = []
@@ -206,12 +213,29 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 on_first_scored()
             counts.rows_scored += n_keep
 
+    def here(turn: Turn) -> float:
+        """Predict a piece with this process's R; returns the seconds it took."""
+        t = time.monotonic()
+        try:
+            warned: Counter = Counter()
+            turn.finish("job", Answer(*predict_rows(r, model, turn.prep, spec, warned), warned))
+        except BaseException as exc:
+            turn.finish("job", error=exc)
+        return time.monotonic() - t
+
+    def emit_done() -> None:
+        while inflight and inflight[0].done():
+            emit(inflight.popleft())
+
     # shutdown(cancel_futures) on the way out: an error or a stop waits for at most
     # the one batch each stage is working on, never for the rest of the file.
     reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
     pool = None
-    inflight: deque[_Turn] = deque()
+    piece_rows: int | None = None   # None: whole batches, the job's R alone
+    probed = workers is None or workers.size <= 1  # nothing to decide
+    waiting = Waiting()
+    inflight: deque[Turn] = deque()
     try:
         ahead = reader.submit(read_next)
         while True:
@@ -226,29 +250,41 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
             counts.rows_read += batch.num_rows
             if prep is None:
                 continue
-            turn = _Turn(batch, prep, offset)
-            if prep.n_kept:
-                worker = pool.free() if pool is not None else None
-                if worker is not None:
-                    turn.future = worker.submit(prep, spec)
-                    counts.batches_by_r[str(worker.number)] += 1
+            if not probed and prep.n_kept:
+                # time predict() on the first rows; a whole batch as slow as SCORER_R_WORKERS_AFTER
+                # starts the workers, and then batches go in pieces, so that every R session
+                # stays busy to the end of the file
+                probed = True
+                (head, head_prep, _), *rest = _cut(batch, prep, offset, PROBE_ROWS)
+                turn = Turn(head, head_prep, offset)
+                inflight.append(turn)
+                seconds = here(turn)
+                if head_prep.n_kept and seconds / head_prep.n_kept * workers.batch_rows >= workers.after_seconds:
+                    pool = workers.start(workers.size - 1, waiting, spec)
+                    piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
+                pieces = [cut for part in rest for cut in _cut(*part, piece_rows)]
+            else:
+                pieces = _cut(batch, prep, offset, piece_rows)
+            for piece_batch, piece, piece_offset in pieces:
+                turn = Turn(piece_batch, piece, piece_offset)
+                inflight.append(turn)
+                if piece.n_kept:
+                    waiting.put(turn)
                 else:
-                    counts.batches_by_r["job"] += 1
-                    t = time.monotonic()
-                    warned: Counter = Counter()
-                    turn.answer = Answer(*predict_rows(r, model, prep, spec, warned), warned)
-                    if (pool is None and workers is not None and workers.size > 1
-                            and time.monotonic() - t >= workers.after_seconds):
-                        pool = workers.start(workers.size - 1)
-            inflight.append(turn)
-            in_flight_limit = 1 + (len(pool.workers) if pool is not None else 0)
-            while inflight and (inflight[0].done() or len(inflight) > in_flight_limit):
-                emit(inflight.popleft())
-        while inflight:
+                    turn.finish("job")  # nothing to predict: every row was rejected
+            # this process's share of the pieces, while the workers take theirs
+            while (turn := waiting.take(block=False, leave_for_idle=True)) is not None:
+                here(turn)
+                emit_done()
+            emit_done()
+        while (turn := waiting.take(block=False)) is not None:  # what no worker took
+            here(turn)
+        while inflight:  # the workers' last pieces
             emit(inflight.popleft())
         if written is not None:
             written.result()
     finally:
+        waiting.close()
         if pool is not None:
             pool.close()
         reader.shutdown(wait=True, cancel_futures=True)

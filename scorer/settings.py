@@ -159,6 +159,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("price_gb_second", "SCORER_PRICE_GB_SECOND", _positive_float, 0.0000012361,
             "USD per GB-second of Container Instances memory: default $0.00445 per GB-hour, same source as "
             "SCORER_PRICE_VCPU_SECOND."),
+    Setting("serve_max_body_bytes", "SCORER_SERVE_MAX_BODY_BYTES", _positive_int, 10 * 1024**2,
+            "scorer serve: the largest request body accepted (413 above it)."),
+    Setting("serve_gather_ms", "SCORER_SERVE_GATHER_MS", _seconds, 2.0,
+            "scorer serve: how long R waits for requests still being read, to predict them in one call with "
+            "those already waiting (milliseconds; 0 takes only what is already waiting)."),
+    Setting("serve_max_rows", "SCORER_SERVE_MAX_ROWS", _positive_int, 50_000,
+            "scorer serve: the most rows gathered into one predict() call."),
+    Setting("serve_refresh_seconds", "SCORER_SERVE_REFRESH_SECONDS", _positive_float, 5.0,
+            "scorer serve: how often the server looks for new model versions (each is loaded before it is "
+            "served)."),
     Setting("model", "SCORER_MODEL", _text, None,
             "Score only this model's inputs (same as `scorer run --model`)."),
     Setting("blob", "SCORER_BLOB", _text, None,
@@ -197,6 +207,10 @@ class Settings:
     memory_gb: float | None = None
     price_vcpu_second: float = 0.00001125
     price_gb_second: float = 0.0000012361
+    serve_max_body_bytes: int = 10 * 1024**2
+    serve_gather_ms: float = 2.0
+    serve_max_rows: int = 50_000
+    serve_refresh_seconds: float = 5.0
     model: str | None = None
     blob: str | None = None
     log_level: str = "INFO"

@@ -1,0 +1,175 @@
+"""Rows in memory, scored the way the batch job scores a file: the pure parts that
+`scorer serve` and ``scorer.predict`` share.
+
+    table_from_json / table_from_csv   a request body as an Arrow table
+    prototype(card)                    what a client sends: each column's type, one example row
+    merge(preps) / split(...)          several requests' rows through one predict() call
+    records(...)                       predictions as one JSON object per scored row
+
+Validation is scorer.frames.prepare, as for blobs: the same messages, the same rejected
+rows (numbered from 1 in the request's order).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from scorer.errors import InputFormatError
+from scorer.formats import open_input
+from scorer.frames import Prepared, RColumn
+from scorer.pool import Answer
+
+
+def table_from_json(body: bytes, where: str) -> pa.Table:
+    """``{"rows": [{...}, ...]}`` or a bare array of records. Columns: numbers when
+    every value is a number, TRUE/FALSE when every value is a boolean, else text (the
+    model's schema then parses them, as it parses CSV text). Raises InputFormatError."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputFormatError(f"{where}: the body is not valid JSON ({exc}).",
+                               hint='Send {"rows": [{"column": value, ...}, ...]} or an array of such objects.') from None
+    rows = doc.get("rows") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputFormatError(f"{where}: expected an array of row objects, or an object whose \"rows\" is one.",
+                               hint='For example {"rows": [{"age": 31, "education": "6-11yrs"}]}.')
+    if not rows:
+        raise InputFormatError(f"{where}: there are no rows to score.", hint="Send at least one row.")
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        present = [v for v in values if v is not None]
+        if any(isinstance(v, (dict, list)) for v in present):
+            raise InputFormatError(f"{where}: column {name!r} holds an object or array; each value must be a "
+                                   "number, text, true/false or null.", hint=f"Flatten {name!r} into plain values.")
+        if present and all(isinstance(v, bool) for v in present):
+            columns[name] = pa.array(values, pa.bool_())
+        elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            columns[name] = pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+                                      for v in values], pa.float64())
+        else:
+            columns[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def table_from_csv(body: bytes, where: str, max_bytes: int, decimal: str = "auto") -> tuple[pa.Table, str, str]:
+    """A CSV body, read by the batch job's own CSV reader; with its delimiter and
+    decimal mark. Raises InputFormatError."""
+    table = open_input(io.BytesIO(body), "csv", where, 1 << 30, max_bytes, decimal)
+    try:
+        batches = list(table.batches)
+    finally:
+        table.close()
+    schema = pa.schema([(n, pa.string()) for n in table.names])
+    out = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+    if out.num_rows == 0:
+        raise InputFormatError(f"{where}: the CSV has a header but no data rows.", hint="Send at least one row.")
+    return out, table.delimiter, table.decimal
+
+
+# -- what a client sends ------------------------------------------------------------------
+
+_TYPES = {"numeric": "number", "integer": "number", "logical": "boolean", "Date": "date",
+          "POSIXct": "date-time", "character": "string"}
+
+
+def prototype(card: dict) -> dict | None:
+    """Each input column's type (number, string, boolean, date, date-time, or one of a
+    factor's levels) and one example request a client can copy; None without a schema."""
+    schema = card.get("input_schema")
+    if not schema:
+        return None
+    columns, example = {}, {}
+    for f in schema:
+        if f.get("levels"):
+            columns[f["name"]] = {"type": "string", "levels": f["levels"]}
+            example[f["name"]] = f["levels"][0]
+        else:
+            t = _TYPES.get(f["class"], "number or string")
+            columns[f["name"]] = {"type": t} | ({"tz": f["tz"]} if f.get("tz") else {})
+            example[f["name"]] = {"number": 0, "boolean": True, "date": "2024-01-31",
+                                  "date-time": "2024-01-31T12:00:00Z"}.get(t, "text")
+    return {"columns": columns, "example": {"rows": [example]}}
+
+
+# -- several requests, one predict() ---------------------------------------------------------
+
+def signature(prep: Prepared) -> tuple:
+    """Requests whose columns have the same names, kinds, levels and time zones can be
+    predicted together (always so for a model with a schema)."""
+    return tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in prep.columns.items())
+
+
+def merge(preps: list[Prepared]) -> Prepared:
+    """The kept rows of several prepared requests (same signature) as one."""
+    if len(preps) == 1:
+        return preps[0]
+    columns = {}
+    for name, first in preps[0].columns.items():
+        parts = [p.columns[name].values for p in preps]
+        values = [v for part in parts for v in part] if first.kind == "character" else np.concatenate(parts)
+        columns[name] = RColumn(first.kind, values, first.levels, first.ordered, first.tz)
+    n = sum(p.n_kept for p in preps)
+    return Prepared(columns=columns, keep=np.ones(n, dtype=bool))
+
+
+def split(answer: Answer, sizes: list[int]) -> list[Answer]:
+    """One predict() answer over merged rows, back into each request's share."""
+    out, start = [], 0
+    for n in sizes:
+        results = [(name, arr.slice(start, n)) for name, arr in answer.results]
+        dropped = answer.dropped[start:start + n] if answer.dropped is not None else None
+        out.append(Answer(results, dropped, answer.reason, answer.warnings))
+        start += n
+    return out
+
+
+@dataclass
+class Scored:
+    """One request's outcome: results for its kept rows (in order), their request row
+    numbers (from 1), and the rejected rows."""
+
+    names: list[str]
+    columns: list[pa.Array]
+    rows: list[int]
+    rejected: list[dict]
+
+
+def outcome(prep: Prepared, answer: Answer | None, names_for: Any) -> Scored:
+    """Apply R's dropped rows (missing values its predict() refused) to a request."""
+    rejected = [{"row": i + 1, "column": c, "value": v, "reason": why} for i, c, v, why in prep.rejects]
+    kept = np.flatnonzero(prep.keep)
+    if answer is None:
+        return Scored([], [], [], sorted(rejected, key=lambda r: r["row"]))
+    columns = [a for _, a in answer.results]
+    if answer.dropped is not None and answer.dropped.any():
+        for i in kept[answer.dropped]:
+            rejected.append({"row": int(i) + 1, "column": answer.reason[0], "value": "", "reason": answer.reason[1]})
+        mask = pa.array(~answer.dropped)
+        columns = [a.filter(mask) for a in columns]
+        kept = kept[~answer.dropped]
+    return Scored(names_for(answer.results), columns, [int(i) + 1 for i in kept],
+                  sorted(rejected, key=lambda r: r["row"]))
+
+
+def records(scored: Scored) -> list[dict]:
+    """One JSON object per scored row: its request row number and its predictions."""
+    values = [c.to_pylist() for c in scored.columns]
+    out = []
+    for j, row in enumerate(scored.rows):
+        rec = {"row": row}
+        for name, vals in zip(scored.names, values):
+            v = vals[j]
+            rec[name] = v.isoformat() if hasattr(v, "isoformat") else v
+        out.append(rec)
+    return out

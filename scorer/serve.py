@@ -1,0 +1,343 @@
+"""`scorer serve`: the published models over HTTP.
+
+    POST /v1/models/{name}/predict[?version=N]   JSON rows or CSV in; predictions out
+    GET  /v1/models, /v1/models/{name}           what is published; a model's card and prototype
+    GET  /healthz, /readyz, /openapi.json
+
+Threads (rbridge.py, "Threads"): R starts first, on the main thread, and only the main
+thread calls it: it loads models and runs predict(). The HTTP server (uvicorn, an ASGI
+server, with Starlette's routing) runs its event loop on a thread of its own; a request
+is parsed and validated there (scorer.frames, as for blobs), then queued for R, and its
+answer awaited. Blob reads (cards, models) run on a small thread pool, never on the loop.
+
+Gathering: R runs one call at a time, so requests for the same model version that wait
+together go to R as one predict() call and the answers are split back by rows. The R
+thread takes every request already waiting; when requests are still being read by the
+server, it waits for them up to SCORER_SERVE_GATHER_MS (2 ms), and a gathered call holds
+at most SCORER_SERVE_MAX_ROWS rows. A lone client never waits: nothing else is arriving.
+If a gathered call fails, each request in it is retried alone, so one bad request fails
+only itself.
+
+Versions: the server lists the models container every SCORER_SERVE_REFRESH_SECONDS and
+loads a new current version before it serves it; ``?version=N`` loads that version on
+first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, ScorerError
+from scorer.frames import Prepared, check_columns, prediction_names, prepare
+from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
+from scorer.pool import Answer
+from scorer.scoring import PredictSpec, predict_rows
+
+log = logging.getLogger("scorer.serve")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, kind: str, message: str, hint: str = "", **extra: Any):
+        super().__init__(message)
+        self.status, self.kind, self.hint, self.extra = status, kind, hint, extra
+
+    def body(self) -> dict:
+        err = {"kind": self.kind, "message": str(self)}
+        if self.hint:
+            err["what_to_do"] = self.hint
+        return {"error": err, **self.extra}
+
+
+def _http(exc: ScorerError) -> HTTPError:
+    status = 404 if isinstance(exc, ModelNotFound) else 400 if isinstance(exc, (InputError, ConfigError)) else 500
+    if isinstance(exc, PredictError):
+        status = 422  # the rows were read, but R could not score them
+    return HTTPError(status, exc.kind, str(exc), exc.hint)
+
+
+@dataclass
+class Loaded:
+    card: dict
+    model: Any
+    spec: PredictSpec
+
+
+@dataclass
+class _Load:
+    card: dict
+    deliver: Callable[[Loaded | BaseException], None]
+
+
+@dataclass
+class _Predict:
+    key: tuple[str, int]
+    loaded: Loaded
+    prep: Prepared
+    sig: tuple
+    deliver: Callable[[Answer | BaseException], None]
+
+
+@dataclass
+class State:
+    ready: bool = False
+    current: dict[str, int] = field(default_factory=dict)        # model name -> current version
+    loaded: dict[tuple[str, int], Loaded] = field(default_factory=dict)
+    arriving: int = 0                                             # requests read but not yet queued for R
+
+
+class Server:
+    def __init__(self, settings: Any, store: Any, host: str = "127.0.0.1", port: int = 8000):
+        from scorer.models import Registry
+
+        self.settings = settings
+        self.store = store
+        self.registry = Registry(store)
+        self.host, self.port = host, port
+        self.state = State()
+        self.work: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.io = ThreadPoolExecutor(4, thread_name_prefix="serve-io")
+        self._lock = threading.Lock()
+        self.server = None
+
+    # -- the main thread: R --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT. R must have been started (rbridge.start)."""
+        import uvicorn
+
+        from scorer.serve_app import build_app
+
+        self.registry.r  # the bridge (started already, on this thread)
+        app = build_app(self)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None, access_log=False,
+                                lifespan="on", server_header=False, date_header=False)
+        self.server = uvicorn.Server(config)
+        http = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+        def stop(signum, frame):  # noqa: ARG001
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        http.start()
+        log.info(f"serving on http://{self.host}:{self.port}", extra={"event": "serve_started",
+                                                                     "host": self.host, "port": self.port})
+        try:
+            self._r_loop()
+        finally:
+            self.server.should_exit = True
+            http.join(10)
+            self.io.shutdown(wait=False, cancel_futures=True)
+        return 0
+
+    def _r_loop(self) -> None:
+        s = self.settings
+        deferred: deque = deque()
+        gather = s.serve_gather_ms / 1000
+        while not self.stopping.is_set():
+            try:
+                item = deferred.popleft() if deferred else self.work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Load):
+                self._load(item)
+                continue
+            group, rows = [item], item.prep.n_kept
+            deadline = time.monotonic() + gather
+            while rows < s.serve_max_rows:
+                try:
+                    nxt = self.work.get_nowait()
+                except queue.Empty:
+                    wait = deadline - time.monotonic()
+                    if self.state.arriving <= 0 or wait <= 0:
+                        break
+                    try:
+                        nxt = self.work.get(timeout=wait)
+                    except queue.Empty:
+                        break
+                if isinstance(nxt, _Predict) and nxt.key == item.key and nxt.sig == item.sig:
+                    group.append(nxt)
+                    rows += nxt.prep.n_kept
+                else:
+                    deferred.append(nxt)
+            self._predict(group)
+
+    def _load(self, item: _Load) -> None:
+        card = item.card
+        key = (card["name"], int(card["version"]))
+        try:
+            if key not in self.state.loaded:
+                if card.get("kind") == "function":
+                    raise HTTPError(400, "NotAModel", f"{card['name']!r} is an R function: it scores whole files "
+                                    "through blobs, not rows over HTTP.", hint="Drop files under its input folder.")
+                model = self.registry.load(card)
+                self.state.loaded[key] = Loaded(card, model, PredictSpec.from_card(card))
+            item.deliver(self.state.loaded[key])
+        except BaseException as exc:
+            item.deliver(exc)
+
+    def _predict(self, group: list[_Predict]) -> None:
+        r = self.registry.r
+        first = group[0]
+        try:
+            warned: Counter = Counter()
+            merged = merge([g.prep for g in group])
+            answer = Answer(*predict_rows(r, first.loaded.model, merged, first.loaded.spec, warned), warned)
+        except ScorerError as exc:
+            if len(group) == 1:
+                first.deliver(exc)
+            else:  # one request's rows may be the cause: each alone, so only that one fails
+                for g in group:
+                    self._predict([g])
+            return
+        except BaseException as exc:
+            for g in group:
+                g.deliver(exc)
+            return
+        log.debug("predict() call", extra={"event": "r_call", "requests": len(group), "rows": merged.n_kept})
+        for g, part in zip(group, split(answer, [g.prep.n_kept for g in group])):
+            g.deliver(part)
+
+    # -- the event loop's side -------------------------------------------------------------
+
+    async def _to_r(self, make: Callable[[Callable], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def deliver(value: Any) -> None:
+            def settle() -> None:
+                if fut.done():  # the client went away
+                    return
+                if isinstance(value, BaseException):
+                    fut.set_exception(value)
+                else:
+                    fut.set_result(value)
+            loop.call_soon_threadsafe(settle)
+
+        self.work.put(make(deliver))
+        return await fut
+
+    async def blocking(self, fn: Callable, *args: Any) -> Any:
+        """Blob I/O off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    async def model(self, name: str, version: int | None) -> Loaded:
+        """The loaded model (current version unless ``version``); loads it if needed.
+        Raises ScorerError (404 for an unknown model or version)."""
+        if version is None:
+            version = self.state.current.get(name)
+        if version is not None and (name, version) in self.state.loaded:
+            return self.state.loaded[(name, version)]
+        card = await self.blocking(self.registry.card, name, version)
+        loaded = await self._to_r(lambda deliver: _Load(card, deliver))
+        if version is None:
+            with self._lock:
+                self.state.current.setdefault(name, int(card["version"]))
+        return loaded
+
+    async def predict(self, loaded: Loaded, prep: Prepared) -> Answer:
+        key = (loaded.card["name"], int(loaded.card["version"]))
+        return await self._to_r(lambda deliver: _Predict(key, loaded, prep, signature(prep), deliver))
+
+    async def refresh(self) -> None:
+        """Load each model's newest version, then make it current (never before it is loaded)."""
+        catalog = await self.blocking(self.registry.catalog)
+        for name, versions in catalog.items():
+            newest = versions[-1]
+            if self.state.current.get(name) == newest:
+                continue
+            try:
+                card = await self.blocking(self.registry.card, name, newest)
+                await self._to_r(lambda deliver, c=card: _Load(c, deliver))
+            except BaseException as exc:  # that model answers with its error on request; the rest are served
+                log.warning(f"model {name!r} version {newest} could not be loaded: {exc}",
+                            extra={"event": "serve_load_failed", "model": name, "version": newest})
+                continue
+            with self._lock:
+                before = self.state.current.get(name)
+                self.state.current[name] = newest
+            if before is not None:
+                log.info(f"model {name!r}: now serving version {newest} (was {before})",
+                         extra={"event": "serve_new_version", "model": name, "version": newest})
+
+    async def refresher(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # storage down: keep serving what is loaded, try again later
+                log.warning(f"could not list the models: {exc}", extra={"event": "serve_refresh_failed"})
+            self.state.ready = True
+            await asyncio.sleep(self.settings.serve_refresh_seconds)
+
+    # -- one request ---------------------------------------------------------------------------
+
+    async def score(self, name: str, version: int | None, body: bytes, content_type: str) -> tuple[Loaded, Any, Scored]:
+        """Parse, validate and score a request body. Returns the model, the request's
+        table and the outcome. Raises HTTPError."""
+        with self._lock:
+            self.state.arriving += 1
+        queued = False
+        try:
+            loaded = await self.model(name, version)
+            where = "request"
+            is_csv = content_type.startswith("text/csv")
+            if is_csv:
+                table, _, decimal = table_from_csv(body, where, self.settings.serve_max_body_bytes,
+                                                   self.settings.csv_decimal)
+            else:
+                table, decimal = table_from_json(body, where), "."
+            schema = loaded.spec.schema
+            check_columns(table.column_names, schema, where)
+            batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+            prep = prepare(batch, schema, where, decimal)
+            if prep.n_kept == 0:
+                scored = outcome(prep, None, lambda _: [])
+                raise HTTPError(422, "AllRowsRejected", f"none of the {table.num_rows} row(s) could be scored.",
+                                hint="See rejected for each row and why.", rejected=scored.rejected)
+            with self._lock:
+                self.state.arriving -= 1
+            queued = True
+            answer = await self.predict(loaded, prep)
+            return loaded, table, outcome(prep, answer, lambda results: prediction_names(results, []))
+        except ScorerError as exc:
+            raise _http(exc) from None
+        finally:
+            if not queued:
+                with self._lock:
+                    self.state.arriving -= 1
+
+
+def csv_body(table: pa.Table, scored: Scored) -> bytes:
+    """The request's scored rows with their predictions, as the blob output's CSV
+    (a prediction column named like an input column gets ``_`` appended)."""
+    kept = table.take(pa.array([r - 1 for r in scored.rows], pa.int64()))
+    used, names = set(kept.column_names), []
+    for n in scored.names:
+        while n in used:
+            n += "_"
+        used.add(n)
+        names.append(n)
+    out = pa.Table.from_arrays(list(kept.columns) + scored.columns, names=kept.column_names + names)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(out, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def openapi() -> dict:
+    """The API's OpenAPI document (scorer/openapi.json, checked against the server by the tests)."""
+    return json.loads(resources.files("scorer").joinpath("openapi.json").read_text())
