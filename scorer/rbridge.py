@@ -176,6 +176,7 @@ class RBridge:
         from rpy2.rinterface_lib import callbacks
 
         self._warnings: list[str] = []
+        self._shapes: dict[tuple, tuple] = {}  # R vectors describing a column layout (_data_frame)
         # Route R's console to the log before R prints anything: stdout belongs to
         # the JSON-lines log.
         callbacks.consolewrite_print = lambda s: log.debug("R: %s", s.rstrip())
@@ -199,7 +200,7 @@ class RBridge:
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
-                     "scorer_reference_frame")}
+                     "scorer_reference_frame", "scorer_frame", "scorer_columns")}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -394,15 +395,14 @@ class RBridge:
         rtype = ri.NULL if predict_type is None else ri.StrSexpVector([predict_type])
         self._warnings.clear()
         try:
-            got = self._named(self._fn["scorer_predict"](model.robj, newdata, rtype, self._arg_list(args or [])))
-            out = got["value"]
-            warned = [str(w) for w in got["warnings"]]
+            got = self._fn["scorer_predict"](model.robj, newdata, rtype, self._arg_list(args or []))
+            warned = [str(w) for w in got[4]]
         except Exception as exc:
             text = self._r_error_text(exc)
             if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
                 raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}") from None
             raise PredictError(f"R's predict() failed: {text}") from None
-        result = self._result_columns(out)
+        result = self._columns(got)
         for name, arr in result:
             if len(arr) != nrows:
                 raise PredictError(
@@ -426,92 +426,69 @@ class RBridge:
         return self._call("names<-", out, ri.StrSexpVector([a["name"] for a in args])) if args else out
 
     def _vector(self, col: RColumn) -> Any:
+        """A column's values as a plain R vector; scorer_frame adds the attributes."""
         ri = self.ri
-        if col.kind == "numeric":
-            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
-        elif col.kind == "logical":
-            v = ri.BoolSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
-        elif col.kind == "factor":
-            v = ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
-            v = self._call("levels<-", v, ri.StrSexpVector(col.levels))
-            v = self._set_class(v, ["ordered", "factor"] if col.ordered else ["factor"])
-        elif col.kind == "date":
-            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
-            v = self._set_class(v, ["Date"])
-        elif col.kind == "posixct":  # seconds since 1970-01-01 UTC, shown in the model's time zone
-            v = ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
-            v = self._call("attr<-", v, ri.StrSexpVector(["tzone"]), ri.StrSexpVector([col.tz or "UTC"]))
-            v = self._set_class(v, ["POSIXct", "POSIXt"])
-        elif col.kind == "character":
-            v = ri.StrSexpVector([ri.NA_Character if s is None else s for s in col.values])
-        else:  # pragma: no cover - RColumn.kind is a closed set
-            raise ValueError(col.kind)
-        return v
+        if col.kind in ("numeric", "date", "posixct"):
+            return ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
+        if col.kind == "logical":
+            return ri.BoolSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
+        if col.kind == "factor":
+            return ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
+        if col.kind == "character":
+            return ri.StrSexpVector([ri.NA_Character if s is None else s for s in col.values])
+        raise ValueError(col.kind)  # pragma: no cover - RColumn.kind is a closed set
 
     def _data_frame(self, columns: dict[str, RColumn], nrows: int) -> Any:
+        """The columns as an R data.frame, in one call to R (scorer_frame)."""
         ri = self.ri
-        df = ri.ListSexpVector([self._vector(c) for c in columns.values()])
-        df = self._call("names<-", df, ri.StrSexpVector(list(columns)))
-        # compact row names c(NA, -n): what data.frame() itself stores
-        df = self._call("attr<-", df, ri.StrSexpVector(["row.names"]), ri.IntSexpVector([NA_INTEGER, -nrows]))
-        return self._set_class(df, ["data.frame"])
-
-    def _set_class(self, v: Any, cls: list[str]) -> Any:
-        # through `class<-`, which also marks the object for S3 dispatch
-        return self._call("class<-", v, self.ri.StrSexpVector(cls))
+        cols = list(columns.values())
+        key = tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
+        shape = self._shapes.get(key)
+        if shape is None:  # the same for every batch or request of a model: made once
+            shape = (ri.StrSexpVector(list(columns)), ri.StrSexpVector([c.kind for c in cols]),
+                     ri.ListSexpVector([ri.StrSexpVector(c.levels) if c.kind == "factor" else ri.NULL for c in cols]),
+                     ri.BoolSexpVector([c.ordered for c in cols]), ri.StrSexpVector([c.tz or "UTC" for c in cols]))
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        names, kinds, levels, ordered, tz = shape
+        return self._fn["scorer_frame"](ri.ListSexpVector([self._vector(c) for c in cols]), names,
+                                        ri.IntSexpVector([nrows]), kinds, levels, ordered, tz)
 
     def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
-        ri = self.ri
-        cls = self.classes(out)
-        if "data.frame" in cls:
-            names = [str(n) for n in self._call("names", out)]
-            return [(n, self._array(col)) for n, col in zip(names, out)]
-        dim = self._call("dim", out)
-        if dim is not ri.NULL and len(dim) == 2:
-            nrow, ncol = int(dim[0]), int(dim[1])
-            colnames = self._call("colnames", out)
-            names = [str(n) for n in colnames] if colnames is not ri.NULL else [str(i + 1) for i in range(ncol)]
-            flat = self._array(out, plain=True)
-            return [(names[j], flat.slice(j * nrow, nrow)) for j in range(ncol)]
-        return [("", self._array(out))]
+        """An R vector, matrix or data frame as named Arrow arrays (one, unnamed, for a vector)."""
+        return self._columns(self._fn["scorer_columns"](out))
 
-    def _array(self, v: Any, plain: bool = False) -> pa.Array:
-        """An R vector as an Arrow array, NA as null."""
+    def _columns(self, got: Any) -> list[tuple[str, pa.Array]]:
+        """scorer_columns' answer, list(columns, names, kinds, tz), as named Arrow arrays:
+        no further call to R per column."""
+        return [(str(n), self._array(v, str(k), str(z))) for v, n, k, z in zip(got[0], got[1], got[2], got[3])]
+
+    def _array(self, v: Any, kind: str, tz: str) -> pa.Array:
+        """A plain R vector as an Arrow array, NA as null (``kind`` from scorer_columns)."""
         ri = self.ri
-        t = v.typeof
-        if t == ri.RTYPES.REALSXP:
-            # a matrix's memoryview is 2-D; flatten in R's (column-major) order
-            a = np.array(v.memoryview(), dtype=np.float64).ravel(order="F") if len(v) else np.zeros(0)
+        if kind in ("double", "date", "posixct", "duration"):
+            a = np.array(v.memoryview(), dtype=np.float64) if len(v) else np.zeros(0)
             # NaN (R's NA) -> null; a mask rather than from_pandas=True, which
             # would import pandas when it happens to be installed (0.3 s)
             mask = np.isnan(a)
-            cls = [] if plain else self.classes(v)
-            if "Date" in cls:
-                return pa.array(np.where(mask, 0, np.floor(a)).astype(np.int32), pa.date32(), mask=mask)
-            if "POSIXct" in cls:
-                tz = self._call("attr", v, ri.StrSexpVector(["tzone"]))
-                tz = str(tz[0]) if tz is not ri.NULL and len(tz) and str(tz[0]) else "UTC"
+            if kind == "date":
+                return pa.array(np.where(mask, 0, a).astype(np.int32), pa.date32(), mask=mask)
+            if kind == "posixct":
                 micros = np.where(mask, 0, np.round(a * 1e6)).astype(np.int64)
-                return pa.array(micros, pa.timestamp("us", tz=tz), mask=mask)
-            if "difftime" in cls:
-                units = str(self._call("attr", v, ri.StrSexpVector(["units"]))[0])
-                seconds = a * {"secs": 1, "mins": 60, "hours": 3600, "days": 86400, "weeks": 604800}.get(units, 1)
-                return pa.array(np.where(mask, 0, np.round(seconds * 1e6)).astype(np.int64), pa.duration("us"), mask=mask)
+                return pa.array(micros, pa.timestamp("us", tz=tz or "UTC"), mask=mask)
+            if kind == "duration":
+                return pa.array(np.where(mask, 0, np.round(a * 1e6)).astype(np.int64), pa.duration("us"), mask=mask)
             return pa.array(a, mask=mask)
-        if t == ri.RTYPES.INTSXP:
-            a = np.array(v.memoryview(), dtype=np.int32).ravel(order="F") if len(v) else np.zeros(0, np.int32)
-            mask = a == NA_INTEGER
-            if not plain and "factor" in self.classes(v):
-                levels = pa.array([str(x) for x in self._call("levels", v)], pa.string())
-                idx = pa.array(a - 1, mask=mask)
-                return pa.DictionaryArray.from_arrays(idx, levels).cast(pa.string())
-            return pa.array(a, mask=mask)
-        if t == ri.RTYPES.LGLSXP:
-            a = np.array(v.memoryview(), dtype=np.int32).ravel(order="F") if len(v) else np.zeros(0, np.int32)
+        if kind == "integer":
+            a = np.array(v.memoryview(), dtype=np.int32) if len(v) else np.zeros(0, np.int32)
+            return pa.array(a, mask=a == NA_INTEGER)
+        if kind == "logical":
+            a = np.array(v.memoryview(), dtype=np.int32) if len(v) else np.zeros(0, np.int32)
             return pa.array(a == 1, mask=a == NA_INTEGER)
-        if t == ri.RTYPES.STRSXP:
+        if kind == "character":
             return pa.array([None if s is ri.NA_Character else str(s) for s in v], pa.string())
         raise PredictError(
-            f"R's predict() returned a value of R type {t!r}, which scorer cannot write to a table",
+            f"R's predict() returned a value of R type {kind!r}, which scorer cannot write to a table",
             hint="Choose a --predict-type that returns numbers, classes or probabilities.",
         )

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, ScorerError
+from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
 from scorer.frames import Prepared, check_columns, prediction_names, prepare
 from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.pool import Answer
@@ -304,7 +304,10 @@ class Server:
             schema = loaded.spec.schema
             check_columns(table.column_names, schema, where)
             batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
-            prep = prepare(batch, schema, where, decimal)
+            try:
+                prep = prepare(batch, schema, where, decimal)
+            except SchemaError as exc:  # the columns are there, but none of a column's values fits
+                raise HTTPError(422, exc.kind, str(exc), exc.hint) from None
             if prep.n_kept == 0:
                 scored = outcome(prep, None, lambda _: [])
                 raise HTTPError(422, "AllRowsRejected", f"none of the {table.num_rows} row(s) could be scored.",

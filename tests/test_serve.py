@@ -11,6 +11,7 @@ import math
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,12 +20,14 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from conftest import ROOT, _free_port, env_for
 from test_model_families import predict_types
 
 SPEC = json.loads((ROOT / "scorer" / "openapi.json").read_text())
-_REGISTRY = Registry().with_resource("urn:scorer-openapi", Resource.from_contents(SPEC, default_specification=None))
+# the document as one resource, so that its schemas' "#/components/..." references resolve
+_REGISTRY = Registry().with_resource("urn:scorer-openapi", Resource(contents=SPEC, specification=DRAFT202012))
 
 
 def conforms(resp: requests.Response, path: str, method: str = "get") -> dict | str:
@@ -53,9 +56,10 @@ class Served:
     def __init__(self, settings, **env):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # the log to a file: an unread pipe fills up and stalls the server
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="scorer-serve-", suffix=".log")
         self.proc = subprocess.Popen([sys.executable, "-m", "scorer", "serve", "--port", str(self.port)],
-                                     env=env_for(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     env=env_for(settings, **env), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -63,20 +67,26 @@ class Served:
                     return
             except requests.ConnectionError:
                 pass
-            assert self.proc.poll() is None, self.proc.stdout.read()
+            assert self.proc.poll() is None, self.read_log()
             time.sleep(0.1)
         raise AssertionError("scorer serve did not become ready")
 
-    def post(self, name: str, body, version: int | None = None, **kw) -> requests.Response:
+    def post(self, name: str, body, version: int | None = None, timeout: float = 60, **kw) -> requests.Response:
         params = {"version": version} if version is not None else None
         if isinstance(body, (bytes, str)):
-            return requests.post(f"{self.url}/v1/models/{name}/predict", data=body, params=params, timeout=60, **kw)
-        return requests.post(f"{self.url}/v1/models/{name}/predict", json=body, params=params, timeout=60, **kw)
+            return requests.post(f"{self.url}/v1/models/{name}/predict", data=body, params=params, timeout=timeout, **kw)
+        return requests.post(f"{self.url}/v1/models/{name}/predict", json=body, params=params, timeout=timeout, **kw)
+
+    def read_log(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        """SIGTERM, and the server's log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        return self.read_log()
 
 
 @pytest.fixture
@@ -148,8 +158,13 @@ def test_each_error_has_its_status_and_message(served, fitted):
     assert r.status_code == 200 and [p["row"] for p in body["predictions"]] == [2]
     assert body["rejected"][0]["row"] == 1 and "was not seen when the model was fitted" in body["rejected"][0]["reason"]
 
+    both = [dict(ok[0], education="postgraduate"), dict(ok[1], age="forty")]  # each row bad, each column fine
+    body = conforms(r := served.post("glm-binomial", both), post, "post")
+    assert r.status_code == 422 and body["error"]["kind"] == "AllRowsRejected"
+    assert [x["row"] for x in body["rejected"]] == [1, 2] and body["rejected"][1]["column"] == "age"
+
     body = conforms(r := served.post("glm-binomial", [dict(ok[0], education="postgraduate")]), post, "post")
-    assert r.status_code == 422 and body["error"]["kind"] == "AllRowsRejected" and len(body["rejected"]) == 1
+    assert r.status_code == 422 and "holds none of the model's levels" in body["error"]["message"]
 
     body = conforms(r := served.post("glm-binomial", [{k: v for k, v in ok[0].items() if k != "age"}]), post, "post")
     assert r.status_code == 400 and "missing required column(s) 'age'" in body["error"]["message"]

@@ -257,8 +257,8 @@ scorer_list_table <- function(out, n) {
 
 # predict(), with results that are not plain vectors, matrices or data frames
 # unwrapped to one: ranger's prediction object, list(fit = , se.fit = ), and lists
-# of equal-length parts. Warnings are collected, not printed:
-# returns list(value = <result>, warnings = <chr>).
+# of equal-length parts. Warnings are collected, not printed. Returns the result as
+# scorer_columns does, then the warnings: list(columns, names, kinds, tz, warnings).
 scorer_predict <- function(model, newdata, type, args) {
   warned <- character()
   call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), args)
@@ -290,7 +290,77 @@ scorer_predict <- function(model, newdata, type, args) {
                   else if (is.matrix(col)) as.vector(col) else col)
     out <- as.data.frame(out, stringsAsFactors = FALSE, optional = TRUE)
   }
-  list(value = out, warnings = warned)
+  c(scorer_columns(out), list(warned))
+}
+
+# The data frame predict() gets, built from the plain vectors Python hands over: one
+# call, rather than one per attribute. kinds: numeric, logical, factor, date, posixct,
+# character (scorer.frames.RColumn); levels: the factor levels (NULL otherwise).
+scorer_frame <- function(cols, names, nrows, kinds, levels, ordered, tz) {
+  for (i in seq_along(cols)) {
+    k <- kinds[[i]]
+    if (k == "factor") {
+      attr(cols[[i]], "levels") <- levels[[i]]
+      class(cols[[i]]) <- if (ordered[[i]]) c("ordered", "factor") else "factor"
+    } else if (k == "date") {
+      class(cols[[i]]) <- "Date"
+    } else if (k == "posixct") {  # seconds since 1970-01-01 UTC, shown in the model's time zone
+      attr(cols[[i]], "tzone") <- tz[[i]]
+      class(cols[[i]]) <- c("POSIXct", "POSIXt")
+    }
+  }
+  structure(cols, names = names, row.names = c(NA_integer_, -nrows), class = "data.frame")
+}
+
+# A result (vector, matrix or data frame) as plain columns for Python, in one call:
+# list(columns, names, kinds, time zones). Factors become their labels; dates days and
+# date-times seconds since 1970 (with their time zone); difftimes seconds.
+scorer_columns <- function(out) {
+  if (is.data.frame(out)) {
+    cols <- as.list(out)
+    names <- names(out)
+  } else if (is.matrix(out)) {
+    cols <- lapply(seq_len(ncol(out)), function(j) out[, j])
+    names <- colnames(out)
+  } else {
+    cols <- list(out)
+    names <- ""
+  }
+  kinds <- character(length(cols))
+  tz <- character(length(cols))
+  for (i in seq_along(cols)) {
+    x <- cols[[i]]
+    if (is.factor(x)) {
+      cols[[i]] <- as.character(x)
+      kinds[i] <- "character"
+    } else if (inherits(x, "Date")) {
+      cols[[i]] <- floor(as.numeric(x))
+      kinds[i] <- "date"
+    } else if (inherits(x, "POSIXct")) {
+      zone <- attr(x, "tzone")
+      tz[i] <- if (length(zone) && nzchar(zone[[1]])) zone[[1]] else "UTC"
+      cols[[i]] <- as.numeric(x)
+      kinds[i] <- "posixct"
+    } else if (inherits(x, "difftime")) {
+      cols[[i]] <- as.numeric(x, units = "secs")
+      kinds[i] <- "duration"
+    } else if (is.logical(x)) {
+      cols[[i]] <- as.vector(x)
+      kinds[i] <- "logical"
+    } else if (is.integer(x)) {
+      cols[[i]] <- as.vector(x)
+      kinds[i] <- "integer"
+    } else if (is.double(x)) {
+      cols[[i]] <- as.vector(x)
+      kinds[i] <- "double"
+    } else if (is.character(x)) {
+      cols[[i]] <- as.vector(x)
+      kinds[i] <- "character"
+    } else {
+      kinds[i] <- typeof(x)
+    }
+  }
+  list(cols, as.character(names), kinds, tz)
 }
 
 # -- R scoring functions (a script that defines score(data, ...)) ------------------------
@@ -384,16 +454,19 @@ scorer_call_score <- function(env, data, params, path, seed) {
   if (inherits(out, "scorer_failed")) {
     stop(paste0(out$message, if (length(where)) paste0(" (at ", where[[length(where)]], ")") else ""), call. = FALSE)
   }
-  if (!is.data.frame(out)) {
-    converted <- tryCatch(as.data.frame(out, stringsAsFactors = FALSE), error = function(e) NULL)
-    if (is.null(converted)) {
-      stop(paste0("score() returned ", paste(class(out), collapse = "/"),
-                  ", which is not a data frame and cannot be turned into one"), call. = FALSE)
-    }
-    out <- converted
+  not_a_frame <- function(e = NULL) {
+    stop(paste0("score() returned ", paste(class(out), collapse = "/"),
+                ", which is not a data frame and cannot be turned into one"), call. = FALSE)
   }
-  out <- lapply(out, function(col) if (is.matrix(col)) as.vector(col) else col)
-  list(value = as.data.frame(out, stringsAsFactors = FALSE, optional = TRUE), warnings = warned)
+  # only data (a data frame, a list of columns, a matrix, a vector): a function or an
+  # environment is a mistake, whatever as.data.frame methods a package may have added
+  if (!(is.data.frame(out) || is.list(out) || is.atomic(out)) || is.null(out)) not_a_frame()
+  out <- tryCatch({
+    if (!is.data.frame(out)) out <- as.data.frame(out, stringsAsFactors = FALSE)
+    out <- lapply(out, function(col) if (is.matrix(col)) as.vector(col) else col)
+    as.data.frame(out, stringsAsFactors = FALSE, optional = TRUE)
+  }, error = not_a_frame)
+  list(value = out, warnings = warned)
 }
 
 # Each package's installed version; NA for one that is not installed.
