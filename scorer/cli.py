@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fire the schedule every N seconds instead of the workflow's recurrence (for trying it out)")
     local.add_argument("--poll", type=float, default=2.0,
                        help="seconds between looks at the input container (the local Event Grid)")
+    local.add_argument("--serve", type=int, nargs="?", const=8000, metavar="PORT",
+                       help="also run `scorer serve` against the same Azurite (default port 8000)")
     local.add_argument("--fault", action="append", metavar="FAULT",
                        help="inject a Container Instances failure: unpullable, pending, quota:N (the Nth create is "
                        "refused), gone:N (the Nth group answers 404), throttle:K (K answers of 429)")

@@ -35,6 +35,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -591,6 +592,7 @@ def main(args: Any) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    api = _start_api(args.serve) if getattr(args, "serve", None) else None
     try:
         if args.once:
             outcome = twin.run_once()
@@ -600,3 +602,15 @@ def main(args: Any) -> int:
         return EXIT_INTERRUPTED
     finally:
         twin.close()
+        if api is not None:
+            api.terminate()
+            api.wait(10)
+
+
+def _start_api(port: int) -> subprocess.Popen:
+    """`scorer serve` beside the twin, against the same Azurite: a process of its own,
+    since the server's R must start on a main thread before any other thread."""
+    proc = subprocess.Popen([sys.executable, "-m", "scorer", "serve", "--port", str(port)], env=dict(os.environ))
+    _say(f"HTTP scoring (scorer serve) at http://127.0.0.1:{port}: POST /v1/models/<name>/predict; "
+         "GET /v1/models, /openapi.json")
+    return proc

@@ -30,6 +30,7 @@ import datetime as dt
 import fnmatch
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -65,6 +66,8 @@ TEARDOWN_ORDER = (
     "Microsoft.EventGrid/systemTopics/eventSubscriptions",
     "Microsoft.EventGrid/systemTopics",
     "Microsoft.Logic/workflows",
+    "Microsoft.App/containerApps",          # its authConfigs go with it
+    "Microsoft.App/managedEnvironments",
     "Microsoft.ContainerRegistry/registries",
     "Microsoft.Storage/storageAccounts",
     "Microsoft.ManagedIdentity/userAssignedIdentities",
@@ -159,13 +162,14 @@ def signed_in_principal(credential: Any) -> tuple[str, str]:
     return claims.get("oid", ""), "ServicePrincipal" if claims.get("idtyp") == "app" else "User"
 
 
-def ensure_providers(clients: Clients, progress: Callable[[str], None] = print, timeout: float = 600) -> None:
-    """Register the resource providers a run needs (PROVIDERS) where they are not, and
-    wait until they are. Raises DeployError when the caller may not register them."""
+def ensure_providers(clients: Clients, progress: Callable[[str], None] = print, timeout: float = 600,
+                     extra: tuple[str, ...] = ()) -> None:
+    """Register the resource providers a run needs (PROVIDERS, and ``extra``) where they
+    are not, and wait until they are. Raises DeployError when the caller may not register them."""
     from azure.core.exceptions import HttpResponseError
 
     waiting = []
-    for ns in PROVIDERS:
+    for ns in PROVIDERS + extra:
         state = clients.resources.providers.get(ns).registration_state
         if state == "Registered":
             continue
@@ -457,7 +461,11 @@ Deployed. Next:
      Run now:      scripts/deploy.py trigger -g {group}
      Job logs:     scripts/deploy.py logs -g {group} RUN
   Role assignments can take a few minutes to apply; a run in the first minutes may fail with 403.
-  Remove everything: scripts/deploy.py teardown -g {group} --yes"""
+  Remove everything: scripts/deploy.py teardown -g {group} --yes""" + (f"""
+  HTTP API: {outputs['apiUrl']} (Entra ID sign-in required; docs/serving.md shows how to call it):
+       TOKEN=$(az account get-access-token --resource api://<api client id> --query accessToken -o tsv)
+       curl -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+            -d '{{"rows": [...]}}' {outputs['apiUrl']}/v1/models/NAME/predict""" if outputs.get("apiUrl") else "")
 
 
 def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
@@ -472,6 +480,12 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
             "--parallel-jobs or --cpu.")
     if args.skip_build and not args.image_tag:
         raise DeployError("--skip-build deploys an image that exists already: give its tag with --image-tag.")
+    if args.with_api and not re.fullmatch(r"[0-9a-fA-F-]{36}", args.api_client_id or ""):
+        raise DeployError(
+            "--with-api needs --api-client-id: the application (client) ID of an Entra ID app registration that "
+            "protects the API (Container Apps authentication admits only callers with a token for it). Create one: "
+            "`az ad app create --display-name scorer-api --sign-in-audience AzureADMyOrg --query appId -o tsv`, then "
+            "`az ad app update --id <appId> --identifier-uris api://<appId>` (docs/serving.md has the rest).")
     if args.skip_build and args.r_packages:
         raise DeployError("--r-packages adds packages while building the image; with --skip-build nothing is built. "
                           "Leave one of them out.")
@@ -486,6 +500,11 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         params["operatorPrincipalType"] = {"value": ptype}
         params["registrySku"] = {"value": args.registry_sku}
         params["workflowState"] = {"value": state}
+        if args.with_api:
+            params["withApi"] = {"value": True}
+            params["apiClientId"] = {"value": args.api_client_id}
+            params["modelsContainer"] = {"value": wf.models_container(values)}
+            params["apiMaxReplicas"] = {"value": args.api_max_replicas}
         return params
 
     if args.what_if:
@@ -495,7 +514,7 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         for change, rid in what_if(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled")):
             print(f"{change:10} {rid}")
         return 0
-    ensure_providers(clients)
+    ensure_providers(clients, extra=("Microsoft.App",) if args.with_api else ())
     ensure_resource_group(clients, args.resource_group, args.location)
     try:
         previous = deployment_outputs(clients, args.resource_group, args.prefix)
@@ -583,6 +602,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--import-base-image", action="store_true",
                     help="copy the Dockerfile's base image from Docker Hub into the registry first and build from the "
                     "copy (when ACR Tasks' anonymous Docker Hub pulls are throttled)")
+    up.add_argument("--with-api", action="store_true",
+                    help="also deploy the HTTP API (scorer serve) as a Container App: scale to zero, Entra ID sign-in")
+    up.add_argument("--api-client-id", metavar="APP_ID",
+                    help="with --with-api: the Entra ID app registration that protects the API (docs/serving.md)")
+    up.add_argument("--api-max-replicas", type=int, default=5, help="with --with-api: most replicas under load")
     up.add_argument("--r-packages", metavar="PKG,PKG",
                     help="R packages from Debian to add to the image beyond docker/r-packages.txt, e.g. prophet,forecast")
     up.add_argument("--registry-sku", choices=["Basic", "Standard", "Premium"], default="Basic",

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scorer.azure import workflow as wf  # noqa: E402
+from scorer.settings import ENV_NAMES  # noqa: E402
 
 TEMPLATES = sorted((ROOT / "arm_templates").glob("*.json"))
 MAIN = ROOT / "arm_templates" / "main.json"
@@ -32,6 +33,7 @@ ROLE = {
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
     "f1a07417-d97a-45cb-824c-7a7467783830": "Managed Identity Operator",
     "5d977122-f97e-4b4d-a52f-6b43003ddb4d": "Azure Container Instances Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
 }
 BROAD_ROLES = {"8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner", "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
                "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator"}
@@ -173,8 +175,10 @@ def test_identities_get_exactly_the_least_privilege_roles_and_scopes():
     grants = set()
     for ra in _role_assignments():
         guid = re.search(r"'([0-9a-f-]{36})'", roles[_role_guid(ra)]).group(1)
-        who = "job" if "jobIdentityId'), '2023" in ra["properties"]["principalId"] else \
-              "logicapp" if "logicAppIdentityId'), '2023" in ra["properties"]["principalId"] else "operator"
+        principal = ra["properties"]["principalId"]
+        who = "job" if "jobIdentityId'), '2023" in principal else \
+              "logicapp" if "logicAppIdentityId'), '2023" in principal else \
+              "api" if "apiIdentityId'), '2023" in principal else "operator"
         scope = ra.get("scope", "<resource group>")
         scope = scope.split("(")[0] if scope == "<resource group>" else re.sub(r"\{\d\}", "*", scope.split("'")[1])
         grants.add((who, ROLE[guid], scope))
@@ -185,6 +189,9 @@ def test_identities_get_exactly_the_least_privilege_roles_and_scopes():
         ("logicapp", "Managed Identity Operator", "Microsoft.ManagedIdentity/userAssignedIdentities/*"),
         ("logicapp", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/*/blobServices/default/containers/*"),
         ("operator", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/*"),
+        # --with-api: read the models container, pull the image; nothing else
+        ("api", "Storage Blob Data Reader", "Microsoft.Storage/storageAccounts/*/blobServices/default/containers/*"),
+        ("api", "AcrPull", "Microsoft.ContainerRegistry/registries/*"),
     }
 
 
@@ -230,3 +237,24 @@ def test_logic_app_gets_every_deployment_specific_workflow_parameter():
     for name in wf.ARM_FILLED:
         assert f"'{name}', createObject('value'" in params_expr, f"the template does not set workflow parameter {name}"
     assert "'SCORER_ACCOUNT_URL'" in params_expr and "'AZURE_CLIENT_ID'" in params_expr
+
+
+def test_the_api_is_conditional_scales_to_zero_and_admits_no_anonymous_caller():
+    t = template()
+    api = [r for r in t["resources"] if "api" in json.dumps(r.get("name", "")) or r["type"].startswith("Microsoft.App/")]
+    assert {r["type"] for r in api} >= {"Microsoft.App/managedEnvironments", "Microsoft.App/containerApps",
+                                        "Microsoft.App/containerApps/authConfigs"}
+    for r in t["resources"]:
+        if r["type"].startswith("Microsoft.App/") or "apiIdentity" in json.dumps(r):
+            assert r.get("condition") == "[parameters('withApi')]", r["type"]
+    app = next(r for r in t["resources"] if r["type"] == "Microsoft.App/containerApps")
+    assert app["properties"]["template"]["scale"]["minReplicas"] == 0
+    (container,) = app["properties"]["template"]["containers"]
+    assert container["args"][:1] == ["serve"] and "0.0.0.0" in container["args"]
+    assert {e["name"] for e in container["env"]} <= ENV_NAMES | {"AZURE_CLIENT_ID"}
+    assert app["properties"]["configuration"]["ingress"]["allowInsecure"] is False
+    assert "secrets" not in app["properties"]["configuration"]  # no secret anywhere: identities only
+    auth = next(r for r in t["resources"] if r["type"] == "Microsoft.App/containerApps/authConfigs")
+    assert auth["properties"]["globalValidation"]["unauthenticatedClientAction"] == "Return401"
+    assert auth["properties"]["identityProviders"]["azureActiveDirectory"]["enabled"] is True
+    assert t["outputs"]["apiUrl"]["condition"] == "[parameters('withApi')]"

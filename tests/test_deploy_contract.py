@@ -357,6 +357,49 @@ def test_r_packages_reach_the_build_as_debian_packages_and_a_bad_name_is_refused
     assert "'prophet;rm' is not an R package name" in capsys.readouterr().err and transport.sent == []
 
 
+def test_with_api_deploys_the_container_app_with_its_entra_app_and_says_how_to_call_it(capsys):
+    """Contract test (not verified on Azure): --with-api registers Microsoft.App and
+    passes the template's API parameters; ARM answers with PutDeploymentResourceGroup.json."""
+    api_id = "00000000-0000-0000-0000-00000000abcd"
+    outputs = dict(OUTPUTS, apiUrl="https://scorer-api.example.westeurope.azurecontainerapps.io")
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}), *FIRST_DEPLOYMENT,
+        ("PUT", DEPLOYMENTS, 200, deployment_response(outputs=outputs), {}), *BUILD,
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--with-api", "--api-client-id", api_id], clients=clients) == 0
+    assert any("/providers/Microsoft.App?" in u for m, u, _ in transport.sent if m == "GET")
+    last = transport.bodies("PUT", DEPLOYMENTS)[-1]["properties"]["parameters"]
+    assert last["withApi"] == {"value": True} and last["apiClientId"] == {"value": api_id}
+    assert last["modelsContainer"] == {"value": "models"} and last["apiMaxReplicas"] == {"value": 5}
+    out = capsys.readouterr().out
+    assert outputs["apiUrl"] in out and "az account get-access-token --resource api://" in out
+
+    clients, transport = clients_with([])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--with-api"], clients=clients) == 1
+    assert "--api-client-id" in capsys.readouterr().err and transport.sent == []
+
+
+def test_teardown_deletes_the_container_app_before_its_environment_and_identity():
+    """Contract test (not verified on Azure)."""
+    base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers"
+    created = [f"{base}/Microsoft.ManagedIdentity/userAssignedIdentities/scorer-api",
+               f"{base}/Microsoft.App/managedEnvironments/scorer-api-env",
+               f"{base}/Microsoft.App/containerApps/scorer-api",
+               f"{base}/Microsoft.App/containerApps/scorer-api/authConfigs/current",
+               f"{base}/Microsoft.Authorization/roleAssignments/bbbb"]
+    clients, transport = clients_with([
+        ("GET", rf"/resourcegroups/{RG}\?", 200, {"id": "x", "name": RG, "location": "westeurope", "tags": {}}, {}),
+        ("GET", DEPLOYMENTS, 200, deployment_response(output_resources=created), {}),
+        ("DELETE", r"/providers/Microsoft\.(Authorization|App|ManagedIdentity)/", 200, None, {}),
+        ("DELETE", DEPLOYMENTS, 204, None, {}),
+    ])
+    assert deploy.main(["teardown", "-g", RG, "--yes"], clients=clients) == 0
+    deleted = [u.split("?")[0] for m, u, _ in transport.sent if m == "DELETE"]
+    assert [d.rsplit("/", 2)[-2] for d in deleted[:-1]] == ["roleAssignments", "containerApps", "managedEnvironments",
+                                                            "userAssignedIdentities"]
+    assert any("api-version=2024-03-01" in u for m, u, _ in transport.sent if "containerApps" in u)
+
+
 def test_more_cores_than_the_regional_quota_are_refused_before_anything_is_deployed(capsys):
     clients, transport = clients_with([])
     assert deploy.main(["up", "-g", RG, "--parallel-jobs", "30", "--cpu", "4"], clients=clients) == 1

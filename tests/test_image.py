@@ -244,3 +244,38 @@ def test_an_image_built_with_r_packages_runs_a_prophet_forecast_function(pipelin
     for got, want in zip(in_container, on_host):
         for column in ("prediction", "lower", "upper"):
             assert math.isclose(float(got[column]), float(want[column]), rel_tol=1e-9), (column, got, want)
+
+
+def test_the_image_serves_http_with_the_same_command(pipeline, fitted, image):
+    """`scorer serve` is a command of the same image: started the way the Container App
+    starts it (args serve --host 0.0.0.0 --port N), it scores rows as the host does."""
+    import time
+
+    import requests
+
+    from conftest import _free_port
+
+    pipeline.publish(fitted / "glm_binomial.rds", "infert", "response")
+    port = _free_port()
+    env = env_for(pipeline.settings, SCORER_IMAGE=image)
+    proc = subprocess.Popen([str(ROOT / "scripts" / "run-image"), "serve", "--host", "0.0.0.0", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the image's server did not become ready"
+            time.sleep(0.2)
+        rows = csv_rows((fitted / "glm_binomial.csv").read_bytes())
+        body = [{k: (float(v) if k != "education" else v) for k, v in r.items()} for r in rows]
+        got = requests.post(f"http://127.0.0.1:{port}/v1/models/infert/predict", json=body, timeout=30).json()
+        expected = csv_rows((fitted / "glm_binomial.expected.csv").read_bytes())
+        assert_same_predictions([{"prediction": p["prediction"]} for p in got["predictions"]], expected, "serve")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out[-3000:]

@@ -136,10 +136,19 @@ def blob_containers(values: dict[str, Any]) -> list[str]:
 
 def input_container(values: dict[str, Any]) -> str:
     """The container whose new blobs start a run. Raises WorkflowSettingsError if unset."""
+    return _container(values, "SCORER_INPUT_CONTAINER")
+
+
+def models_container(values: dict[str, Any]) -> str:
+    """The container of the published models. Raises WorkflowSettingsError if unset."""
+    return _container(values, "SCORER_MODELS_CONTAINER")
+
+
+def _container(values: dict[str, Any], name: str) -> str:
     try:
-        return environment(values)["SCORER_INPUT_CONTAINER"]
+        return environment(values)[name]
     except KeyError:
-        raise WorkflowSettingsError("scorerEnvironment has no SCORER_INPUT_CONTAINER entry.") from None
+        raise WorkflowSettingsError(f"scorerEnvironment has no {name} entry.") from None
 
 
 def arm_parameter_values(values: dict[str, Any]) -> dict[str, dict]:
