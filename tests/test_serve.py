@@ -253,3 +253,21 @@ def test_200_concurrent_requests_of_two_models_each_get_their_own_rows(pipeline,
     calls = [json.loads(line) for line in log.splitlines() if '"r_call"' in line]
     assert max(c["requests"] for c in calls) > 1, "no predict() call gathered two requests"
     assert sum(c["requests"] for c in calls) >= 400  # every request answered by some call
+
+
+def test_the_readmes_curl_scores_two_rows(pipeline, fitted):
+    """The README's quick start, as written: its curl command's body against the server."""
+    import re
+    import shlex
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Scoring over HTTP", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    args = shlex.split(block[block.index("curl"):].replace("\\\n", " "))
+    url, body = args[2], json.loads(args[args.index("-d") + 1])
+    assert re.fullmatch(r"http://127\.0\.0\.1:8000/v1/models/infert/predict", url)
+    pipeline.publish(fitted / "glm_binomial.rds", "infert", "response")  # the demo's model: infert, by R
+    s = Served(pipeline.settings)
+    try:
+        got = s.post("infert", body).json()
+    finally:
+        s.stop()
+    assert [p["row"] for p in got["predictions"]] == [1, 2] and got["rejected"] == []
