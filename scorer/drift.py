@@ -248,6 +248,21 @@ class _Bins:
                 self.counts[i] += n
         self.counts[-1] += ob.missing
 
+    def state(self) -> dict:
+        """The counts so far, as JSON, for a part of a split input (merged by ``absorb``)."""
+        out = {"rows": self.rows, "counts": self.counts.tolist()}
+        if self.ref["kind"] != "numeric":
+            out.update(seen=sorted(self.seen), new=self.new)
+        return out
+
+    def absorb(self, state: dict) -> None:
+        self.rows += state["rows"]
+        self.counts += np.asarray(state["counts"], dtype=np.int64)
+        if self.ref["kind"] != "numeric":
+            self.seen.update(state["seen"])
+            for k, v in state["new"].items():
+                self.new[k] = self.new.get(k, 0) + v
+
     def result(self) -> dict:
         ref = self.ref
         rows = max(self.rows, 1)
@@ -288,6 +303,18 @@ class Tally:
             ob = obs.get(name)
             if ob is not None:
                 bins.add(ob)
+
+    def state(self) -> dict:
+        """Every bin's counts so far, as JSON (a part of a split input records it)."""
+        return {"features": {n: b.state() for n, b in self.features.items()},
+                "predictions": {n: b.state() for n, b in self.predictions.items()}}
+
+    def absorb(self, state: dict) -> None:
+        """Add the counts of another part of the same input."""
+        for side, bins in (("features", self.features), ("predictions", self.predictions)):
+            for n, st in state[side].items():
+                if n in bins:
+                    bins[n].absorb(st)
 
     def result(self) -> dict:
         """The input's ``drift`` entry (README: inputs[i].drift)."""

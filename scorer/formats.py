@@ -92,6 +92,12 @@ def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, m
     return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, decimal)
 
 
+def open_parquet_part(source: BinaryIO, row_groups: list[int] | None, where: str, batch_rows: int,
+                      max_bytes: int) -> InputTable:
+    """Some row groups of a Parquet input, read from a seekable file (scorer.split)."""
+    return _open_parquet(source, where, batch_rows, max_bytes, row_groups=row_groups)
+
+
 def _empty(where: str) -> InputFormatError:
     return InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
 
@@ -293,11 +299,14 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> InputTable:
+def _open_parquet(path: Path | BinaryIO, where: str, batch_rows: int, max_bytes: int,
+                  row_groups: list[int] | None = None) -> InputTable:
+    """``path``: a local file, or a seekable file object (scorer.split); ``row_groups``:
+    only these (a part of a split input)."""
     import pyarrow.parquet as pq  # here, not above: 8 ms of every start, for CSV too
 
     try:
-        pf = pq.ParquetFile(str(path))
+        pf = pq.ParquetFile(str(path) if isinstance(path, Path) else path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputFormatError(f"{where}: not a readable Parquet file ({exc}).",
                                hint="Write the file with a Parquet writer (pyarrow, arrow::write_parquet).") from None
@@ -306,7 +315,7 @@ def _open_parquet(path: Path, where: str, batch_rows: int, max_bytes: int) -> In
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            yield from pf.iter_batches(batch_size=batch_rows)
+            yield from pf.iter_batches(batch_size=batch_rows, row_groups=row_groups)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
                                    hint="Write the file again.") from None
@@ -318,11 +327,12 @@ class OutputWriter:
     """Writes batches of one output in the input's format (and, for CSV, its
     delimiter and decimal mark) to a binary sink."""
 
-    def __init__(self, sink: BinaryIO, fmt: str, delimiter: str = ",", decimal: str = "."):
+    def __init__(self, sink: BinaryIO, fmt: str, delimiter: str = ",", decimal: str = ".", header: bool = True):
         self._sink = sink
         self._fmt = fmt
         self._delimiter = delimiter
         self._decimal = decimal
+        self._header = header  # False: a CSV part whose header another writer writes (scorer.split)
         self._writer = None
         self._stream = None
         self.schema: pa.Schema | None = None
@@ -342,7 +352,7 @@ class OutputWriter:
                     stream = pa.CompressedOutputStream(stream, "gzip")
                 # quote only where needed, so numbers read back as numbers everywhere
                 self._writer = pacsv.CSVWriter(stream, batch.schema, write_options=pacsv.WriteOptions(
-                    quoting_style="needed", delimiter=self._delimiter))
+                    quoting_style="needed", delimiter=self._delimiter, include_header=self._header))
             self._stream = stream
         elif batch.schema != self.schema:
             batch = batch.cast(self.schema)

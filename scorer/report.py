@@ -42,6 +42,9 @@ class InputReport:
     drift: dict | None = None
     #: batches each R session predicted, when R workers helped: {"job": 40, "1": 38}
     r_sessions: dict | None = None
+    #: a split input (scorer.split): the parts this job scored, or, for the job that
+    #: finished it, every part with who scored it
+    parts: list[dict] = field(default_factory=list)
     attempt: int | None = None
     started: str = field(default_factory=now)
     ended: str | None = None

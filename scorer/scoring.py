@@ -74,10 +74,15 @@ class RejectedRows:
         #: the first rejected rows, for the report when too many were rejected
         self.first: list[dict] = []
 
+    #: added to every row number: a part of a split input whose first row is known
+    #: (Parquet's row groups) numbers its rows as rows of the input
+    base = 0
+
     def add(self, batch: pa.RecordBatch, rows: list[int], offset: int,
             details: list[tuple[int, str, str, str]]) -> None:
         if not details:
             return
+        offset += self.base
         if self.writer is None:
             self.writer = self._open()
         by_row = {d[0]: d for d in details}

@@ -145,6 +145,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("r_workers_after", "SCORER_R_WORKERS_AFTER", _seconds, 0.5,
             "Start the extra R workers once one batch's predict() has taken this many seconds: a worker takes "
             "about a second to start, which a fast model would never win back."),
+    Setting("parallel_jobs", "SCORER_PARALLEL_JOBS", _positive_int, 1,
+            "Container groups in this run (the workflow sets it from parallelJobs). With more than one, an input "
+            "larger than SCORER_SPLIT_BYTES is cut into parts that the groups score together."),
+    Setting("split_bytes", "SCORER_SPLIT_BYTES", _positive_int, 256 * 1024**2,
+            "Inputs larger than this are split into parts of about this size when the run has several container "
+            "groups (CSV by line ranges, Parquet by row groups; never gzipped CSV)."),
     Setting("drift_psi", "SCORER_DRIFT_PSI", _positive_float, 0.2,
             "Population stability index at which a variable or prediction column is flagged as drifted "
             "(0.1 is commonly read as a moderate shift, 0.2 as a significant one). A flag is a warning, never a "
@@ -200,6 +206,8 @@ class Settings:
     max_input_bytes: int = 20 * 1024**3
     max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
+    parallel_jobs: int = 1
+    split_bytes: int = 256 * 1024**2
     r_workers: int | str = "auto"
     r_workers_after: float = 0.5
     drift_psi: float = 0.2

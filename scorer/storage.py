@@ -192,9 +192,10 @@ class Store:
         return self.blob(container, name).download_blob(max_concurrency=2).readall()
 
     def put_bytes(self, container: str, name: str, data: bytes, *, overwrite: bool = True,
-                  content_type: str = "application/octet-stream", metadata: dict | None = None) -> None:
+                  content_type: str = "application/octet-stream", metadata: dict | None = None,
+                  lease: Any = None) -> None:
         self.blob(container, name).upload_blob(
-            data, overwrite=overwrite, metadata=metadata,
+            data, overwrite=overwrite, metadata=metadata, lease=lease,
             content_settings=ContentSettings(content_type=content_type))
 
     def put_json(self, container: str, name: str, obj: Any, *, overwrite: bool = True) -> None:
@@ -204,17 +205,25 @@ class Store:
     def get_json(self, container: str, name: str) -> Any:
         return json.loads(self.read_bytes(container, name))
 
-    def open_read(self, container: str, name: str) -> "BlobReader":
-        """A blob as a stream that downloads ahead of its reader."""
-        return BlobReader(self.blob(container, name))
+    def open_read(self, container: str, name: str, offset: int | None = None, length: int | None = None,
+                  prefix: bytes = b"") -> "BlobReader":
+        """A blob (or ``length`` bytes of it from ``offset``) as a stream that downloads
+        ahead of its reader, after ``prefix`` (a CSV part gets its file's header line)."""
+        return BlobReader(self.blob(container, name), offset=offset, length=length, prefix=prefix)
+
+    def read_range(self, container: str, name: str, offset: int, length: int) -> bytes:
+        return self.blob(container, name).download_blob(offset=offset, length=length).readall()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on the store's I/O threads, so that a download
         overlaps R's work on the main thread."""
         return self._pool.submit(fn, *args)
 
-    def staged(self, container: str, name: str) -> "StagedBlob":
-        return StagedBlob(self.blob(container, name), self._pool)
+    def staged(self, container: str, name: str, prefix: str | None = None) -> "StagedBlob":
+        """A blob written as staged blocks, visible only once committed. ``prefix`` (16
+        characters) names its blocks, for a part of an input whose blocks another job
+        commits (scorer.split)."""
+        return StagedBlob(self.blob(container, name), self._pool, prefix=prefix)
 
     def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
              metadata: dict | None = None, timeout: float = 300) -> None:
@@ -263,21 +272,24 @@ class BlobReader(io.RawIOBase):
 
     _END = object()
 
-    def __init__(self, client: BlobClient, ahead: int = 3):
+    def __init__(self, client: BlobClient, ahead: int = 3, offset: int | None = None, length: int | None = None,
+                 prefix: bytes = b""):
         super().__init__()
         self._queue: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
-        self._piece = memoryview(b"")
+        self._piece = memoryview(prefix)
         self._ended = False
         self.seconds: float | None = None
+        self._range = (offset, length)
         self._thread = threading.Thread(target=self._pump, args=(client,), daemon=True,
                                         name=f"download:{client.blob_name}")
         self._thread.start()
 
     def _pump(self, client: BlobClient) -> None:
         t = time.monotonic()
+        offset, length = self._range
         try:
-            for piece in client.download_blob().chunks():
+            for piece in client.download_blob(offset=offset, length=length).chunks():
                 if not self._put(piece):
                     return
             self.seconds = time.monotonic() - t
@@ -337,7 +349,7 @@ class StagedBlob(io.RawIOBase):
     overlap with scoring; at most ``max_inflight`` blocks are held in memory."""
 
     def __init__(self, client: BlobClient, pool: ThreadPoolExecutor, block_size: int = BLOCK_SIZE,
-                 max_inflight: int = 3):
+                 max_inflight: int = 3, prefix: str | None = None):
         super().__init__()
         self._client = client
         self._pool = pool
@@ -346,7 +358,10 @@ class StagedBlob(io.RawIOBase):
         self._buf = bytearray()
         self._ids: list[str] = []
         self._inflight: deque[Future] = deque()
-        self._prefix = uuid.uuid4().hex[:16]
+        # every block ID of a blob must have the same length: 16 characters, a dash, 8 digits
+        self._prefix = prefix or uuid.uuid4().hex[:16]
+        if len(self._prefix) != 16:
+            raise ValueError("a block prefix is 16 characters")
         self._written = 0
         self._lock = threading.Lock()
 
@@ -375,16 +390,28 @@ class StagedBlob(io.RawIOBase):
         while len(self._inflight) >= self._max_inflight:
             self._inflight.popleft().result()
 
-    def commit(self, *, metadata: dict | None = None, content_type: str | None = None) -> int:
+    def flush_blocks(self) -> list[str]:
+        """Stage what is left and wait for every block, without committing: the block
+        IDs, in order, for whoever commits them (scorer.split)."""
+        if self._buf:
+            self._stage(bytes(self._buf))
+            self._buf.clear()
+        while self._inflight:
+            self._inflight.popleft().result()
+        return list(self._ids)
+
+    def commit(self, *, metadata: dict | None = None, content_type: str | None = None,
+               blocks: list[str] | None = None) -> int:
         """Stage what is left and commit the block list: the blob appears whole.
-        Returns the number of bytes committed."""
+        ``blocks``: commit these block IDs (staged by this and other writers) instead.
+        Returns the number of bytes this writer wrote."""
         if self._buf or not self._ids:
             self._stage(bytes(self._buf))
             self._buf.clear()
         while self._inflight:
             self._inflight.popleft().result()
         self._client.commit_block_list(
-            self._ids, metadata=metadata,
+            blocks if blocks is not None else self._ids, metadata=metadata,
             content_settings=ContentSettings(content_type=content_type) if content_type else None)
         return self._written
 

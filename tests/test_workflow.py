@@ -209,7 +209,8 @@ def test_container_group_body_deserializes_into_the_sdks_container_group(definit
     # The model's serializer round-trips to the same REST shape: no field was dropped as unknown.
     assert group.serialize()["properties"]["containers"][0]["properties"]["environmentVariables"] == \
         wf.defaults(definition)["scorerEnvironment"] + [{"name": "SCORER_CPU_CORES", "value": "1"},
-                                                       {"name": "SCORER_MEMORY_GB", "value": "2"}]
+                                                       {"name": "SCORER_MEMORY_GB", "value": "2"},
+                                                       {"name": "SCORER_PARALLEL_JOBS", "value": "1"}]
 
 
 def test_cpu_and_memory_parameters_reach_the_container(definition):
@@ -237,7 +238,7 @@ def test_container_environment_uses_only_scorer_setting_names_and_azure_client_i
     appended = re.findall(r"createObject\('name', '(\w+)'", arm)
     assert set(appended) == {"SCORER_ACCOUNT_URL", "AZURE_CLIENT_ID"}
     added = re.findall(r"'name', '(\w+)'", json.dumps(definition))  # appended by the create action itself
-    assert set(added) == {"SCORER_CPU_CORES", "SCORER_MEMORY_GB"}
+    assert set(added) == {"SCORER_CPU_CORES", "SCORER_MEMORY_GB", "SCORER_PARALLEL_JOBS"}
     all_names = names + appended + added
     assert len(all_names) == len(set(all_names)), "a variable is given twice"
     assert set(all_names) <= ENV_NAMES | {"AZURE_CLIENT_ID"}, set(all_names) - ENV_NAMES
