@@ -17,7 +17,8 @@ with (a), (b) and (c) taking turns:
 It prints wall-clock medians and the ratios (a)/(b) and (c)/(a) at 1M and 10M rows, the
 fixed cost (a 10-row input), peak memory (max RSS) of the job, cold start (process start
 to first row scored, from the job's log), randomForest with one R session against one
-per core (R worker processes), and (a) with a drift profile against (a) without.
+per core (R worker processes), one 10M-row input by one process against two processes on
+its parts (as two container groups), and (a) with a drift profile against (a) without.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -269,6 +271,51 @@ def drift_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, 
             "ratio": on / off, "with_runs_s": runs[True], "without_runs_s": runs[False]}
 
 
+def groups_run(az: Azurite, env_base: dict, model: Path, inp: Path, groups: int, split_bytes: int) -> float:
+    """``groups`` `scorer run` processes started together on one input, as the container
+    groups of one run (SCORER_PARALLEL_JOBS), each pinned to one core as a 1-vCPU group:
+    the wall time until the last one ends."""
+    from azure.storage.blob import BlobServiceClient
+
+    tag = uuid.uuid4().hex[:8]
+    env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=az.connection_string, SCORER_PARALLEL_JOBS=str(groups),
+               SCORER_SPLIT_BYTES=str(split_bytes),
+               **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in CONTAINERS})
+    subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m"], env=env,
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
+                   env=env, check=True, capture_output=True)
+    t = time.perf_counter()
+    # each process on a core of its own, as each container group has its own vCPU (the
+    # workflow's default cpuCores is 1): one process on one core against two on two
+    procs = [subprocess.Popen(["taskset", "-c", str(i % (os.cpu_count() or 1)), sys.executable, "-m", "scorer", "run"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(groups)]
+    outs = [p.communicate()[0] for p in procs]
+    wall = time.perf_counter() - t
+    service = BlobServiceClient.from_connection_string(az.connection_string)
+    scored = [b.name for b in service.get_container_client(f"output-{tag}").list_blobs()]
+    assert "m/in.csv" in scored and not any(n.startswith("_parts/") for n in scored), (scored, outs[0][-2000:])
+    for c in CONTAINERS:
+        service.delete_container(f"{c}-{tag}")
+    return wall
+
+
+def groups_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, work: Path, groups: int = 2) -> dict:
+    """One input scored by one process, and by ``groups`` processes on its parts, taking turns."""
+    inp = work / f"groups{rows}.csv"
+    write_csv(gen_glm(rows, seed=rows % 991).select(["gre", "gpa", "rank"]), inp)
+    part = -(-inp.stat().st_size // (4 * groups))  # four parts per group: a slower one takes fewer
+    runs: dict[int, list[float]] = {1: [], groups: []}
+    for i in range(repeat):
+        for n in ((1, groups) if i % 2 == 0 else (groups, 1)):
+            runs[n].append(groups_run(az, env_base, case.model, inp, n, part))
+    inp.unlink()
+    one, many = statistics.median(runs[1]), statistics.median(runs[groups])
+    return {"case": f"groups{rows}", "rows": rows, "groups": groups, "one_s": one, "many_s": many,
+            "speedup": one / many, "one_runs_s": runs[1], "many_runs_s": runs[groups]}
+
+
 def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
     """The fixed cost: (a) and (b) on a 10-row input, taking turns."""
     inp = work / "ten.csv"
@@ -333,6 +380,10 @@ def main() -> int:
             say(f"rf       {r['rows']:>10,} rows | randomForest, 500 trees: 1 R session {r['one_s']:6.2f} s "
                 f"(peak {r['one_peak_rss_mb']:.0f} MB), {n} R sessions {r['many_s']:6.2f} s (peak job "
                 f"{r['many_peak_rss_mb']:.0f} MB) | {r['speedup']:.2f}x faster", r)
+        if args.big_rows:
+            r = groups_case(glm, args.big_rows, az, args.repeat, env_base, work)
+            say(f"groups   {r['rows']:>10,} rows | one process {r['one_s']:6.2f} s | {r['groups']} processes on its "
+                f"parts {r['many_s']:6.2f} s | {r['speedup']:.2f}x faster", r)
         for rows in [args.rows] + ([args.big_rows] if args.big_rows else []):
             r = drift_case(glm, rows, az, args.repeat, env_base, work)
             say(f"drift    {rows:>10,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "

@@ -261,6 +261,11 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 # stays busy to the end of the file
                 probed = True
                 (head, head_prep, _), *rest = _cut(batch, prep, offset, PROBE_ROWS)
+                # one row first, untimed: R's first predict() in a session loads the functions it
+                # calls (model.frame, ...), which would make any model look slow
+                first = int(np.flatnonzero(head_prep.keep)[0]) if head_prep.n_kept else 0
+                if head_prep.n_kept:
+                    predict_rows(r, model, head_prep.rows(first, first + 1), spec, Counter())
                 turn = Turn(head, head_prep, offset)
                 inflight.append(turn)
                 seconds = here(turn)
