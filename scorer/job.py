@@ -50,7 +50,7 @@ from scorer.pool import Pool, usable_cores
 from scorer.scoring import Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
-from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
+from scorer.storage import MAX_BLOB_NAME, MAX_BLOCKS, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
 
 log = logging.getLogger("scorer.job")
 
@@ -551,7 +551,9 @@ class Job:
                 out_sink = self.store.staged(s.output_container, plan.blob("out", k))
                 out = OutputWriter(out_sink, "parquet")
             else:
-                out_sink = self.store.staged(s.output_container, plan.input, prefix=prefix)
+                # each part's share of the output blob's blocks, one left for the header
+                out_sink = self.store.staged(s.output_container, plan.input, prefix=prefix,
+                                             max_blocks=(MAX_BLOCKS - 1) // len(plan.parts))
                 out = OutputWriter(out_sink, "csv", plan.delimiter, plan.decimal, header=False)
             sinks.append(out_sink)
             rej_sink = self.store.staged(s.output_container, plan.blob("rejected", k))

@@ -43,6 +43,8 @@ log = logging.getLogger("scorer.storage")
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 BLOCK_SIZE = 4 * 1024 * 1024
+#: Blob Storage's limit of blocks in one block blob
+MAX_BLOCKS = 50_000
 #: Downloads come in pieces of this size, the first one included (the SDK's
 #: default first GET is 32 MiB, which would hold back the first batch).
 GET_SIZE = 4 * 1024 * 1024
@@ -219,11 +221,12 @@ class Store:
         overlaps R's work on the main thread."""
         return self._pool.submit(fn, *args)
 
-    def staged(self, container: str, name: str, prefix: str | None = None) -> "StagedBlob":
+    def staged(self, container: str, name: str, prefix: str | None = None,
+               max_blocks: int = MAX_BLOCKS) -> "StagedBlob":
         """A blob written as staged blocks, visible only once committed. ``prefix`` (16
         characters) names its blocks, for a part of an input whose blocks another job
-        commits (scorer.split)."""
-        return StagedBlob(self.blob(container, name), self._pool, prefix=prefix)
+        commits (scorer.split), with ``max_blocks``, its share of the blob's blocks."""
+        return StagedBlob(self.blob(container, name), self._pool, prefix=prefix, max_blocks=max_blocks)
 
     def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
              metadata: dict | None = None, timeout: float = 300) -> None:
@@ -346,14 +349,21 @@ class BlobReader(io.RawIOBase):
 class StagedBlob(io.RawIOBase):
     """A write-only stream that stages blocks of a blob as it fills, and commits
     them all at once in ``commit``. Uploads run on a small thread pool so they
-    overlap with scoring; at most ``max_inflight`` blocks are held in memory."""
+    overlap with scoring; at most ``max_inflight`` blocks are held in memory.
+
+    A blob holds at most 50,000 blocks, so the block size doubles each time a fifth of
+    ``max_blocks`` (this writer's share of them) is used: 4 MiB blocks hold the first
+    39 GiB of a whole output, and the largest, 64 MiB, are reached only past 273 GiB
+    (``max_blocks`` × 24.8 MiB in all, 1.2 TiB for a whole blob). Past its share the
+    writer refuses, naming the limit, before anything is committed."""
 
     def __init__(self, client: BlobClient, pool: ThreadPoolExecutor, block_size: int = BLOCK_SIZE,
-                 max_inflight: int = 3, prefix: str | None = None):
+                 max_inflight: int = 3, prefix: str | None = None, max_blocks: int = MAX_BLOCKS):
         super().__init__()
         self._client = client
         self._pool = pool
-        self._block_size = block_size
+        self._base_size = self._block_size = block_size
+        self._max_blocks = max_blocks
         self._max_inflight = max_inflight
         self._buf = bytearray()
         self._ids: list[str] = []
@@ -378,14 +388,23 @@ class StagedBlob(io.RawIOBase):
             n = len(data)
             self._buf += data
         self._written += n
-        while len(self._buf) >= self._block_size:
-            self._stage(bytes(self._buf[: self._block_size]))
-            del self._buf[: self._block_size]
+        while len(self._buf) >= (size := self._block_size):
+            block = bytes(self._buf[:size])
+            del self._buf[:size]
+            self._stage(block)
         return n
 
     def _stage(self, data: bytes) -> None:
+        if len(self._ids) >= self._max_blocks:
+            from scorer.errors import BlobError
+            raise BlobError(
+                f"{self._client.blob_name}: the output passes {self._max_blocks:,} blocks "
+                f"({self._written / 1024**3:,.0f} GiB written), more than Blob Storage's limit of "
+                f"{MAX_BLOCKS:,} blocks per blob allows it here",
+                hint="Drop the input as several smaller files (each is scored to an output of its own).")
         block_id = base64.b64encode(f"{self._prefix}-{len(self._ids):08d}".encode()).decode()
         self._ids.append(block_id)
+        self._block_size = self._base_size << min(4, len(self._ids) * 5 // max(self._max_blocks, 5))
         self._inflight.append(self._pool.submit(self._client.stage_block, block_id, data))
         while len(self._inflight) >= self._max_inflight:
             self._inflight.popleft().result()

@@ -222,3 +222,27 @@ def test_csv_gz_streams_too(infert):
     assert report.exit_code == 0
     out = pacsv.read_csv(pa.py_buffer(gzip.decompress(infert.read("output", "infert/z.csv.gz"))))
     assert out.num_rows == n
+
+
+def test_an_output_blob_grows_its_blocks_to_stay_within_blob_storages_50000(store, settings):
+    # scaled down: 1 KiB blocks and a share of 10 blocks stand for 4 MiB and 50,000
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scorer.errors import BlobError
+    from scorer.storage import StagedBlob
+
+    data = bytes(range(256)) * 250  # 62.5 KiB
+    with ThreadPoolExecutor(2) as pool:
+        client = store.blob(settings.output_container, "m/grown.csv")
+        sink = StagedBlob(client, pool, block_size=1024, max_blocks=10)
+        sink.write(data[:40_000])
+        sink.commit()
+        sizes = [b.size for b in client.get_block_list("committed")[0]]
+        # doubling each fifth of the share: 2 blocks of each size, then what is left
+        assert sizes == [1024, 1024, 2048, 2048, 4096, 4096, 8192, 8192, 9280]
+        assert client.download_blob().readall() == data[:40_000]
+
+        over = StagedBlob(store.blob(settings.output_container, "m/over.csv"), pool, block_size=1024, max_blocks=10)
+        with pytest.raises(BlobError, match="passes 10 blocks.*limit of 50,000 blocks"):
+            over.write(data * 2)  # the 11th block: refused before anything is committed
+    assert not store.blob(settings.output_container, "m/over.csv").exists()
