@@ -256,7 +256,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
             if prep is None:
                 continue
             if not probed and prep.n_kept:
-                # time predict() on the first rows; a whole batch as slow as SCORER_R_WORKERS_AFTER
+                # time predict() on the first rows; a first batch as slow as SCORER_R_WORKERS_AFTER
                 # starts the workers, and then batches go in pieces, so that every R session
                 # stays busy to the end of the file
                 probed = True
@@ -269,7 +269,8 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 turn = Turn(head, head_prep, offset)
                 inflight.append(turn)
                 seconds = here(turn)
-                if head_prep.n_kept and seconds / head_prep.n_kept * workers.batch_rows >= workers.after_seconds:
+                # the batch as it is, not a full one: a 10-row input never waits for workers
+                if head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
                     pool = workers.start(workers.size - 1, waiting, spec)
                     piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
                 pieces = [cut for part in rest for cut in _cut(*part, piece_rows)]

@@ -72,12 +72,17 @@ def test_one_two_and_three_r_sessions_write_the_same_bytes(pipeline, forest, cap
     assert got == [v for i, v in enumerate(inp) if i not in (17, 31234)]
 
 
-def test_workers_start_only_when_a_batch_is_slow_and_never_for_a_fast_model(pipeline, forest, caplog):
+def test_workers_start_only_when_a_batch_is_slow_never_for_a_fast_model_or_a_small_input(pipeline, forest, caplog):
     pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
     pipeline.drop("rf/a.csv", (forest / "in.csv").read_bytes())
     caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
     pipeline.run(r_workers=2, r_workers_after=3600.0, batch_rows=500)
+    assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
+    # a small input: its 5 rows take R a few ms, however slow a full batch would be
+    pipeline.drop("rf/small.csv", "\n".join((forest / "in.csv").read_text().splitlines()[:6]).encode() + b"\n")
+    report = pipeline.run(r_workers=2, r_workers_after=0.05)
+    assert report.inputs[0].rows_scored == 5
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
 
 
