@@ -1,6 +1,6 @@
 """Benchmark: scorer end to end through Blob Storage against a careful R script and naive rpy2.
 
-    .venv/bin/python bench/scoring.py            # every figure of docs/performance.md; about 30 minutes
+    .venv/bin/python bench/scoring.py            # every figure of docs/performance.md; about 20 minutes
     .venv/bin/python bench/scoring.py --rows 100000 --big-rows 0 --rf-rows 20000 --repeat 1   # a quick look
 
 Every figure is measured in the same run, on the same generated data (fixed seeds),

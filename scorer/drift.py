@@ -63,11 +63,13 @@ class Observation:
 
 
 def _categorical(arr: pa.Array, r_class: str | None = None) -> Observation:
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.string())
     vc = pc.value_counts(arr)
+    values = vc.field("values")
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        # a factor read as numbers (codes 1-4): its distinct values as text, not every row's
+        values = values.cast(pa.string())
     counts = {}
-    for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+    for v, n in zip(values.to_pylist(), vc.field("counts").to_pylist()):
         if v is not None:
             counts[v] = n
     return Observation("categorical", len(arr), counts=counts, missing=arr.null_count, r_class=r_class)
