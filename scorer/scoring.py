@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from scorer.cards import select_outputs
 from scorer.drift import ReferenceBuilder, Tally, observe_batch, observe_predictions
-from scorer.errors import InputFormatError, PredictError
+from scorer.errors import InputFormatError, PredictError, ScorerError
 from scorer.formats import InputTable
 from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
 from scorer.pool import Answer, Turn, Waiting
@@ -265,7 +265,10 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 # calls (model.frame, ...), which would make any model look slow
                 first = int(np.flatnonzero(head_prep.keep)[0]) if head_prep.n_kept else 0
                 if head_prep.n_kept:
-                    predict_rows(r, model, head_prep.rows(first, first + 1), spec, Counter())
+                    try:
+                        predict_rows(r, model, head_prep.rows(first, first + 1), spec, Counter())
+                    except ScorerError:
+                        pass  # a warm-up only: the batch's own call says what is wrong
                 turn = Turn(head, head_prep, offset)
                 inflight.append(turn)
                 seconds = here(turn)

@@ -118,7 +118,8 @@ def test_container_scores_every_model_family_exactly_as_r_on_the_host(pipeline, 
 
     run = run_image(pipeline.settings, image)
 
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    failed = [line for line in run.stdout.splitlines() if '"input_quarantined"' in line or '"level": "ERROR"' in line]
+    assert run.returncode == 0, "\n".join(failed) or run.stdout[-3000:] + run.stderr
     assert events(run.stdout)[-1] == "run_finished"
     for case, blob in names.items():
         expected = csv_rows((fitted / f"{case}.expected.csv").read_bytes())

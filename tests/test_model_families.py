@@ -116,3 +116,19 @@ def test_large_input_streams_in_batches_and_keeps_row_order(pipeline, fitted):
     assert report.exit_code == 0 and report.inputs[0].rows_scored == 25_000
     out = read_csv_text(pipeline.read("output", "gamma/big.csv"))
     assert [f"{w},{h}" for w, h in zip(out["wt"].to_pylist(), out["hp"].to_pylist())] == rows[1:]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_one_row_input_equals_r_predict_on_that_row(pipeline, fitted, case):
+    # R drops a one-row result's matrix to a named vector (multinom's and polr's
+    # probabilities): still one row with a column per class
+    ptype = predict_types(fitted)[case]
+    card = pipeline.publish(fitted / f"{case}.rds", case.replace("_", "-"), ptype)
+    lines = (fitted / f"{case}.csv").read_bytes().splitlines(keepends=True)
+    pipeline.drop(f"{card['name']}/one.csv", b"".join(lines[:2]))
+
+    report = pipeline.run()
+
+    assert report.inputs[0].status == "scored", report.inputs[0].error
+    expected = read_csv_text((fitted / f"{case}.expected.csv").read_bytes()).slice(0, 1)
+    assert_same_predictions(read_csv_text(pipeline.read("output", f"{card['name']}/one.csv")), expected, case)

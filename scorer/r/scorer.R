@@ -281,6 +281,10 @@ scorer_predict <- function(model, newdata, type, args) {
     else out <- fit
   }
   if (is.list(out) && !is.data.frame(out)) out <- scorer_list_table(out, n)
+  # one row: predict() methods that build a matrix with x[i, ] drop it to a vector of
+  # the row's values (multinom's and polr's probabilities), a row it still is
+  if (n == 1L && is.atomic(out) && is.null(dim(out)) && length(out) > 1L)
+    out <- matrix(out, nrow = 1L, dimnames = list(NULL, names(out)))
   if (is.array(out) && length(dim(out)) == 1L) out <- as.vector(out)
   if (is.array(out) && length(dim(out)) > 2L) stop("predict() returned an array of more than 2 dimensions")
   if (is.matrix(out) && ncol(out) == 1L && is.null(colnames(out))) out <- out[, 1]  # nnet: one unnamed column
