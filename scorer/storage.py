@@ -36,7 +36,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
-from scorer.errors import ConfigError, StorageError
+from scorer.errors import BlobError, ConfigError, StorageError
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.storage")
@@ -396,11 +396,11 @@ class StagedBlob(io.RawIOBase):
 
     def _stage(self, data: bytes) -> None:
         if len(self._ids) >= self._max_blocks:
-            from scorer.errors import BlobError
+            shared = " (shared equally among the parts of a split input)" if self._max_blocks < MAX_BLOCKS else ""
             raise BlobError(
-                f"{self._client.blob_name}: the output passes {self._max_blocks:,} blocks "
-                f"({self._written / 1024**3:,.0f} GiB written), more than Blob Storage's limit of "
-                f"{MAX_BLOCKS:,} blocks per blob allows it here",
+                f"{self._client.blob_name}: the output needs more than {self._max_blocks:,} blocks "
+                f"({self._written / 1024**3:,.1f} GiB written so far); Blob Storage allows "
+                f"{MAX_BLOCKS:,} blocks per blob{shared}",
                 hint="Drop the input as several smaller files (each is scored to an output of its own).")
         block_id = base64.b64encode(f"{self._prefix}-{len(self._ids):08d}".encode()).decode()
         self._ids.append(block_id)

@@ -387,13 +387,7 @@ def test_teardown_deletes_the_container_app_before_its_environment_and_identity(
                f"{base}/Microsoft.App/containerApps/scorer-api",
                f"{base}/Microsoft.App/containerApps/scorer-api/authConfigs/current",
                f"{base}/Microsoft.Authorization/roleAssignments/bbbb"]
-    clients, transport = clients_with([
-        ("GET", rf"/resourcegroups/{RG}\?", 200, {"id": "x", "name": RG, "location": "westeurope", "tags": {}}, {}),
-        ("GET", DEPLOYMENTS, 200, deployment_response(output_resources=created), {}),
-        ("DELETE", r"/providers/Microsoft\.(Authorization|App|ManagedIdentity)/", 200, None, {}),
-        ("DELETE", DEPLOYMENTS, 204, None, {}),
-    ])
-    assert deploy.main(["teardown", "-g", RG, "--yes"], clients=clients) == 0
+    transport = teardown_in_existing_group(created, "Authorization|App|ManagedIdentity")
     deleted = [u.split("?")[0] for m, u, _ in transport.sent if m == "DELETE"]
     assert [d.rsplit("/", 2)[-2] for d in deleted[:-1]] == ["roleAssignments", "containerApps", "managedEnvironments",
                                                             "userAssignedIdentities"]
@@ -474,6 +468,20 @@ def test_teardown_deletes_a_resource_group_it_created():
     assert [m for m, _, _ in transport.sent] == ["GET", "DELETE"]
 
 
+def teardown_in_existing_group(created: list[str], providers: str):
+    """`deploy.py teardown` in a group it did not create, whose deployment made ``created``;
+    deletes are answered for the resource providers ``providers`` (a regex alternation).
+    Returns the transport, with what was sent."""
+    clients, transport = clients_with([
+        ("GET", rf"/resourcegroups/{RG}\?", 200, {"id": "x", "name": RG, "location": "westeurope", "tags": {}}, {}),
+        ("GET", DEPLOYMENTS, 200, deployment_response(output_resources=created), {}),
+        ("DELETE", rf"/providers/Microsoft\.({providers})/", 200, None, {}),
+        ("DELETE", DEPLOYMENTS, 204, None, {}),
+    ])
+    assert deploy.main(["teardown", "-g", RG, "--yes"], clients=clients) == 0
+    return transport
+
+
 def test_teardown_in_an_existing_group_deletes_only_what_the_deployment_created_dependants_first():
     """Contract test (not verified on Azure): role assignments go before identities, each with its apiVersion."""
     base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers"
@@ -483,13 +491,7 @@ def test_teardown_in_an_existing_group_deletes_only_what_the_deployment_created_
                f"{base}/Microsoft.Authorization/roleAssignments/aaaa",
                f"{base}/Microsoft.Logic/workflows/scorer-runner",
                f"{base}/Microsoft.EventGrid/systemTopics/scorer-storage-events/eventSubscriptions/input-blob-created"]
-    clients, transport = clients_with([
-        ("GET", rf"/resourcegroups/{RG}\?", 200, {"id": "x", "name": RG, "location": "westeurope", "tags": {}}, {}),
-        ("GET", DEPLOYMENTS, 200, deployment_response(output_resources=created), {}),
-        ("DELETE", r"/providers/Microsoft\.(Authorization|EventGrid|Logic|Storage|ManagedIdentity)/", 200, None, {}),
-        ("DELETE", DEPLOYMENTS, 204, None, {}),
-    ])
-    assert deploy.main(["teardown", "-g", RG, "--yes"], clients=clients) == 0
+    transport = teardown_in_existing_group(created, "Authorization|EventGrid|Logic|Storage|ManagedIdentity")
     deleted = [u for m, u, _ in transport.sent if m == "DELETE"]
     assert [u.split("?")[0].split("/providers/")[1].split("/")[0] for u in deleted] == [
         "Microsoft.Authorization", "Microsoft.EventGrid", "Microsoft.Logic", "Microsoft.Storage",

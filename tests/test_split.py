@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
