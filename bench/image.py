@@ -173,6 +173,7 @@ def cold_start_s(eng, env, image, connection_string: str) -> tuple[float, float,
 
 def prepare(fitted: Path, family: str, store, settings) -> tuple[str, bytes]:
     """Publish ``family``'s model; return its name and the input to drop."""
+    from scorer.cards import Options
     from scorer.models import Registry
 
     types = {}
@@ -180,7 +181,7 @@ def prepare(fitted: Path, family: str, store, settings) -> tuple[str, bytes]:
         parts = line.split()
         types[parts[0]] = parts[1] if len(parts) > 1 else None
     name = family.replace("_", "-")
-    Registry(store).publish(fitted / f"{family}.rds", name, types[family])
+    Registry(store).publish(fitted / f"{family}.rds", name, Options(predict_type=types[family]))
     return name, (fitted / f"{family}.csv").read_bytes()
 
 
