@@ -296,8 +296,7 @@ class Job:
                 check_stop()
                 if claim.lost:
                     raise LeaseLost(f"{name}: the claim (lease) on this input was lost while scoring it")
-                meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
-                        "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
+                meta = self._output_metadata(props, card)
                 if rejected.writer is not None:
                     rej_sink.commit(metadata=meta, content_type="text/csv")
                     ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
@@ -561,11 +560,7 @@ class Job:
             rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
             if plan.fmt == "parquet":  # its first row's number is known: rows numbered as the input's
                 rejected.base = part["first_row"]
-            try:
-                profile = self.registry.profile(card) if card.get("profile") else None
-            except ScorerError:  # drift is a warning: the finisher says it was not computed
-                profile = None
-            tally = Tally(profile, s.drift_psi) if profile else None
+            tally = self._drift_tally(card, ir)
             score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected, where, counts,
                          on_first_scored=self._first_row, check_stop=check_stop, drift=tally,
                          workers=self._workers(card))
@@ -680,8 +675,7 @@ class Job:
         firsts.first = firsts.first[:RejectedRows.FIRST]
         ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
         self._check_counts(name, counts, firsts)
-        meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
-                "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
+        meta = self._output_metadata(props, card)
         parts_rejected = [(k, self.store.read_bytes(s.output_container, plan.blob("rejected", k)))
                           for k, r in enumerate(records) if r["rejected"]]
         if parts_rejected:
@@ -723,16 +717,12 @@ class Job:
         ir.parts = [{"part": k + 1, "rows_read": r["rows_read"], "rows_scored": r["rows_scored"],
                      "rows_rejected": r["rows_rejected"], "seconds": r["seconds"], "by": r["by"]}
                     for k, r in enumerate(records)]
-        if card.get("profile"):
-            tally = Tally(self.registry.profile(card), s.drift_psi,
-                          where=f"{s.models_container}/{card['name']}/v{card['version']}/profile.json")
+        tally = self._drift_tally(card, ir)
+        if tally is not None:
             for r in records:
                 if r.get("drift"):
                     tally.absorb(r["drift"])
             self._drift(ir, tally)
-        else:
-            ir.drift = not_computed(f"model {card['name']!r} version {card['version']} was published without a "
-                                    "drift profile (no --reference, and the model keeps no training data)")
         self._r_warnings(ir, counts)
         ir.status = "scored"
         log.info("input scored", extra={"event": "input_scored", "blob": name, "rows_scored": ir.rows_scored,
@@ -762,6 +752,12 @@ class Job:
                     "what_to_do": "Nothing: the input stays in input/; the next run scores it, or archives it "
                                   "without scoring again when its output was already committed."}
         log.warning(ir.error["message"], extra={"event": "lease_lost", "blob": ir.blob})
+
+    def _output_metadata(self, props: Any, card: dict) -> dict:
+        """An output's metadata: the input's ETag (a rerun after a crash between commit and
+        archive finds it scored), the run, and the model version that scored it."""
+        return {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
+                "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
 
     def _r_warnings(self, ir: InputReport, counts: Counts) -> None:
         """R's warnings, each once, with how many predict() calls gave it."""
