@@ -348,18 +348,9 @@ scorer_columns <- function(out) {
     } else if (inherits(x, "difftime")) {
       cols[[i]] <- as.numeric(x, units = "secs")
       kinds[i] <- "duration"
-    } else if (is.logical(x)) {
-      cols[[i]] <- as.vector(x)
-      kinds[i] <- "logical"
-    } else if (is.integer(x)) {
-      cols[[i]] <- as.vector(x)
-      kinds[i] <- "integer"
-    } else if (is.double(x)) {
-      cols[[i]] <- as.vector(x)
-      kinds[i] <- "double"
-    } else if (is.character(x)) {
-      cols[[i]] <- as.vector(x)
-      kinds[i] <- "character"
+    } else if (typeof(x) %in% c("logical", "integer", "double", "character")) {
+      cols[[i]] <- as.vector(x)  # attributes (names, dim) dropped: the values only
+      kinds[i] <- typeof(x)
     } else {
       kinds[i] <- typeof(x)
     }
