@@ -110,9 +110,9 @@ class Workers:
 
     #: R sessions in all, the job's own included (SCORER_R_WORKERS)
     size: int
-    #: start the others when predict() on a whole batch would take this long, as timed on
-    #: the input's first PROBE_ROWS rows (SCORER_R_WORKERS_AFTER): a worker costs about a
-    #: second to start, which a fast model never wins back
+    #: start the others when predict() on the input's first batch would take this long, as
+    #: timed on its first PROBE_ROWS rows (SCORER_R_WORKERS_AFTER): a worker costs about a
+    #: second to start, which a fast model or a small input never wins back
     after_seconds: float
     #: rows of a whole batch (SCORER_BATCH_ROWS)
     batch_rows: int
@@ -149,8 +149,8 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     With a ``drift`` tally, the reader counts each batch's input variables and the
     writer its predictions into the profile's bins: off R's thread, in bounded memory.
 
-    With ``workers``, predict() is timed on the input's first PROBE_ROWS rows; when a
-    whole batch would take ``after_seconds``, R worker processes start beside this one
+    With ``workers``, predict() is timed on the input's first PROBE_ROWS rows; when the
+    first batch would take ``after_seconds``, R worker processes start beside this one
     (scorer.pool) and batches are cut in pieces of a fraction of a batch, which wait in
     one queue: each worker takes the next as soon as it is free, this process's R takes
     them between reading batches, and results are written in input order. Then the
@@ -263,8 +263,8 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 (head, head_prep, _), *rest = _cut(batch, prep, offset, PROBE_ROWS)
                 # one row first, untimed: R's first predict() in a session loads the functions it
                 # calls (model.frame, ...), which would make any model look slow
-                first = int(np.flatnonzero(head_prep.keep)[0]) if head_prep.n_kept else 0
                 if head_prep.n_kept:
+                    first = int(np.flatnonzero(head_prep.keep)[0])
                     try:
                         predict_rows(r, model, head_prep.rows(first, first + 1), spec, Counter())
                     except ScorerError:

@@ -62,7 +62,9 @@ class HTTPError(Exception):
         return {"error": err, **self.extra}
 
 
-def _http(exc: ScorerError) -> HTTPError:
+def http_error_of(exc: ScorerError) -> HTTPError:
+    """The HTTP answer to a scorer error: 404 for an unknown model or version, 400 for a
+    bad request, 422 when R could not score rows it was given, else 500."""
     status = 404 if isinstance(exc, ModelNotFound) else 400 if isinstance(exc, (InputError, ConfigError)) else 500
     if isinstance(exc, PredictError):
         status = 422  # the rows were read, but R could not score them
@@ -318,7 +320,7 @@ class Server:
             answer = await self.predict(loaded, prep)
             return loaded, table, outcome(prep, answer, lambda results: prediction_names(results, []))
         except ScorerError as exc:
-            raise _http(exc) from None
+            raise http_error_of(exc) from None
         finally:
             if not queued:
                 with self._lock:

@@ -14,15 +14,16 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-import orjson
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scorer.errors import ScorerError
 from scorer.online import prototype, records
-from scorer.serve import HTTPError, Server, csv_body, openapi
+from scorer.serve import HTTPError, Server, csv_body, http_error_of, openapi
 
 log = logging.getLogger("scorer.serve")
 
@@ -129,12 +130,10 @@ def build_app(server: Server) -> Starlette:
 
 
 async def _card(server: Server, name: str, version: int | None) -> dict:
-    from scorer.errors import ScorerError
-    from scorer.serve import _http
     try:
         return await server.blocking(server.registry.card, name, version)
     except ScorerError as exc:
-        raise _http(exc) from None
+        raise http_error_of(exc) from None
 
 
 class _Logged:
