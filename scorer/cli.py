@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scorer",
         description="Batch scoring of saved R models on Azure Blob Storage. Settings come from "
-        "environment variables (see the README); flags override them.")
+        "environment variables (see docs/running.md); flags override them.")
     p.add_argument("--version", action="version", version=f"scorer {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and R's console output")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="score rows over HTTP with the published models",
                          description="POST /v1/models/NAME/predict with JSON rows or CSV; GET /v1/models, "
                          "/v1/models/NAME, /healthz, /readyz, /openapi.json. Settings as for `scorer run` (the "
-                         "storage account), plus SCORER_SERVE_*; see the README.")
+                         "storage account), plus SCORER_SERVE_*; see docs/running.md.")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a "
                      "container)")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")

@@ -145,7 +145,7 @@ class Interrupted(BaseException):
     """The job was asked to stop (SIGTERM/SIGINT); raised only at safe points."""
 
 
-#: process exit statuses, documented in the README
+#: process exit statuses, documented in docs/running.md
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_REFUSED = 1  # the other commands: refused (publish of a model that cannot be scored, ...)

@@ -5,7 +5,7 @@ large the file. CSV columns are all read as text and typed later, against the
 model's schema (scorer.frames): that way one bad value rejects one row instead of
 failing the whole file, and the output repeats the input's values exactly as written.
 
-Decisions (documented in the README):
+Decisions (documented in docs/contract.md):
 - CSV must be UTF-8 (a byte-order mark is fine). The delimiter is ',' unless the
   header line has none and has ';', tab or '|' instead.
 - With ';' (what Excel writes where the decimal mark is a comma), numbers with a

@@ -1,6 +1,6 @@
 """All of scorer's settings, read once from the environment.
 
-This module is the only place that names environment variables. The README's
+This module is the only place that names environment variables. docs/running.md's
 settings table, the Logic App's container environment and the local runner are
 all checked against ``SETTINGS`` by the tests, so a name cannot drift.
 """
