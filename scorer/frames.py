@@ -316,7 +316,12 @@ def _factor(arr: pa.Array, f: Field, where: str):
     elif pa.types.is_floating(t):
         # 1.0 -> "1", so integer-coded levels stored as doubles still match
         as_int = pc.cast(arr, pa.int64(), safe=False)
-        arr = pc.if_else(pc.equal(pc.cast(as_int, pa.float64()), arr), as_int.cast(pa.string()), arr.cast(pa.string()))
+        v = arr.to_numpy(zero_copy_only=False)
+        if np.all(np.isnan(v) | ((np.abs(v) < 2.0 ** 53) & (v == np.trunc(v)))):  # the usual case: whole numbers
+            arr = as_int.cast(pa.string())
+        else:
+            arr = pc.if_else(pc.equal(pc.cast(as_int, pa.float64(), safe=False), arr), as_int.cast(pa.string()),
+                             arr.cast(pa.string()))
     elif pa.types.is_boolean(t):
         arr = pc.if_else(arr, "TRUE", "FALSE")
     elif not (_is_text(t) or pa.types.is_null(t)):
@@ -326,7 +331,8 @@ def _factor(arr: pa.Array, f: Field, where: str):
     dictionary = enc.dictionary.to_pylist()
     index = {lv: i + 1 for i, lv in enumerate(levels)}
     mapping = np.array([index.get(v, -1) for v in dictionary] + [NA_INTEGER], dtype=np.int64)
-    idx = enc.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)
+    idx = (enc.indices.fill_null(len(dictionary)) if enc.indices.null_count else enc.indices).to_numpy(
+        zero_copy_only=False)
     codes = mapping[idx]
     bad = codes == -1
     if bad.all() and len(codes) > 0 and len(levels) > 0:

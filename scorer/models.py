@@ -75,6 +75,12 @@ class Published:
     warnings: list[str]
 
 
+def _what(card: dict) -> str:
+    """How messages name a card's model or function: "model 'churn' version 2"."""
+    kind = "function" if card.get("kind") == "function" else "model"
+    return f"{kind} {card['name']!r} version {card['version']}"
+
+
 class Registry:
     """Published models: publish, list, resolve and load (verified, cached per run)."""
 
@@ -159,9 +165,16 @@ class Registry:
                                 hint="Pick one of the published versions.", model=name)
         return self.store.get_json(self.container, f"{name}/v{version}/card.json")
 
-    def load(self, card: dict) -> Any:
+    def fetch(self, card: dict) -> bytes:
+        """The verified bytes of ``card``'s model or function file: the download part of
+        ``load``, which a caller may run on another thread (it does not touch R) and pass
+        to ``load`` as ``data``. Raises ModelLoadError for a damaged file."""
+        file = "function.R" if card.get("kind") == "function" else "model.rds"
+        return self._verified(f"{card['name']}/v{card['version']}/{file}", card["sha256"], _what(card), card["name"])
+
+    def load(self, card: dict, data: bytes | None = None) -> Any:
         """The R model (LoadedModel) or function (LoadedScript) for ``card``,
-        checksum-verified and loaded once per run.
+        checksum-verified and loaded once per run (``data``: the file, from ``fetch``).
 
         Raises ModelLoadError when a file's sha256 differs from the card's, when a
         package it needs is not installed, or when R cannot read or run it.
@@ -172,12 +185,12 @@ class Registry:
         if key in self._failed:
             raise self._failed[key]
         kind = card.get("kind", "model")
-        what = f"{'function' if kind == 'function' else 'model'} {card['name']!r} version {card['version']}"
+        what = _what(card)
         prefix = f"{card['name']}/v{card['version']}"
         try:
             self.r  # started before the download's thread, if not already: see "Threads" in rbridge.py
-            data = self._verified(f"{prefix}/{'function.R' if kind == 'function' else 'model.rds'}", card["sha256"],
-                                  what, card["name"])
+            if data is None:
+                data = self.fetch(card)
             missing = self.r.missing_packages(list(card.get("packages") or {}))
             if missing:
                 raise ModelLoadError(

@@ -31,10 +31,12 @@ after an import's failed stat(). So:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -152,6 +154,14 @@ def _skip_start_up_probes() -> None:
     # systemd" in containers. A batch job's clock is UTC; date-times that reach R
     # carry their own time zone (scorer.frames), so TZ only sets R's default.
     os.environ.setdefault("TZ", "UTC")
+    # rpy2 in ABI mode has no compiled _bufferprotocol; its vector memoryview() tries
+    # to import it on every call and falls back to numpy. A failed import searches
+    # sys.path each time (40-70 us, a twentieth of a one-row HTTP request); None in
+    # sys.modules makes it fail at once. Only when the module is not installed.
+    import importlib.util
+
+    if importlib.util.find_spec("rpy2.rinterface_lib._bufferprotocol") is None:
+        sys.modules.setdefault("rpy2.rinterface_lib._bufferprotocol", None)
 
 
 def _no_event_callback() -> None:
@@ -176,7 +186,8 @@ class RBridge:
         from rpy2.rinterface_lib import callbacks
 
         self._warnings: list[str] = []
-        self._shapes: dict[tuple, tuple] = {}  # R vectors describing a column layout (_data_frame)
+        self._shapes: dict[tuple, tuple] = {}  # R vectors describing a column layout (_frame_args)
+        self._made: dict[tuple, tuple] = {}    # predict()'s type and arguments as R values (_predict_args)
         # Route R's console to the log before R prints anything: stdout belongs to
         # the JSON-lines log.
         callbacks.consolewrite_print = lambda s: log.debug("R: %s", s.rstrip())
@@ -390,12 +401,11 @@ class RBridge:
         PredictError with R's message when predict() fails or returns the wrong
         number of rows, OutOfMemory when R cannot allocate.
         """
-        ri = self.ri
-        newdata = self._data_frame(columns, nrows)
-        rtype = ri.NULL if predict_type is None else ri.StrSexpVector([predict_type])
         self._warnings.clear()
         try:
-            got = self._fn["scorer_predict"](model.robj, newdata, rtype, self._arg_list(args or []))
+            got = self._fn["scorer_predict"](model.robj, *self._frame_args(columns, nrows),
+                                             *self._predict_args(predict_type, args or []))
+            got = list(got)  # its parts, taken out of R once
             warned = [str(w) for w in got[4]]
         except Exception as exc:
             text = self._r_error_text(exc)
@@ -411,6 +421,19 @@ class RBridge:
                     "values); fill or remove missing values before scoring.",
                 )
         return result, warned
+
+    def _predict_args(self, predict_type: str | None, args: list[dict]) -> tuple[Any, Any]:
+        """predict()'s type and the card's other arguments, as R values: made once per
+        model (a one-row request would otherwise spend a tenth of its time on them)."""
+        key = (predict_type, json.dumps(args, sort_keys=True))
+        made = self._made.get(key)
+        if made is None:
+            ri = self.ri
+            made = (ri.NULL if predict_type is None else ri.StrSexpVector([predict_type]), self._arg_list(args))
+            if len(self._made) > 256:
+                self._made.clear()
+            self._made[key] = made
+        return made
 
     def _arg_list(self, args: list[dict]) -> Any:
         """The card's predict arguments as a named R list: values typed as they
@@ -440,6 +463,11 @@ class RBridge:
 
     def _data_frame(self, columns: dict[str, RColumn], nrows: int) -> Any:
         """The columns as an R data.frame, in one call to R (scorer_frame)."""
+        return self._fn["scorer_frame"](*self._frame_args(columns, nrows))
+
+    def _frame_args(self, columns: dict[str, RColumn], nrows: int) -> tuple:
+        """scorer_frame's arguments for these columns (scorer_predict takes them too, so
+        that a batch or request costs one call to R, not two)."""
         ri = self.ri
         cols = list(columns.values())
         key = tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
@@ -452,8 +480,8 @@ class RBridge:
                 self._shapes.clear()
             self._shapes[key] = shape
         names, kinds, levels, ordered, tz = shape
-        return self._fn["scorer_frame"](ri.ListSexpVector([self._vector(c) for c in cols]), names,
-                                        ri.IntSexpVector([nrows]), kinds, levels, ordered, tz)
+        return ri.ListSexpVector([self._vector(c) for c in cols]), names, ri.IntSexpVector([nrows]), kinds, levels, \
+            ordered, tz
 
     def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
         """An R vector, matrix or data frame as named Arrow arrays (one, unnamed, for a vector)."""
@@ -462,7 +490,8 @@ class RBridge:
     def _columns(self, got: Any) -> list[tuple[str, pa.Array]]:
         """scorer_columns' answer, list(columns, names, kinds, tz), as named Arrow arrays:
         no further call to R per column."""
-        return [(str(n), self._array(v, str(k), str(z))) for v, n, k, z in zip(got[0], got[1], got[2], got[3])]
+        columns, names, kinds, tz = list(got)[:4]
+        return [(n, self._array(v, k, z)) for v, n, k, z in zip(columns, tuple(names), tuple(kinds), tuple(tz))]
 
     def _array(self, v: Any, kind: str, tz: str) -> pa.Array:
         """A plain R vector as an Arrow array, NA as null (``kind`` from scorer_columns)."""

@@ -8,7 +8,8 @@ Threads (rbridge.py, "Threads"): R starts first, on the main thread, and only th
 thread calls it: it loads models and runs predict(). The HTTP server (uvicorn, an ASGI
 server, with Starlette's routing) runs its event loop on a thread of its own; a request
 is parsed and validated there (scorer.frames, as for blobs), then queued for R, and its
-answer awaited. Blob reads (cards, models) run on a small thread pool, never on the loop.
+answer awaited. Blob reads (cards, model files) run on a small thread pool, never on the
+loop or the R thread.
 
 Gathering: R runs one call at a time, so requests for the same model version that wait
 together go to R as one predict() call and the answers are split back by rows. The R
@@ -81,6 +82,7 @@ class Loaded:
 @dataclass
 class _Load:
     card: dict
+    data: bytes  # the verified model file, downloaded off the R thread (Registry.fetch)
     deliver: Callable[[Loaded | BaseException], None]
 
 
@@ -184,10 +186,7 @@ class Server:
         key = (card["name"], int(card["version"]))
         try:
             if key not in self.state.loaded:
-                if card.get("kind") == "function":
-                    raise HTTPError(400, "NotAModel", f"{card['name']!r} is an R function: it scores whole files "
-                                    "through blobs, not rows over HTTP.", hint="Drop files under its input folder.")
-                model = self.registry.load(card)
+                model = self.registry.load(card, item.data)
                 self.state.loaded[key] = Loaded(card, model, PredictSpec.from_card(card))
             item.deliver(self.state.loaded[key])
         except BaseException as exc:
@@ -245,12 +244,22 @@ class Server:
             version = self.state.current.get(name)
         if version is not None and (name, version) in self.state.loaded:
             return self.state.loaded[(name, version)]
-        card = await self.blocking(self.registry.card, name, version)
-        loaded = await self._to_r(lambda deliver: _Load(card, deliver))
+        loaded = await self._load_card(await self.blocking(self.registry.card, name, version))
         if version is None:
             with self._lock:
-                self.state.current.setdefault(name, int(card["version"]))
+                self.state.current.setdefault(name, int(loaded.card["version"]))
         return loaded
+
+    async def _load_card(self, card: dict) -> Loaded:
+        """Load ``card``'s model in R: downloaded here (off the R thread), then read by R."""
+        key = (card["name"], int(card["version"]))
+        if key in self.state.loaded:
+            return self.state.loaded[key]
+        if card.get("kind") == "function":
+            raise HTTPError(400, "NotAModel", f"{card['name']!r} is an R function: it scores whole files "
+                            "through blobs, not rows over HTTP.", hint="Drop files under its input folder.")
+        data = await self.blocking(self.registry.fetch, card)
+        return await self._to_r(lambda deliver: _Load(card, data, deliver))
 
     async def predict(self, loaded: Loaded, prep: Prepared) -> Answer:
         key = (loaded.card["name"], int(loaded.card["version"]))
@@ -264,8 +273,7 @@ class Server:
             if self.state.current.get(name) == newest:
                 continue
             try:
-                card = await self.blocking(self.registry.card, name, newest)
-                await self._to_r(lambda deliver, c=card: _Load(c, deliver))
+                await self._load_card(await self.blocking(self.registry.card, name, newest))
             except BaseException as exc:  # that model answers with its error on request; the rest are served
                 log.warning(f"model {name!r} version {newest} could not be loaded: {exc}",
                             extra={"event": "serve_load_failed", "model": name, "version": newest})

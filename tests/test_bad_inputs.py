@@ -152,3 +152,16 @@ def test_missing_values_a_model_cannot_take_reject_only_those_rows(pipeline, fit
     assert (report.inputs[0].rows_scored, report.inputs[0].rows_rejected) == (30, 1)
     rejected = pipeline.read("output", "rf/a.csv.rejected.csv").decode()
     assert "31," in rejected and "missing value in column(s) 'Sepal.Width'" in rejected
+
+
+
+def test_a_factor_column_of_doubles_matches_whole_numbers_and_rejects_the_rest():
+    """A factor with levels "4", "6", "8" read from doubles (a Parquet column, JSON
+    numbers): 4.0 is level "4"; 6.5, inf and 1e20 (which a cast to integer would wrap
+    around) are unseen levels, each rejected with its value."""
+    from scorer.frames import Field, prepare
+
+    batch = pa.RecordBatch.from_pydict({"cyl": [4.0, 6.0, 6.5, float("inf"), 1e20, None, 8.0]})
+    prep = prepare(batch, [Field("cyl", "factor", levels=["4", "6", "8"])], "a.parquet")
+    assert [(row + 1, value) for row, _, value, _ in prep.rejects] == [(3, "6.5"), (4, "inf"), (5, "1e+20")]
+    assert prep.columns["cyl"].values.tolist() == [1, 2, -2147483648, 3]  # NA stays a missing value

@@ -255,11 +255,13 @@ scorer_list_table <- function(out, n) {
   as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
-# predict(), with results that are not plain vectors, matrices or data frames
-# unwrapped to one: ranger's prediction object, list(fit = , se.fit = ), and lists
+# predict() on the data frame scorer_frame builds from the columns Python hands over
+# (one call per batch or request), with results that are not plain vectors, matrices
+# or data frames unwrapped to one: ranger's prediction object, list(fit = , se.fit = ), and lists
 # of equal-length parts. Warnings are collected, not printed. Returns the result as
 # scorer_columns does, then the warnings: list(columns, names, kinds, tz, warnings).
-scorer_predict <- function(model, newdata, type, args) {
+scorer_predict <- function(model, cols, names, nrows, kinds, levels, ordered, tz, type, args) {
+  newdata <- scorer_frame(cols, names, nrows, kinds, levels, ordered, tz)
   warned <- character()
   call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), args)
   out <- withCallingHandlers(
