@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -271,10 +272,31 @@ def drift_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, 
             "ratio": on / off, "with_runs_s": runs[True], "without_runs_s": runs[False]}
 
 
-def groups_run(az: Azurite, env_base: dict, model: Path, inp: Path, groups: int, split_bytes: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a running process and its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)  # ppid, utime+stime
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def groups_run(az: Azurite, env_base: dict, model: Path, inp: Path, groups: int, split_bytes: int
+               ) -> tuple[float, float, float]:
     """``groups`` `scorer run` processes started together on one input, as the container
     groups of one run (SCORER_PARALLEL_JOBS), each pinned to one core as a 1-vCPU group:
-    the wall time until the last one ends."""
+    the wall time until the last one ends, the CPU seconds of the scorer processes and
+    those of the storage emulator, which shares this machine's cores with them."""
     from azure.storage.blob import BlobServiceClient
 
     tag = uuid.uuid4().hex[:8]
@@ -285,6 +307,7 @@ def groups_run(az: Azurite, env_base: dict, model: Path, inp: Path, groups: int,
                    check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
                    env=env, check=True, capture_output=True)
+    children, storage = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_seconds(az.proc.pid)
     t = time.perf_counter()
     # each process on a core of its own, as each container group has its own vCPU (the
     # workflow's default cpuCores is 1): one process on one core against two on two
@@ -293,12 +316,15 @@ def groups_run(az: Azurite, env_base: dict, model: Path, inp: Path, groups: int,
              for i in range(groups)]
     outs = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - t
+    storage = cpu_seconds(az.proc.pid) - storage
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    scorer_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     service = BlobServiceClient.from_connection_string(az.connection_string)
     scored = [b.name for b in service.get_container_client(f"output-{tag}").list_blobs()]
     assert "m/in.csv" in scored and not any(n.startswith("_parts/") for n in scored), (scored, outs[0][-2000:])
     for c in CONTAINERS:
         service.delete_container(f"{c}-{tag}")
-    return wall
+    return wall, scorer_cpu, storage
 
 
 def groups_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict, work: Path, groups: int = 2) -> dict:
@@ -306,14 +332,20 @@ def groups_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict,
     inp = work / f"groups{rows}.csv"
     write_csv(gen_glm(rows, seed=rows % 991).select(["gre", "gpa", "rank"]), inp)
     part = -(-inp.stat().st_size // (4 * groups))  # four parts per group: a slower one takes fewer
-    runs: dict[int, list[float]] = {1: [], groups: []}
+    runs: dict[int, list[tuple[float, float, float]]] = {1: [], groups: []}
     for i in range(repeat):
         for n in ((1, groups) if i % 2 == 0 else (groups, 1)):
             runs[n].append(groups_run(az, env_base, case.model, inp, n, part))
     inp.unlink()
-    one, many = statistics.median(runs[1]), statistics.median(runs[groups])
+    med = {n: [statistics.median(r[k] for r in rs) for k in range(3)] for n, rs in runs.items()}
+    (one, one_cpu, one_storage), (many, many_cpu, many_storage) = med[1], med[groups]
+    # this machine's cores are shared by the groups and the storage emulator: the split run
+    # cannot end before all their CPU time, spread over every core, has been spent
+    floor = (many_cpu + many_storage) / (os.cpu_count() or 1)
     return {"case": f"groups{rows}", "rows": rows, "groups": groups, "one_s": one, "many_s": many,
-            "speedup": one / many, "one_runs_s": runs[1], "many_runs_s": runs[groups]}
+            "speedup": one / many, "one_runs_s": [r[0] for r in runs[1]], "many_runs_s": [r[0] for r in runs[groups]],
+            "one_cpu_s": one_cpu, "one_storage_cpu_s": one_storage, "many_cpu_s": many_cpu,
+            "many_storage_cpu_s": many_storage, "many_floor_s": floor, "speedup_ceiling": one / floor}
 
 
 def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
@@ -383,7 +415,10 @@ def main() -> int:
         if args.big_rows:
             r = groups_case(glm, args.big_rows, az, args.repeat, env_base, work)
             say(f"groups   {r['rows']:>10,} rows | one process {r['one_s']:6.2f} s | {r['groups']} processes on its "
-                f"parts {r['many_s']:6.2f} s | {r['speedup']:.2f}x faster", r)
+                f"parts {r['many_s']:6.2f} s | {r['speedup']:.2f}x faster | CPU s, scorer + storage emulator: one "
+                f"{r['one_cpu_s']:.2f} + {r['one_storage_cpu_s']:.2f}, split {r['many_cpu_s']:.2f} + "
+                f"{r['many_storage_cpu_s']:.2f}: on {os.cpu_count()} shared cores the split cannot end before "
+                f"{r['many_floor_s']:.2f} s ({r['speedup_ceiling']:.2f}x at most)", r)
         for rows in [args.rows] + ([args.big_rows] if args.big_rows else []):
             r = drift_case(glm, rows, az, args.repeat, env_base, work)
             say(f"drift    {rows:>10,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "

@@ -196,12 +196,17 @@ class QuoteCheck(io.RawIOBase):
         n = self._raw.readinto(b)
         if n and not self.odd_line:
             data = np.frombuffer(memoryview(b)[:n], dtype=np.uint8)
-            running = np.cumsum(data == 34) + self._quotes  # '"'
+            quotes = data == 34  # '"'
+            if not quotes.any():  # the usual chunk: a line ending here closes the carried count
+                if self._quotes % 2 and (data == 10).any():
+                    self.odd_line = True
+                return n
+            running = np.cumsum(quotes) + self._quotes
             ends = np.flatnonzero(data == 10)
             if len(ends):
                 # at each line end, the quotes since the previous one must be even
                 at_ends = running[ends]
-                starts = np.concatenate(([self._quotes], at_ends[:-1]))
+                starts = np.concatenate(([0], at_ends[:-1]))  # running counts from the last line end
                 if ((at_ends - starts) % 2).any():
                     self.odd_line = True
                 self._quotes = int(running[-1] - at_ends[-1])

@@ -111,6 +111,27 @@ def test_a_csv_whose_quoted_field_spans_lines_is_scored_whole_saying_why(infert)
     assert [n for n in infert.names("output") if n.startswith("_parts/")] == []
 
 
+@pytest.mark.parametrize("data,spans", [
+    (b'x,"abcdef\nmore"\n', True),          # a quoted field across a line end
+    (b'a,"b\n\nc"\n', True),
+    (b'a,"b,c"\n1,"x"\n', False),          # quoted fields, each on its line
+    (b'"a""b",c\n"d"\n', False),           # an escaped quote
+    (b'a,b\n1,2\n', False),
+])
+def test_the_quote_check_is_the_same_wherever_the_reads_fall(data, spans):
+    """A CSV part's quote check must not depend on where its reads end: a count carried
+    over a read's end once hid a quoted field across lines (a wrong cut) and flagged
+    files that had none."""
+    from scorer.split import QuoteCheck
+
+    for size in range(1, len(data) + 1):
+        check = QuoteCheck(io.BytesIO(data))
+        buf = bytearray(size)
+        while check.readinto(buf):
+            pass
+        assert check.odd_line is spans, f"reads of {size} bytes"
+
+
 def test_a_group_killed_mid_part_leaves_nothing_visible_and_the_rerun_scores_each_row_once(infert):
     data = big_csv(rows=60_000, seed=9)
     expected, expected_rejected = single_run(infert, "whole.csv", data)
