@@ -88,6 +88,7 @@ class Job:
         self._storage_error = False
         self._resource_error = False
         self._blob_error = False  # an input Blob Storage refused, that could not even be quarantined
+        self._workers_pool: tuple[tuple, Pool] | None = None  # R workers kept for the next input (_pool)
         # put before the extension of an archived or quarantined copy whose name is taken
         self._stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -156,6 +157,8 @@ class Job:
             self.report.r_version = self.registry.r.r_version
         if self.report.exit_code is None:
             self.report.exit_code = self._exit_code()
+        if self._workers_pool is not None:
+            self._workers_pool[1].close()
         self.registry.close()
         self.report.cost = estimate_cost(self.settings, time.monotonic() - self._t0)
         written = self._write_report()
@@ -364,8 +367,19 @@ class Job:
         if size <= 1 or "ranger" in (card.get("r_class") or []):
             return None
         return Workers(size=size, after_seconds=s.r_workers_after, batch_rows=s.batch_rows,
-                       start=lambda n, waiting, spec: Pool.start(self.registry.model_file(card), card, n, waiting,
-                                                                 spec))
+                       start=lambda n, waiting, spec: self._pool(card, n).feed(waiting, spec))
+
+    def _pool(self, card: dict, size: int) -> Pool:
+        """The R workers of ``card``'s model: those of an earlier input or part of it when
+        they are still up, else new ones (one model's at a time: another's are ended)."""
+        key = (card["name"], int(card["version"]), size)
+        if self._workers_pool is not None:
+            if self._workers_pool[0] == key and self._workers_pool[1].usable():
+                return self._workers_pool[1]
+            self._workers_pool[1].close()
+        pool = Pool.start(self.registry.model_file(card), card, size)
+        self._workers_pool = (key, pool)
+        return pool
 
     def _drift_tally(self, card: dict, ir: InputReport) -> Tally | None:
         """A tally against the model's reference profile; None, with the reason in the

@@ -9,10 +9,15 @@ of the same ``scoring.predict_rows`` the job's R runs. Pieces wait in one queue
 the job's own R takes them between reading batches; scoring.score_stream writes the
 results in input order.
 
-    Pool.start(model_file, card, size, waiting, spec)   start ``size`` workers (returns at once)
+    pool = Pool.start(model_file, card, size)   start ``size`` workers (returns at once)
+    pool.feed(waiting, spec)                    they take pieces from ``waiting`` until it closes
     waiting.put(Turn(...))                      a piece for whichever R session is free first
     turn.result()                               its Answer (results, dropped, reason, warnings)
     pool.close()                                end them all
+
+A pool outlives the input it was started for: the job feeds the same workers the next
+input of the model, and each part of a split input, rather than paying their start
+(about a second) again; it closes the pool for another model, and at the end of the run.
 
 A worker that dies (its R crashed, or the kernel killed it for memory) fails the
 batch with WorkerDied, which the job treats as an internal error: the input stays
@@ -211,6 +216,7 @@ class Worker:
         self.ready = threading.Event()
         self.closing = False
         self.failed: BaseException | None = None
+        self._feeder: threading.Thread | None = None
         self._load = {"op": "load", "model": str(model_file), "packages": packages, "attach": attach, "what": what}
         threading.Thread(target=self._start, name=f"r-worker-{number}", daemon=True).start()
 
@@ -243,10 +249,18 @@ class Worker:
                              + (f" (exit status {code})" if code is not None else ""))
         return got
 
+    def usable(self) -> bool:
+        """Whether this worker can take pieces (it may still be starting)."""
+        return self.failed is None and not self.closing and self.proc.poll() is None
+
     def feed(self, waiting: Waiting, spec: Any) -> None:
         """Once started, take pieces from ``waiting`` and predict them with ``spec``
         (scoring.PredictSpec) until it closes, or until this worker fails."""
+        before = self._feeder
+
         def run() -> None:
+            if before is not None:  # the last input's piece, if one is still on its way (its input failed)
+                before.join()
             self.ready.wait()
             if self.failed is not None:
                 return
@@ -262,10 +276,12 @@ class Worker:
                                                          tuple(got["reason"]) if got["reason"] else None,
                                                          Counter(got["warnings"])))
                 except BaseException as exc:  # this worker is gone: its piece fails (in input order), it stops
+                    self.failed = exc
                     turn.finish(str(self.number), error=exc)
                     return
 
-        threading.Thread(target=run, name=f"r-worker-{self.number}-feed", daemon=True).start()
+        self._feeder = threading.Thread(target=run, name=f"r-worker-{self.number}-feed", daemon=True)
+        self._feeder.start()
 
     def close(self) -> None:
         self.closing = True
@@ -283,22 +299,29 @@ class Worker:
 
 
 class Pool:
-    """R worker processes for one input's model (the job's own R not counted)."""
+    """R worker processes for one model (the job's own R not counted)."""
 
     def __init__(self, workers: list[Worker]):
         self.workers = workers
 
     @classmethod
-    def start(cls, model_file: Path, card: dict, size: int, waiting: Waiting, spec: Any) -> "Pool":
+    def start(cls, model_file: Path, card: dict, size: int) -> "Pool":
         """``size`` workers for the model of ``card`` (its verified file at ``model_file``),
-        each taking pieces from ``waiting`` once it has started."""
+        starting in the background."""
         what = f"model {card['name']!r} version {card['version']}"
         log.info(f"starting {size} R worker(s)", extra={"event": "r_workers_starting", "workers": size})
-        pool = cls([Worker(i + 1, model_file, list(card.get("packages") or {}), card.get("attach") or [], what)
+        return cls([Worker(i + 1, model_file, list(card.get("packages") or {}), card.get("attach") or [], what)
                     for i in range(size)])
-        for w in pool.workers:
-            w.feed(waiting, spec)
-        return pool
+
+    def feed(self, waiting: Waiting, spec: Any) -> "Pool":
+        """Each usable worker takes pieces from ``waiting`` (once started) until it closes."""
+        for w in self.workers:
+            if w.usable():
+                w.feed(waiting, spec)
+        return self
+
+    def usable(self) -> bool:
+        return any(w.usable() for w in self.workers)
 
     def close(self) -> None:
         for w in self.workers:

@@ -116,8 +116,9 @@ class Workers:
     after_seconds: float
     #: rows of a whole batch (SCORER_BATCH_ROWS)
     batch_rows: int
-    #: starts n workers (the job's R not counted) taking pieces from a Waiting queue with
-    #: a PredictSpec, and returns the pool
+    #: n workers (the job's R not counted), started or kept from an earlier input of the
+    #: model, taking pieces from a Waiting queue with a PredictSpec until it closes; they
+    #: are the caller's, who ends them (the job: at the end of the run)
     start: Callable[[int, Waiting, PredictSpec], Any]
 
 
@@ -236,7 +237,6 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     # the one batch each stage is working on, never for the rest of the file.
     reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
-    pool = None
     piece_rows: int | None = None   # None: whole batches, the job's R alone
     probed = workers is None or workers.size <= 1  # nothing to decide
     waiting = Waiting()
@@ -274,7 +274,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 seconds = here(turn)
                 # the batch as it is, not a full one: a 10-row input never waits for workers
                 if head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
-                    pool = workers.start(workers.size - 1, waiting, spec)
+                    workers.start(workers.size - 1, waiting, spec)
                     piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
                 pieces = [cut for part in rest for cut in _cut(*part, piece_rows)]
             else:
@@ -298,9 +298,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
         if written is not None:
             written.result()
     finally:
-        waiting.close()
-        if pool is not None:
-            pool.close()
+        waiting.close()  # the workers stop taking pieces; they stay up for the next input
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
     return counts

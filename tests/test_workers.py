@@ -86,6 +86,21 @@ def test_workers_start_only_when_a_batch_is_slow_never_for_a_fast_model_or_a_sma
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
 
 
+def test_the_workers_of_one_input_score_the_next_input_of_the_model_without_starting_again(pipeline, forest, caplog):
+    """Workers take about a second to start: a run's inputs (and a split input's parts)
+    of one model share them."""
+    pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
+    for name in ("a", "b", "c"):
+        pipeline.drop(f"rf/{name}.csv", (forest / "in.csv").read_bytes())
+    caplog.set_level("INFO", logger="scorer.pool")
+    caplog.clear()
+    report = pipeline.run(r_workers=2, r_workers_after=0.0, batch_rows=500)
+    assert [r.workers for r in caplog.records if getattr(r, "event", None) == "r_workers_starting"] == [1]
+    assert [i.status for i in report.inputs] == ["scored"] * 3
+    assert all(i.r_sessions["1"] > 0 for i in report.inputs), [i.r_sessions for i in report.inputs]
+    assert pipeline.read("output", "rf/a.csv") == pipeline.read("output", "rf/b.csv") == pipeline.read("output", "rf/c.csv")
+
+
 def test_a_worker_that_dies_leaves_the_input_pending(pipeline, forest):
     """A worker killed while it predicts (it is busy all the time on this input: a
     batch takes it some 50 ms, and a new one comes as soon as it answers) fails the
