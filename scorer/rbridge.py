@@ -4,9 +4,13 @@ R is embedded once per process and called only through the fixed functions in
 ``scorer/r/scorer.R`` and R's own functions, always with arguments. No R source
 text is ever built from data, file names, column names or model names.
 
-Columns cross the bridge without pandas: numbers, logicals and dates are handed to
-R straight from NumPy buffers, and factors as integer codes plus the model's own
-levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays.
+Columns cross the bridge without pandas: numbers, logicals and dates are copied into
+R vectors straight from NumPy buffers, and factors as integer codes plus the model's
+own levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays. The
+columns, predict()'s call and its result go through R's C API (rpy2's cffi binding of
+libR, ``openrlib``) rather than rpy2's object layer, which costs some 10 us per R
+object it wraps: a one-row HTTP request spent a third of its time there. rpy2's
+private string helpers are used for text, which is why rpy2 is pinned to 3.5.
 
 Errors: ``read_model`` raises ModelLoadError; ``predict`` raises PredictError with
 R's own message, or OutOfMemory when R could not allocate. R's console output is
@@ -31,7 +35,7 @@ after an import's failed stat(). So:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -42,7 +46,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -179,6 +183,11 @@ def _no_event_callback() -> None:
     openrlib.rlib.ptr_R_ProcessEvents = openrlib.ffi.NULL
 
 
+def _sexp(obj: Any) -> Any:
+    """The SEXP (cffi pointer) under an rpy2 object."""
+    return obj.__sexp__._cdata
+
+
 class RBridge:
     def __init__(self) -> None:
         _skip_start_up_probes()
@@ -202,7 +211,12 @@ class RBridge:
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
         _no_event_callback()
+        from rpy2.rinterface_lib import _rinterface_capi, conversion, openrlib
+
         self.ri = ri
+        self._ffi, self._rlib = openrlib.ffi, openrlib.rlib
+        self._string_at, self._charsxp = _rinterface_capi._string_getitem, conversion._str_to_charsxp
+        self._eval_error = self._ffi.new("int *")
         self._base = ri.baseenv
         self._globalenv = ri.globalenv
         source = resources.files("scorer").joinpath("r/scorer.R")
@@ -212,6 +226,7 @@ class RBridge:
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
                      "scorer_reference_frame", "scorer_frame", "scorer_columns")}
+        self._fn["geterrmessage"] = self._base.find("geterrmessage")
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -401,18 +416,22 @@ class RBridge:
         PredictError with R's message when predict() fails or returns the wrong
         number of rows, OutOfMemory when R cannot allocate.
         """
+        rlib = self._rlib
         self._warnings.clear()
-        try:
-            got = self._fn["scorer_predict"](model.robj, *self._frame_args(columns, nrows),
-                                             *self._predict_args(predict_type, args or []))
-            got = list(got)  # its parts, taken out of R once
-            warned = [str(w) for w in got[4]]
-        except Exception as exc:
-            text = self._r_error_text(exc)
-            if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
-                raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}") from None
-            raise PredictError(f"R's predict() failed: {text}") from None
-        result = self._columns(got)
+        with self._protecting() as keep:
+            cols = keep(self._c_columns(columns, nrows))
+            nr = keep(rlib.Rf_ScalarInteger(nrows))
+            # scorer_predict(model, cols, nrows, shape, call): one call to R per batch or request
+            call = keep(rlib.Rf_lang6(_sexp(self._fn["scorer_predict"]), _sexp(model.robj), cols, nr,
+                                      _sexp(self._shape(columns)), _sexp(self._predict_args(predict_type, args or []))))
+            got = keep(rlib.R_tryEval(call, rlib.R_GlobalEnv, self._eval_error))
+            if self._eval_error[0]:
+                text = self._r_error_text(RuntimeError(self._c_error_message()))
+                if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
+                    raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}")
+                raise PredictError(f"R's predict() failed: {text}")
+            warned = self._c_strings(rlib.VECTOR_ELT(got, 4))
+            result = self._c_result(got)
         for name, arr in result:
             if len(arr) != nrows:
                 raise PredictError(
@@ -422,14 +441,16 @@ class RBridge:
                 )
         return result, warned
 
-    def _predict_args(self, predict_type: str | None, args: list[dict]) -> tuple[Any, Any]:
-        """predict()'s type and the card's other arguments, as R values: made once per
-        model (a one-row request would otherwise spend a tenth of its time on them)."""
-        key = (predict_type, json.dumps(args, sort_keys=True))
+    def _predict_args(self, predict_type: str | None, args: list[dict]) -> Any:
+        """predict()'s type and the card's other arguments, as the R list scorer_predict
+        takes: made once per model (a one-row request would otherwise spend a tenth of
+        its time on them)."""
+        key = (predict_type, tuple((a["name"], a["type"], repr(a["value"])) for a in args))
         made = self._made.get(key)
         if made is None:
             ri = self.ri
-            made = (ri.NULL if predict_type is None else ri.StrSexpVector([predict_type]), self._arg_list(args))
+            made = ri.ListSexpVector([ri.NULL if predict_type is None else ri.StrSexpVector([predict_type]),
+                                      self._arg_list(args)])
             if len(self._made) > 256:
                 self._made.clear()
             self._made[key] = made
@@ -448,56 +469,83 @@ class RBridge:
         out = ri.ListSexpVector(values)
         return self._call("names<-", out, ri.StrSexpVector([a["name"] for a in args])) if args else out
 
-    def _vector(self, col: RColumn) -> Any:
-        """A column's values as a plain R vector; scorer_frame adds the attributes."""
-        ri = self.ri
-        if col.kind in ("numeric", "date", "posixct"):
-            return ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.float64)))
-        if col.kind == "logical":
-            return ri.BoolSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
-        if col.kind == "factor":
-            return ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(col.values, dtype=np.int32)))
-        if col.kind == "character":
-            return ri.StrSexpVector([ri.NA_Character if s is None else s for s in col.values])
-        raise ValueError(col.kind)  # pragma: no cover - RColumn.kind is a closed set
+    # -- R's C API: vectors in, results out -------------------------------------------------
 
-    def _data_frame(self, columns: dict[str, RColumn], nrows: int) -> Any:
-        """The columns as an R data.frame, in one call to R (scorer_frame)."""
-        return self._fn["scorer_frame"](*self._frame_args(columns, nrows))
+    @contextlib.contextmanager
+    def _protecting(self) -> Iterator[Callable[[Any], Any]]:
+        """``keep(sexp)`` protects a new R object from R's garbage collector until the
+        block ends. Everything made through the C API is kept before the next
+        allocation, which may collect anything unkept."""
+        rlib, count = self._rlib, [0]
 
-    def _frame_args(self, columns: dict[str, RColumn], nrows: int) -> tuple:
-        """scorer_frame's arguments for these columns (scorer_predict takes them too, so
-        that a batch or request costs one call to R, not two)."""
-        ri = self.ri
-        cols = list(columns.values())
-        key = tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
-        shape = self._shapes.get(key)
-        if shape is None:  # the same for every batch or request of a model: made once
-            shape = (ri.StrSexpVector(list(columns)), ri.StrSexpVector([c.kind for c in cols]),
-                     ri.ListSexpVector([ri.StrSexpVector(c.levels) if c.kind == "factor" else ri.NULL for c in cols]),
-                     ri.BoolSexpVector([c.ordered for c in cols]), ri.StrSexpVector([c.tz or "UTC" for c in cols]))
-            if len(self._shapes) > 256:
-                self._shapes.clear()
-            self._shapes[key] = shape
-        names, kinds, levels, ordered, tz = shape
-        return ri.ListSexpVector([self._vector(c) for c in cols]), names, ri.IntSexpVector([nrows]), kinds, levels, \
-            ordered, tz
+        def keep(x: Any) -> Any:
+            rlib.Rf_protect(x)
+            count[0] += 1
+            return x
 
-    def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
-        """An R vector, matrix or data frame as named Arrow arrays (one, unnamed, for a vector)."""
-        return self._columns(self._fn["scorer_columns"](out))
+        try:
+            yield keep
+        finally:
+            rlib.Rf_unprotect(count[0])
 
-    def _columns(self, got: Any) -> list[tuple[str, pa.Array]]:
-        """scorer_columns' answer, list(columns, names, kinds, tz), as named Arrow arrays:
-        no further call to R per column."""
-        columns, names, kinds, tz = list(got)[:4]
-        return [(n, self._array(v, k, z)) for v, n, k, z in zip(columns, tuple(names), tuple(kinds), tuple(tz))]
+    def _c_columns(self, columns: dict[str, RColumn], nrows: int) -> Any:
+        """The columns' values as an R list of plain vectors (scorer_frame adds the
+        attributes). Unprotected: the caller keeps it at once."""
+        rlib, ffi = self._rlib, self._ffi
+        out = rlib.Rf_protect(rlib.Rf_allocVector(rlib.VECSXP, len(columns)))
+        try:
+            for i, col in enumerate(columns.values()):
+                if col.kind == "character":
+                    v = rlib.Rf_allocVector(rlib.STRSXP, nrows)
+                    rlib.SET_VECTOR_ELT(out, i, v)  # kept by the list before its strings are made
+                    for j, text in enumerate(col.values):
+                        rlib.SET_STRING_ELT(v, j, self._charsxp(text))  # None: NA
+                    continue
+                if col.kind in ("numeric", "date", "posixct"):
+                    sexptype, values = rlib.REALSXP, np.ascontiguousarray(col.values, dtype=np.float64)
+                elif col.kind in ("factor", "logical"):
+                    sexptype = rlib.INTSXP if col.kind == "factor" else rlib.LGLSXP
+                    values = np.ascontiguousarray(col.values, dtype=np.int32)
+                else:  # pragma: no cover - RColumn.kind is a closed set
+                    raise ValueError(col.kind)
+                v = rlib.Rf_allocVector(sexptype, nrows)
+                rlib.SET_VECTOR_ELT(out, i, v)
+                if nrows:
+                    ffi.memmove(rlib.DATAPTR(v), ffi.from_buffer(values), values.nbytes)
+        finally:
+            rlib.Rf_unprotect(1)
+        return out
 
-    def _array(self, v: Any, kind: str, tz: str) -> pa.Array:
+    def _c_error_message(self) -> str:
+        """R's message for the error R_tryEval just met (geterrmessage())."""
+        rlib = self._rlib
+        with self._protecting() as keep:
+            call = keep(rlib.Rf_lang1(_sexp(self._fn["geterrmessage"])))
+            got = keep(rlib.R_tryEval(call, rlib.R_GlobalEnv, self._eval_error))
+            return "" if self._eval_error[0] else (self._c_strings(got) or [""])[0].strip()
+
+    def _c_strings(self, v: Any) -> list[str | None]:
+        return [self._string_at(v, i) for i in range(self._rlib.Rf_xlength(v))]
+
+    def _c_result(self, got: Any) -> list[tuple[str, pa.Array]]:
+        """scorer_columns' answer, list(columns, names, kinds, tz), as named Arrow arrays."""
+        rlib = self._rlib
+        columns = rlib.VECTOR_ELT(got, 0)
+        names, kinds, tz = (self._c_strings(rlib.VECTOR_ELT(got, k)) for k in (1, 2, 3))
+        return [(names[i], self._c_array(rlib.VECTOR_ELT(columns, i), kinds[i], tz[i])) for i in range(len(names))]
+
+    def _c_array(self, v: Any, kind: str, tz: str) -> pa.Array:
         """A plain R vector as an Arrow array, NA as null (``kind`` from scorer_columns)."""
-        ri = self.ri
+        rlib, ffi = self._rlib, self._ffi
+        n = rlib.Rf_xlength(v)
+
+        def values(dtype: Any) -> np.ndarray:
+            if not n:
+                return np.zeros(0, dtype)
+            return np.frombuffer(ffi.buffer(rlib.DATAPTR(v), n * np.dtype(dtype).itemsize), dtype=dtype).copy()
+
         if kind in ("double", "date", "posixct", "duration"):
-            a = np.array(v.memoryview(), dtype=np.float64) if len(v) else np.zeros(0)
+            a = values(np.float64)
             # NaN (R's NA) -> null; a mask rather than from_pandas=True, which
             # would import pandas when it happens to be installed (0.3 s)
             mask = np.isnan(a)
@@ -510,14 +558,45 @@ class RBridge:
                 return pa.array(np.where(mask, 0, np.round(a * 1e6)).astype(np.int64), pa.duration("us"), mask=mask)
             return pa.array(a, mask=mask)
         if kind == "integer":
-            a = np.array(v.memoryview(), dtype=np.int32) if len(v) else np.zeros(0, np.int32)
+            a = values(np.int32)
             return pa.array(a, mask=a == NA_INTEGER)
         if kind == "logical":
-            a = np.array(v.memoryview(), dtype=np.int32) if len(v) else np.zeros(0, np.int32)
+            a = values(np.int32)
             return pa.array(a == 1, mask=a == NA_INTEGER)
         if kind == "character":
-            return pa.array([None if s is ri.NA_Character else str(s) for s in v], pa.string())
+            return pa.array(self._c_strings(v), pa.string())
         raise PredictError(
             f"R's predict() returned a value of R type {kind!r}, which scorer cannot write to a table",
             hint="Choose a --predict-type that returns numbers, classes or probabilities.",
         )
+
+    # -- data frames and results through rpy2 (scripts, reference frames) --------------------
+
+    def _shape(self, columns: dict[str, RColumn]) -> Any:
+        """What scorer_frame needs besides the values: list(names, kinds, levels,
+        ordered, tz); the same for every batch or request of a model, so made once."""
+        key = tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
+        shape = self._shapes.get(key)
+        if shape is None:
+            ri, cols = self.ri, list(columns.values())
+            shape = ri.ListSexpVector([
+                ri.StrSexpVector(list(columns)), ri.StrSexpVector([c.kind for c in cols]),
+                ri.ListSexpVector([ri.StrSexpVector(c.levels) if c.kind == "factor" else ri.NULL for c in cols]),
+                ri.BoolSexpVector([c.ordered for c in cols]), ri.StrSexpVector([c.tz or "UTC" for c in cols])])
+            if len(self._shapes) > 256:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+    def _data_frame(self, columns: dict[str, RColumn], nrows: int) -> Any:
+        """The columns as an R data.frame, in one call to R (scorer_frame)."""
+        from rpy2.rinterface_lib.conversion import _cdata_to_rinterface
+
+        with self._protecting() as keep:
+            cols = _cdata_to_rinterface(keep(self._c_columns(columns, nrows)))  # rpy2 keeps it from here
+        return self._fn["scorer_frame"](cols, self.ri.IntSexpVector([nrows]), self._shape(columns))
+
+    def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
+        """An R vector, matrix or data frame as named Arrow arrays (one, unnamed, for a vector)."""
+        got = self._fn["scorer_columns"](out)  # an rpy2 object: kept from R's collector while read
+        return self._c_result(_sexp(got))

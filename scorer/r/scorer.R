@@ -256,14 +256,15 @@ scorer_list_table <- function(out, n) {
 }
 
 # predict() on the data frame scorer_frame builds from the columns Python hands over
-# (one call per batch or request), with results that are not plain vectors, matrices
-# or data frames unwrapped to one: ranger's prediction object, list(fit = , se.fit = ), and lists
-# of equal-length parts. Warnings are collected, not printed. Returns the result as
+# (one call per batch or request; call: list(type, other arguments)), with results that
+# are not plain vectors, matrices or data frames unwrapped to one: ranger's prediction
+# object, list(fit = , se.fit = ), and lists of equal-length parts. Warnings are collected, not printed. Returns the result as
 # scorer_columns does, then the warnings: list(columns, names, kinds, tz, warnings).
-scorer_predict <- function(model, cols, names, nrows, kinds, levels, ordered, tz, type, args) {
-  newdata <- scorer_frame(cols, names, nrows, kinds, levels, ordered, tz)
+scorer_predict <- function(model, cols, nrows, shape, call) {
+  newdata <- scorer_frame(cols, nrows, shape)
   warned <- character()
-  call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), args)
+  type <- call[[1L]]
+  call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), call[[2L]])
   out <- withCallingHandlers(
     do.call(stats::predict, call_args),
     warning = function(w) {
@@ -300,9 +301,11 @@ scorer_predict <- function(model, cols, names, nrows, kinds, levels, ordered, tz
 }
 
 # The data frame predict() gets, built from the plain vectors Python hands over: one
-# call, rather than one per attribute. kinds: numeric, logical, factor, date, posixct,
-# character (scorer.frames.RColumn); levels: the factor levels (NULL otherwise).
-scorer_frame <- function(cols, names, nrows, kinds, levels, ordered, tz) {
+# call, rather than one per attribute. shape: list(names, kinds, levels, ordered, tz),
+# with kinds numeric, logical, factor, date, posixct, character (scorer.frames.RColumn)
+# and levels the factor levels (NULL otherwise).
+scorer_frame <- function(cols, nrows, shape) {
+  names <- shape[[1L]]; kinds <- shape[[2L]]; levels <- shape[[3L]]; ordered <- shape[[4L]]; tz <- shape[[5L]]
   for (i in seq_along(cols)) {
     k <- kinds[[i]]
     if (k == "factor") {
