@@ -30,6 +30,7 @@ that is missing, or that holds no parseable value at all, fails the input.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,8 +103,8 @@ class Prepared:
     #: the columns over all the batch's rows (a value that did not parse is NA): drift.py
     all_rows: dict[str, RColumn] = field(default_factory=dict)
 
-    @property
-    def n_kept(self) -> int:
+    @functools.cached_property
+    def n_kept(self) -> int:  # keep is never changed once made
         return int(self.keep.sum())
 
     def rows(self, start: int, stop: int) -> "Prepared":

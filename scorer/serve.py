@@ -210,9 +210,9 @@ class Server:
             for g in group:
                 g.deliver(exc)
             return
-        log.debug("predict() call", extra={"event": "r_call", "requests": len(group), "rows": merged.n_kept})
         for g, part in zip(group, split(answer, [g.prep.n_kept for g in group])):
             g.deliver(part)
+        log.debug("predict() call", extra={"event": "r_call", "requests": len(group), "rows": merged.n_kept})
 
     # -- the event loop's side -------------------------------------------------------------
 
