@@ -40,7 +40,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -158,14 +157,6 @@ def _skip_start_up_probes() -> None:
     # systemd" in containers. A batch job's clock is UTC; date-times that reach R
     # carry their own time zone (scorer.frames), so TZ only sets R's default.
     os.environ.setdefault("TZ", "UTC")
-    # rpy2 in ABI mode has no compiled _bufferprotocol; its vector memoryview() tries
-    # to import it on every call and falls back to numpy. A failed import searches
-    # sys.path each time (40-70 us, a twentieth of a one-row HTTP request); None in
-    # sys.modules makes it fail at once. Only when the module is not installed.
-    import importlib.util
-
-    if importlib.util.find_spec("rpy2.rinterface_lib._bufferprotocol") is None:
-        sys.modules.setdefault("rpy2.rinterface_lib._bufferprotocol", None)
 
 
 def _no_event_callback() -> None:
@@ -195,8 +186,8 @@ class RBridge:
         from rpy2.rinterface_lib import callbacks
 
         self._warnings: list[str] = []
-        self._shapes: dict[tuple, tuple] = {}  # R vectors describing a column layout (_frame_args)
-        self._made: dict[tuple, tuple] = {}    # predict()'s type and arguments as R values (_predict_args)
+        self._shapes: dict[tuple, Any] = {}  # R lists describing a column layout (_shape)
+        self._made: dict[tuple, Any] = {}    # predict()'s type and arguments as R lists (_predict_args)
         # Route R's console to the log before R prints anything: stdout belongs to
         # the JSON-lines log.
         callbacks.consolewrite_print = lambda s: log.debug("R: %s", s.rstrip())

@@ -198,8 +198,9 @@ class QuoteCheck(io.RawIOBase):
             data = np.frombuffer(memoryview(b)[:n], dtype=np.uint8)
             quotes = data == 34  # '"'
             if not quotes.any():  # the usual chunk: a line ending here closes the carried count
-                if self._quotes % 2 and (data == 10).any():
-                    self.odd_line = True
+                if (data == 10).any():
+                    self.odd_line = self._quotes % 2 == 1
+                    self._quotes = 0
                 return n
             running = np.cumsum(quotes) + self._quotes
             ends = np.flatnonzero(data == 10)

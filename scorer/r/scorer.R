@@ -258,8 +258,9 @@ scorer_list_table <- function(out, n) {
 # predict() on the data frame scorer_frame builds from the columns Python hands over
 # (one call per batch or request; call: list(type, other arguments)), with results that
 # are not plain vectors, matrices or data frames unwrapped to one: ranger's prediction
-# object, list(fit = , se.fit = ), and lists of equal-length parts. Warnings are collected, not printed. Returns the result as
-# scorer_columns does, then the warnings: list(columns, names, kinds, tz, warnings).
+# object, list(fit = , se.fit = ), and lists of equal-length parts. Warnings are
+# collected, not printed. Returns the result as scorer_columns does, then the warnings:
+# list(columns, names, kinds, tz, warnings).
 scorer_predict <- function(model, cols, nrows, shape, call) {
   newdata <- scorer_frame(cols, nrows, shape)
   warned <- character()
