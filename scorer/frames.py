@@ -117,6 +117,13 @@ class Prepared:
         return Prepared(columns=columns, keep=self.keep[start:stop], rejects=rejects)
 
 
+def layout(columns: dict[str, RColumn]) -> tuple:
+    """What R's data frame is made of besides the values: each column's name, kind,
+    levels, ordering and time zone. Batches or requests of one layout can be scored as
+    one, and the R objects describing it made once."""
+    return tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
+
+
 def check_columns(names: list[str], schema: list[Field] | None, where: str) -> None:
     """Raise SchemaError when required columns are missing or a name repeats."""
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from scorer.errors import InputFormatError
 from scorer.formats import open_input
-from scorer.frames import Prepared, RColumn
+from scorer.frames import Prepared, RColumn, layout
 from scorer.pool import Answer
 
 
@@ -115,7 +115,7 @@ def prototype(card: dict) -> dict | None:
 def signature(prep: Prepared) -> tuple:
     """Requests whose columns have the same names, kinds, levels and time zones can be
     predicted together (always so for a model with a schema)."""
-    return tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in prep.columns.items())
+    return layout(prep.columns)
 
 
 def merge(preps: list[Prepared]) -> Prepared:

@@ -9,8 +9,9 @@ R vectors straight from NumPy buffers, and factors as integer codes plus the mod
 own levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays. The
 columns, predict()'s call and its result go through R's C API (rpy2's cffi binding of
 libR, ``openrlib``) rather than rpy2's object layer, which costs some 10 us per R
-object it wraps: a one-row HTTP request spent a third of its time there. rpy2's
-private string helpers are used for text, which is why rpy2 is pinned to 3.5.
+object it wraps: a one-row HTTP request spent a third of its time there. rpy2's own
+protection tracker (``memorymanagement.rmemory``) guards what is made there, and its
+private helpers read text and R's error message, which is why rpy2 is pinned to 3.5.
 
 Errors: ``read_model`` raises ModelLoadError; ``predict`` raises PredictError with
 R's own message, or OutOfMemory when R could not allocate. R's console output is
@@ -35,7 +36,6 @@ after an import's failed stat(). So:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -45,13 +45,13 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from scorer.errors import ModelLoadError, OutOfMemory, PredictError
-from scorer.frames import RColumn
+from scorer.frames import RColumn, layout
 
 log = logging.getLogger("scorer.r")
 
@@ -202,11 +202,12 @@ class RBridge:
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
         _no_event_callback()
-        from rpy2.rinterface_lib import _rinterface_capi, conversion, openrlib
+        from rpy2.rinterface_lib import _rinterface_capi, conversion, memorymanagement, openrlib
 
         self.ri = ri
-        self._ffi, self._rlib = openrlib.ffi, openrlib.rlib
+        self._ffi, self._rlib, self._rmemory = openrlib.ffi, openrlib.rlib, memorymanagement.rmemory
         self._string_at, self._charsxp = _rinterface_capi._string_getitem, conversion._str_to_charsxp
+        self._error_message = _rinterface_capi._geterrmessage
         self._eval_error = self._ffi.new("int *")
         self._base = ri.baseenv
         self._globalenv = ri.globalenv
@@ -217,7 +218,6 @@ class RBridge:
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
                      "scorer_reference_frame", "scorer_frame", "scorer_columns")}
-        self._fn["geterrmessage"] = self._base.find("geterrmessage")
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -409,15 +409,18 @@ class RBridge:
         """
         rlib = self._rlib
         self._warnings.clear()
-        with self._protecting() as keep:
-            cols = keep(self._c_columns(columns, nrows))
+        # everything made through the C API is protected from R's garbage collector
+        # (rmemory) before the next allocation, which could collect anything unprotected
+        with self._rmemory() as rmemory:
+            keep = rmemory.protect
+            cols = self._c_columns(columns, nrows, rmemory)
             nr = keep(rlib.Rf_ScalarInteger(nrows))
             # scorer_predict(model, cols, nrows, shape, call): one call to R per batch or request
             call = keep(rlib.Rf_lang6(_sexp(self._fn["scorer_predict"]), _sexp(model.robj), cols, nr,
                                       _sexp(self._shape(columns)), _sexp(self._predict_args(predict_type, args or []))))
             got = keep(rlib.R_tryEval(call, rlib.R_GlobalEnv, self._eval_error))
             if self._eval_error[0]:
-                text = self._r_error_text(RuntimeError(self._c_error_message()))
+                text = self._r_error_text(RuntimeError(self._error_message().strip()))
                 if "cannot allocate" in text:  # R's "cannot allocate vector of size ...": memory, not the data
                     raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}")
                 raise PredictError(f"R's predict() failed: {text}")
@@ -462,58 +465,30 @@ class RBridge:
 
     # -- R's C API: vectors in, results out -------------------------------------------------
 
-    @contextlib.contextmanager
-    def _protecting(self) -> Iterator[Callable[[Any], Any]]:
-        """``keep(sexp)`` protects a new R object from R's garbage collector until the
-        block ends. Everything made through the C API is kept before the next
-        allocation, which may collect anything unkept."""
-        rlib, count = self._rlib, [0]
-
-        def keep(x: Any) -> Any:
-            rlib.Rf_protect(x)
-            count[0] += 1
-            return x
-
-        try:
-            yield keep
-        finally:
-            rlib.Rf_unprotect(count[0])
-
-    def _c_columns(self, columns: dict[str, RColumn], nrows: int) -> Any:
+    def _c_columns(self, columns: dict[str, RColumn], nrows: int, rmemory: Any) -> Any:
         """The columns' values as an R list of plain vectors (scorer_frame adds the
-        attributes). Unprotected: the caller keeps it at once."""
+        attributes), protected in ``rmemory`` (rpy2's protection tracker)."""
         rlib, ffi = self._rlib, self._ffi
-        out = rlib.Rf_protect(rlib.Rf_allocVector(rlib.VECSXP, len(columns)))
-        try:
-            for i, col in enumerate(columns.values()):
-                if col.kind == "character":
-                    v = rlib.Rf_allocVector(rlib.STRSXP, nrows)
-                    rlib.SET_VECTOR_ELT(out, i, v)  # kept by the list before its strings are made
-                    for j, text in enumerate(col.values):
-                        rlib.SET_STRING_ELT(v, j, self._charsxp(text))  # None: NA
-                    continue
-                if col.kind in ("numeric", "date", "posixct"):
-                    sexptype, values = rlib.REALSXP, np.ascontiguousarray(col.values, dtype=np.float64)
-                elif col.kind in ("factor", "logical"):
-                    sexptype = rlib.INTSXP if col.kind == "factor" else rlib.LGLSXP
-                    values = np.ascontiguousarray(col.values, dtype=np.int32)
-                else:  # pragma: no cover - RColumn.kind is a closed set
-                    raise ValueError(col.kind)
-                v = rlib.Rf_allocVector(sexptype, nrows)
-                rlib.SET_VECTOR_ELT(out, i, v)
-                if nrows:
-                    ffi.memmove(rlib.DATAPTR(v), ffi.from_buffer(values), values.nbytes)
-        finally:
-            rlib.Rf_unprotect(1)
+        out = rmemory.protect(rlib.Rf_allocVector(rlib.VECSXP, len(columns)))
+        for i, col in enumerate(columns.values()):
+            if col.kind == "character":
+                v = rlib.Rf_allocVector(rlib.STRSXP, nrows)
+                rlib.SET_VECTOR_ELT(out, i, v)  # kept by the list before its strings are made
+                for j, text in enumerate(col.values):
+                    rlib.SET_STRING_ELT(v, j, self._charsxp(text))  # None: NA
+                continue
+            if col.kind in ("numeric", "date", "posixct"):
+                sexptype, values = rlib.REALSXP, np.ascontiguousarray(col.values, dtype=np.float64)
+            elif col.kind in ("factor", "logical"):
+                sexptype = rlib.INTSXP if col.kind == "factor" else rlib.LGLSXP
+                values = np.ascontiguousarray(col.values, dtype=np.int32)
+            else:  # pragma: no cover - RColumn.kind is a closed set
+                raise ValueError(col.kind)
+            v = rlib.Rf_allocVector(sexptype, nrows)
+            rlib.SET_VECTOR_ELT(out, i, v)
+            if nrows:
+                ffi.memmove(rlib.DATAPTR(v), ffi.from_buffer(values), values.nbytes)
         return out
-
-    def _c_error_message(self) -> str:
-        """R's message for the error R_tryEval just met (geterrmessage())."""
-        rlib = self._rlib
-        with self._protecting() as keep:
-            call = keep(rlib.Rf_lang1(_sexp(self._fn["geterrmessage"])))
-            got = keep(rlib.R_tryEval(call, rlib.R_GlobalEnv, self._eval_error))
-            return "" if self._eval_error[0] else (self._c_strings(got) or [""])[0].strip()
 
     def _c_strings(self, v: Any) -> list[str | None]:
         return [self._string_at(v, i) for i in range(self._rlib.Rf_xlength(v))]
@@ -566,7 +541,7 @@ class RBridge:
     def _shape(self, columns: dict[str, RColumn]) -> Any:
         """What scorer_frame needs besides the values: list(names, kinds, levels,
         ordered, tz); the same for every batch or request of a model, so made once."""
-        key = tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
+        key = layout(columns)
         shape = self._shapes.get(key)
         if shape is None:
             ri, cols = self.ri, list(columns.values())
@@ -583,8 +558,8 @@ class RBridge:
         """The columns as an R data.frame, in one call to R (scorer_frame)."""
         from rpy2.rinterface_lib.conversion import _cdata_to_rinterface
 
-        with self._protecting() as keep:
-            cols = _cdata_to_rinterface(keep(self._c_columns(columns, nrows)))  # rpy2 keeps it from here
+        with self._rmemory() as rmemory:
+            cols = _cdata_to_rinterface(self._c_columns(columns, nrows, rmemory))  # rpy2 keeps it from here
         return self._fn["scorer_frame"](cols, self.ri.IntSexpVector([nrows]), self._shape(columns))
 
     def _result_columns(self, out: Any) -> list[tuple[str, pa.Array]]:
