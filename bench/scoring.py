@@ -24,6 +24,7 @@ its parts (as two container groups), and (a) with a drift profile against (a) wi
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -370,6 +371,10 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
+    # the job as the image runs it: byte-compiled at build time. Where Python may not write
+    # .pyc files (PYTHONDONTWRITEBYTECODE, set on some machines) every run would compile
+    # scorer's modules again, 0.04 CPU-s that no deployed run pays
+    compileall.compile_dir(ROOT / "scorer", quiet=1)
     env_base = dict(CLEAN_ENV)
     env_base.pop("AZURE_STORAGE_CONNECTION_STRING", None)
     az = Azurite(work / "azurite", in_memory=True)

@@ -91,6 +91,21 @@ class Field:
     def from_card(cls, d: dict) -> "Field":
         return cls(name=d["name"], r_class=d["class"], levels=d.get("levels"), tz=d.get("tz"))
 
+    @functools.cached_property
+    def number_levels(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Levels that are all whole numbers written plainly ("1", "-2", not "01" or
+        "1.0"), as (their values sorted, each one's level code): a column of numbers
+        is coded against them without making text. None for any other levels."""
+        try:
+            values = np.array([int(lv) for lv in self.levels or []], dtype=np.float64)
+        except (ValueError, OverflowError):
+            return None
+        if not len(values) or any(str(int(v)) != lv for v, lv in zip(values, self.levels)) or (
+                np.abs(values) >= 2.0 ** 53).any():
+            return None
+        order = np.argsort(values, kind="stable")
+        return values[order], (order + 1).astype(np.int64)
+
 
 @dataclass
 class Prepared:
@@ -319,6 +334,13 @@ def _factor(arr: pa.Array, f: Field, where: str):
             columns=[f.name])
     levels = f.levels
     t = arr.type
+    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and f.number_levels is not None:
+        coded = _number_codes(arr, *f.number_levels)
+        if coded is not None:
+            codes, bad = coded
+            return (RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None,
+                    lambda v: f"column {f.name!r}: level {v!r} was not seen when the model was fitted "
+                              f"(levels: {_show_levels(levels)})")
     if pa.types.is_integer(t):
         arr = arr.cast(pa.string())
     elif pa.types.is_floating(t):
@@ -355,6 +377,21 @@ def _factor(arr: pa.Array, f: Field, where: str):
     return (RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None,
             lambda v: f"column {f.name!r}: level {v!r} was not seen when the model was fitted "
                       f"(levels: {_show_levels(levels)})")
+
+
+def _number_codes(arr: pa.Array, values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Level codes for a column of numbers against whole-number levels (sorted
+    ``values``, their ``codes``), as the text route would give them (2 and 2.0 are
+    level "2"; 2.5, NaN and inf are unseen; null is NA): (codes, bad rows). None when
+    no value is a level, which the text route reports with its sample value."""
+    v = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    at = np.minimum(np.searchsorted(values, v), len(values) - 1)
+    hit = values[at] == v
+    null = np.asarray(arr.is_null()) if arr.null_count else np.zeros(len(v), dtype=bool)
+    bad = ~hit & ~null
+    if bad.all() and len(v):
+        return None
+    return np.where(hit, codes[at], NA_INTEGER).astype(np.int32), bad
 
 
 def _show_levels(levels: list[str], most: int = 12) -> str:

@@ -23,11 +23,17 @@ _SECRET_PATTERNS = [
     (re.compile(r"(client_secret=)[^&\s\"']+", re.I), r"\1<redacted>"),
 ]
 
+# one search for any of them first: most lines hold none, and five substitutions cost a
+# request's log line a third of its time
+_ANY_SECRET = re.compile(r"AccountKey=|SharedAccessSignature=|[?&]sig=|Bearer\s|client_secret=", re.I)
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
     """``text`` with every known kind of secret replaced by ``<redacted>``."""
+    if not _ANY_SECRET.search(text):
+        return text
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
     return text
@@ -76,6 +82,10 @@ def setup(level: str = "INFO", debug: bool = False, stream=None) -> dict:
         _context["debug"] = True
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(_context))
+    # what a line never shows is not gathered (the logging HOWTO's "Optimization"): the
+    # caller's file and line, thread and process; a line costs a third less
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

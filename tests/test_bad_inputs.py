@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -165,3 +166,30 @@ def test_a_factor_column_of_doubles_matches_whole_numbers_and_rejects_the_rest()
     prep = prepare(batch, [Field("cyl", "factor", levels=["4", "6", "8"])], "a.parquet")
     assert [(row + 1, value) for row, _, value, _ in prep.rejects] == [(3, "6.5"), (4, "inf"), (5, "1e+20")]
     assert prep.columns["cyl"].values.tolist() == [1, 2, -2147483648, 3]  # NA stays a missing value
+
+
+@pytest.mark.parametrize("kind", ["float64", "int64", "int32"])
+def test_numbers_coded_against_whole_number_levels_as_the_text_route_codes_them(kind):
+    """A column of numbers and levels that are whole numbers ("-3", "0", "2", ...) are
+    coded without making text (Field.number_levels); the codes and the rejected rows are
+    those of the route through text, which serves every other kind of level."""
+    from scorer.frames import Field, prepare
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(-5, 12, 400).astype(np.float64)
+    if kind == "float64":
+        values[::7] += 0.5
+        values[::11] = np.nan
+        values[3], values[5], values[9] = np.inf, 1e20, -0.0
+    nulls = rng.random(400) < 0.1
+    arr = pa.array(values if kind == "float64" else values.astype(kind), mask=nulls)
+    levels = ["-3", "0", "2", "10", "7", "1"]
+    fast, text = Field("x", "factor", levels=levels), Field("x", "factor", levels=levels)
+    assert fast.number_levels is not None
+    text.__dict__["number_levels"] = None  # the route every other kind of level takes
+    got, want = (prepare(pa.RecordBatch.from_arrays([arr], ["x"]), [f], "a.parquet") for f in (fast, text))
+    assert got.rejects == want.rejects and len(got.rejects) > 0
+    assert got.columns["x"].values.tolist() == want.columns["x"].values.tolist()
+    assert got.all_rows["x"].values.tolist() == want.all_rows["x"].values.tolist()
+    assert [Field("x", "factor", levels=lv).number_levels for lv in (["01", "2"], ["1.0"], ["a"], [str(2**60)])] \
+        == [None] * 4

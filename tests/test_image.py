@@ -116,11 +116,14 @@ def test_container_scores_every_model_family_exactly_as_r_on_the_host(pipeline, 
         names[case] = f"{card['name']}/day.csv"
         pipeline.drop(names[case], (fitted / f"{case}.csv").read_bytes())
 
-    run = run_image(pipeline.settings, image)
+    run = run_image(pipeline.settings, image, SCORER_LOG_LEVEL="DEBUG")
 
     failed = [line for line in run.stdout.splitlines() if '"input_quarantined"' in line or '"level": "ERROR"' in line]
     assert run.returncode == 0, "\n".join(failed) or run.stdout[-3000:] + run.stderr
     assert events(run.stdout)[-1] == "run_finished"
+    # scorer.R's functions byte-compiled at build time (scorer/r/compile.R), not by R's JIT at every start
+    (started,) = [e for e in map(json.loads, run.stdout.splitlines()) if e["event"] == "r_started"]
+    assert started["r_functions"] == "compiled"
     for case, blob in names.items():
         expected = csv_rows((fitted / f"{case}.expected.csv").read_bytes())
         assert_same_predictions(csv_rows(pipeline.read("output", blob)), expected, case)

@@ -4,11 +4,15 @@ is thin, helpful, and never shows a traceback for a user's mistake."""
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
+from scorer import log
 from scorer.cli import build_parser
 from scorer.errors import ConfigError
 from scorer.settings import ENV_NAMES, SETTINGS, Settings
@@ -61,6 +65,27 @@ def test_containers_must_be_distinct_so_input_holds_only_pending_work():
 def test_redacted_settings_never_show_the_connection_string():
     s = Settings.from_env({"AZURE_STORAGE_CONNECTION_STRING": "AccountKey=SECRET;"})
     assert "SECRET" not in str(s.redacted())
+
+
+@pytest.mark.parametrize("secret", [
+    "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRET==;EndpointSuffix=core.windows.net",
+    "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=sv=2024&sig=SECRET",
+    "https://a.blob.core.windows.net/input/x.csv?sv=2024-05-04&se=2026&sig=SECRET%3D&sp=r",
+    "Authorization: bearer SECRET.token-part_2",
+    "grant_type=client_credentials&client_secret=SECRET&scope=x",
+])
+def test_every_kind_of_secret_is_redacted_from_log_lines(secret):
+    stream, root = io.StringIO(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        log.setup("INFO", stream=stream)
+        logging.getLogger("scorer.test").info(f"could not reach {secret}", extra={"event": "x", "url": secret})
+    finally:
+        root.handlers[:], root.level = handlers, level
+    line = json.loads(stream.getvalue())
+    assert "SECRET" not in stream.getvalue() and "<redacted>" in line["msg"] and "<redacted>" in line["url"]
+    clean = "POST /v1/models/glm/predict 200 in 1.2 ms (signature checked)"
+    assert log.redact(clean) == clean
 
 
 def _all_parsers(parser: argparse.ArgumentParser, path=("scorer",)):
