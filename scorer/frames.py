@@ -334,13 +334,15 @@ def _factor(arr: pa.Array, f: Field, where: str):
             columns=[f.name])
     levels = f.levels
     t = arr.type
+
+    def unseen(v) -> str:
+        return f"column {f.name!r}: level {v!r} was not seen when the model was fitted (levels: {_show_levels(levels)})"
+
     if (pa.types.is_integer(t) or pa.types.is_floating(t)) and f.number_levels is not None:
         coded = _number_codes(arr, *f.number_levels)
         if coded is not None:
             codes, bad = coded
-            return (RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None,
-                    lambda v: f"column {f.name!r}: level {v!r} was not seen when the model was fitted "
-                              f"(levels: {_show_levels(levels)})")
+            return RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None, unseen
     if pa.types.is_integer(t):
         arr = arr.cast(pa.string())
     elif pa.types.is_floating(t):
@@ -374,9 +376,7 @@ def _factor(arr: pa.Array, f: Field, where: str):
             columns=[f.name],
         )
     codes = np.where(bad, NA_INTEGER, codes).astype(np.int32)
-    return (RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None,
-            lambda v: f"column {f.name!r}: level {v!r} was not seen when the model was fitted "
-                      f"(levels: {_show_levels(levels)})")
+    return RColumn("factor", codes, levels, ordered=f.r_class == "ordered"), bad if bad.any() else None, unseen
 
 
 def _number_codes(arr: pa.Array, values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
