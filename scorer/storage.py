@@ -155,9 +155,19 @@ class Store:
 
     def ensure_containers(self, *extra: str) -> None:
         """Create scorer's containers, and ``extra`` ones, where missing (in Azure
-        the template made them). The requests run side by side on the I/O
-        threads: they are on the start-up path of every run."""
-        for done in [self._pool.submit(self._ensure_container, name) for name in (*self.settings.containers, *extra)]:
+        the template made them). This is on the start-up path of every run, so the
+        account's containers are listed first (one request; six creations side by
+        side took about 20 ms) and only the missing ones are created, side by side on
+        the I/O threads. An identity that may not list the account's containers (a
+        role given on the containers alone) tries to create each, as before."""
+        wanted = [*self.settings.containers, *extra]
+        try:
+            have = {c.name for c in self.service.list_containers()}
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            have = set()
+        for done in [self._pool.submit(self._ensure_container, name) for name in wanted if name not in have]:
             done.result()
 
     def _ensure_container(self, name: str) -> None:

@@ -79,6 +79,28 @@ def test_names_that_would_pass_the_1024_character_limit_are_quarantined_before_a
     assert pipeline.names("input") == []
 
 
+def test_start_up_lists_the_containers_and_creates_only_the_missing_ones(store, settings, monkeypatch):
+    """Every run starts by making sure its containers exist: with all of them there, one
+    listing and no creation; a missing one is created, and the others are left alone."""
+    created = []
+    real = store.service.create_container
+
+    def counted(name, **kwargs):  # the real call, counted
+        created.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(store.service, "create_container", counted)
+    store.put_bytes(settings.output_container, "kept.csv", b"x\n1\n")
+    store.ensure_containers()
+    assert created == []
+    store.service.delete_container(settings.archive_container)
+    store.ensure_containers("extra-" + settings.archive_container)
+    assert sorted(created) == sorted([settings.archive_container, "extra-" + settings.archive_container])
+    assert store.service.get_container_client(settings.archive_container).exists()
+    assert store.read_bytes(settings.output_container, "kept.csv") == b"x\n1\n"
+    store.service.delete_container("extra-" + settings.archive_container)
+
+
 def test_outage_errors_are_told_from_errors_about_one_blob():
     from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
