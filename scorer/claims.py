@@ -99,6 +99,7 @@ class Claim:
         self.lease = lease
         self.seconds = seconds
         self.lost = False
+        self.deleted = False
         self._tags: dict[str, str] = {}
         self._record: Attempts | None = None
         self._stop = threading.Event()
@@ -177,12 +178,13 @@ class Claim:
         try:
             self.blob.delete_blob(lease=self.lease)
         except ResourceNotFoundError:
-            return
+            pass
         except HttpResponseError as exc:
             if not is_lease_error(exc):
                 raise
             self._retake(etag)
             self.blob.delete_blob(lease=self.lease)
+        self.deleted = True  # the lease went with the blob
 
     def _retake(self, etag: str) -> None:
         try:
@@ -202,6 +204,8 @@ class Claim:
         """Stop renewing and give the lease back if the blob still exists."""
         self._stop.set()
         self._thread.join(timeout=5)
+        if self.deleted:
+            return
         try:
             self.lease.release()
         except Exception:  # the blob is gone (archived) or the lease lapsed: nothing to give back

@@ -246,22 +246,24 @@ class Store:
         """
         src = self.blob(src_container, src_name)
         dst = self.blob(dst_container, dst_name)
-        dst.start_copy_from_url(src.url, metadata=metadata)
+        # Within one account a copy usually completes in the request itself, and its
+        # answer says so: the destination is read back only while it is pending.
+        status, why = dst.start_copy_from_url(src.url, metadata=metadata).get("copy_status"), None
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            props = dst.get_blob_properties()
-            status = props.copy.status
             if status in (None, "success"):
                 return
             if status != "pending":
                 raise StorageError(f"copying {src_container}/{src_name} to {dst_container}/{dst_name} "
-                                   f"ended with status {status}: {props.copy.status_description}")
+                                   f"ended with status {status}: {why or 'no description given'}")
             if time.monotonic() > deadline:
                 raise StorageError(f"copying {src_container}/{src_name} to {dst_container}/{dst_name} "
                                    f"did not finish within {timeout:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+            copy = dst.get_blob_properties().copy
+            status, why = copy.status, copy.status_description
 
     def delete(self, container: str, name: str, lease: Any = None) -> None:
         try:

@@ -4,8 +4,11 @@ in progress (``pending_copy``), which Azurite's instant copies never do.
 
 Azure answers a longer name with ``400 OutOfRangeInput`` ("One of the request
 inputs is out of range.", as reported in Azure/azure-powershell#16628); Azurite
-accepts it. Every other request goes to Azurite unchanged, so the job under test
-talks to real storage through it. Shared Key signatures cover the account and
+accepts it. It can also show a copy into a blob as pending for its first few reads
+(``slow_copy``), as Blob Storage does with a copy it has not finished when it
+answers. Every other request goes to Azurite unchanged, so the job under test
+talks to real storage through it; ``seen`` lists each request (method, blob path,
+query) in order. Shared Key signatures cover the account and
 path, not the host, so a connection string that points at the proxy's port
 works as it is.
 """
@@ -27,6 +30,8 @@ class StorageProxy:
         self.upstream_port = upstream_port
         self.refused: list[str] = []  # blob names refused for length
         self.pending_copy: set[str] = set()  # blobs listed with <CopyStatus>pending</CopyStatus>
+        self.slow_copy: dict[str, int] = {}  # "container/blob" -> reads left that show its copy pending
+        self.seen: list[tuple[str, str, str]] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,7 +42,10 @@ class StorageProxy:
 
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                parts = unquote(urlsplit(self.path).path).split("/", 3)  # '', account, container, blob
+                url = urlsplit(self.path)
+                parts = unquote(url.path).split("/", 3)  # '', account, container, blob
+                blob = "/".join(parts[2:])
+                proxy.seen.append((self.command, blob, url.query))
                 if len(parts) == 4 and name_length(parts[3]) > MAX_BLOB_NAME:
                     proxy.refused.append(parts[3])
                     payload = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>OutOfRangeInput</Code>'
@@ -58,10 +66,14 @@ class StorageProxy:
                     for name in proxy.pending_copy:  # a copy into this blob is still under way
                         tag = f"<Name>{name}</Name><Properties>".encode()
                         data = data.replace(tag, tag + b"<CopyStatus>pending</CopyStatus>")
+                # the copy's answer, and each read of its destination while it lasts
+                pending = proxy.slow_copy.get(blob, 0) > 0 and resp.getheader("x-ms-copy-status") is not None
+                if pending and self.command == "HEAD":
+                    proxy.slow_copy[blob] -= 1
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
-                        self.send_header(k, v)
+                        self.send_header(k, "pending" if pending and k.lower() == "x-ms-copy-status" else v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":

@@ -307,3 +307,53 @@ def test_a_blob_whose_copy_is_still_pending_is_left_for_the_next_run(gamma, azur
     assert by_blob["g/plain.csv"].status == "scored" and report.exit_code == 0
     assert gamma.names("input") == ["g/copying.csv"]
     assert gamma.run().inputs[0].status == "scored"  # once the copy is done
+
+
+def _run_through(proxy, pipeline, azurite):
+    s = dataclasses.replace(pipeline.settings, connection_string=proxy.connection_string(azurite.connection_string))
+    store = Store(connect(s), s)
+    try:
+        return Pipeline(s, store).run()
+    finally:
+        store.close()
+
+
+def test_a_run_of_one_input_asks_storage_for_each_thing_once(gamma, azurite):
+    """Each request is a round trip (milliseconds in Azure) and a billed transaction:
+    a run of one clean input, by a model with a drift profile, makes 19
+    (docs/performance.md lists them). The archive's
+    copy is not read back when its answer says it is done, and a deleted input's
+    lease is not given back: it went with the blob."""
+    gamma.drop("g/one.csv", ROW)
+    proxy = StorageProxy(azurite.port)
+    try:
+        report = _run_through(proxy, gamma, azurite)
+    finally:
+        proxy.close()
+    assert report.exit_code == 0 and gamma.names("archive") == ["g/one.csv"]
+    s = gamma.settings
+    archived, pending = f"{s.archive_container}/g/one.csv", f"{s.input_container}/g/one.csv"
+    asked = [(method, blob) for method, blob, _ in proxy.seen]
+    copy = asked.index(("PUT", archived))
+    assert ("HEAD", archived) not in asked[copy:], asked  # the copy said "success"
+    assert [m for m, b in asked[asked.index(("DELETE", pending)):] if b == pending] == ["DELETE"], asked
+    assert len(asked) == 19, "\n".join(map(str, proxy.seen))
+
+
+def test_a_copy_that_is_still_pending_when_answered_is_awaited_before_the_input_goes(gamma, azurite):
+    """Blob Storage may answer a copy before it has finished (x-ms-copy-status:
+    pending): the job reads the copy's state until it succeeds, and only then deletes
+    the input."""
+    gamma.drop("g/slow.csv", ROW)
+    proxy = StorageProxy(azurite.port)
+    archived = f"{gamma.settings.archive_container}/g/slow.csv"
+    proxy.slow_copy[archived] = 2
+    try:
+        report = _run_through(proxy, gamma, azurite)
+    finally:
+        proxy.close()
+    assert report.exit_code == 0 and gamma.names("archive") == ["g/slow.csv"] and gamma.names("input") == []
+    asked = [(method, blob) for method, blob, _ in proxy.seen]
+    copy, deleted = asked.index(("PUT", archived)), asked.index(("DELETE", f"{gamma.settings.input_container}/g/slow.csv"))
+    assert asked[copy + 1:deleted].count(("HEAD", archived)) == 3  # pending, pending, success
+    assert proxy.slow_copy[archived] == 0
