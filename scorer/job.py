@@ -28,6 +28,7 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import wait
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -210,6 +211,11 @@ class Job:
         sinks: list[Any] = []
         streams: list[Any] = []  # the input's blob stream, then the table read from it
         counts = Counts()
+        model_name, _, rel = name.partition("/")
+        # Reads that wait on nothing go out beside the attempt's record (two round trips):
+        # whether an earlier run committed the output, and the model's card (two more).
+        committed = self.store.submit(self.store.properties, s.output_container, name)
+        card_read = self.store.submit(self.registry.card, model_name) if rel else None
         try:
             try:
                 record = claim.start_attempt(s.max_attempts)
@@ -221,18 +227,17 @@ class Job:
             _check_name_room(name)
             # Before the poison check: a run killed between commit and archive, even
             # SCORER_MAX_ATTEMPTS times, has still scored the input.
-            if self._already_committed(props, claim, ir):
+            if self._already_committed(props, claim, ir, committed.result()):
                 return
             if attempt > s.max_attempts:
                 raise _poison(name, record)
             log.info("input claimed", extra={"event": "input_claimed", "blob": name, "attempt": attempt})
-            model_name, _, rel = name.partition("/")
-            if not rel:
+            if card_read is None:
                 raise InputFormatError(
                     f"{name}: inputs must be under a model's folder, input/<model-name>/{name}.",
                     hint="Move the file into the folder named after the model that should score it.")
             ir.format = fmt = format_of(name)
-            card = self.registry.card(model_name)
+            card = card_read.result()
             ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
 
             if props.size > s.max_input_bytes:  # before loading the model: no R for a file refused anyway
@@ -250,6 +255,8 @@ class Job:
                 t = time.monotonic()
                 # The input downloads, and its first batch is read, while R loads the model.
                 fetch = self.store.submit(self._fetch, name, Path(tmp) / "input", fmt, ir, streams)
+                is_function = card.get("kind") == "function"
+                profile = None if is_function else self.store.submit(self.registry.profile, card)
                 try:
                     model = self.registry.load(card)
                 except BaseException:
@@ -268,11 +275,10 @@ class Job:
                 rej_sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
                 sinks.append(rej_sink)  # staged lazily: blocks are only sent once a row is rejected
                 rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
-                is_function = card.get("kind") == "function"
                 if is_function:
                     tally, ir.drift = None, not_computed("an R function has no reference profile")
                 else:
-                    tally = self._drift_tally(card, ir)
+                    tally = self._drift_tally(card, ir, profile.result)
                 try:
                     if is_function:  # the whole file, once, through score(data, ...)
                         run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
@@ -381,16 +387,18 @@ class Job:
         self._workers_pool = (key, pool)
         return pool
 
-    def _drift_tally(self, card: dict, ir: InputReport) -> Tally | None:
-        """A tally against the model's reference profile; None, with the reason in the
-        report, when it has none (drift is a warning: a bad profile never fails an input)."""
+    def _drift_tally(self, card: dict, ir: InputReport, read: Callable[[], dict | None] | None = None
+                     ) -> Tally | None:
+        """A tally against the model's reference profile (``read`` it, or the registry's);
+        None, with the reason in the report, when it has none (drift is a warning: a bad
+        profile never fails an input)."""
         what = f"model {card['name']!r} version {card['version']}"
         if not card.get("profile"):
             ir.drift = not_computed(f"{what} was published without a drift profile (no --reference, and the model "
                                     "keeps no training data)")
             return None
         try:
-            profile = self.registry.profile(card)
+            profile = (read or (lambda: self.registry.profile(card)))()
         except ScorerError as exc:
             ir.drift = not_computed(f"the drift profile could not be read: {exc}")
             log.warning(ir.drift["reason"], extra={"event": "drift_profile_failed", "blob": ir.blob})
@@ -788,11 +796,11 @@ class Job:
         claim.end_attempt("internal")
         log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": ir.blob})
 
-    def _already_committed(self, props: Any, claim: Claim, ir: InputReport) -> bool:
+    def _already_committed(self, props: Any, claim: Claim, ir: InputReport, done: Any) -> bool:
         """Archive the input, without rescoring, if an earlier run committed the
-        output of this exact input (same ETag) and died before archiving it."""
+        output of this exact input (same ETag; ``done``: the output's properties, or
+        None) and died before archiving it."""
         s = self.settings
-        done = self.store.properties(s.output_container, props.name)
         meta = (done.metadata or {}) if done is not None else {}
         if meta.get(SOURCE_ETAG) != etag_of(props):
             return False
