@@ -6,11 +6,10 @@ Azure answers a longer name with ``400 OutOfRangeInput`` ("One of the request
 inputs is out of range.", as reported in Azure/azure-powershell#16628); Azurite
 accepts it. It can also show a copy into a blob as pending for its first few reads
 (``slow_copy``), as Blob Storage does with a copy it has not finished when it
-answers. Every other request goes to Azurite unchanged, so the job under test
-talks to real storage through it; ``seen`` lists each request (method, blob path,
-query) in order. Shared Key signatures cover the account and
-path, not the host, so a connection string that points at the proxy's port
-works as it is.
+answers. Every other request goes to Azurite unchanged, so the job under test talks
+to real storage through it; ``seen`` lists each request (method, blob path, query)
+in order. Shared Key signatures cover the account and path, not the host, so a
+connection string that points at the proxy's port works as it is.
 """
 
 from __future__ import annotations

@@ -28,6 +28,22 @@ def gamma(pipeline, fitted):
     return pipeline
 
 
+def _run_through_proxy(pipeline, azurite, **proxy_state):
+    """One run of the job reaching Azurite through a StorageProxy (``proxy_state``: its
+    pending_copy or slow_copy); returns the run's report and the proxy, which holds what
+    it saw and refused."""
+    proxy = StorageProxy(azurite.port)
+    for name, value in proxy_state.items():
+        setattr(proxy, name, value)
+    s = dataclasses.replace(pipeline.settings, connection_string=proxy.connection_string(azurite.connection_string))
+    store = Store(connect(s), s)
+    try:
+        return Pipeline(s, store).run(), proxy
+    finally:
+        store.close()
+        proxy.close()
+
+
 def test_an_input_with_ten_tags_is_quarantined_naming_the_limit_and_the_queue_goes_on(gamma):
     gamma.drop("g/a_tagged.csv", ROW)
     gamma.store.blob(gamma.settings.input_container, "g/a_tagged.csv").set_blob_tags(
@@ -54,14 +70,7 @@ def test_names_that_would_pass_the_1024_character_limit_are_quarantined_before_a
     for name in (fits_note, near, "g/c_plain.csv"):
         pipeline.drop(name, ROW)
     assert name_length(fits_note) == 1020 and name_length(near) == 1010
-    proxy = StorageProxy(azurite.port)
-    try:
-        s = dataclasses.replace(pipeline.settings, connection_string=proxy.connection_string(azurite.connection_string))
-        store = Store(connect(s), s)
-        report = Pipeline(s, store).run()
-        store.close()
-    finally:
-        proxy.close()
+    report, proxy = _run_through_proxy(pipeline, azurite)
     assert proxy.refused == [], "a name over the limit was sent to storage"
     by_blob = {i.blob: i for i in report.inputs}
     assert by_blob["g/c_plain.csv"].status == "scored"
@@ -293,15 +302,7 @@ def test_a_blob_whose_copy_is_still_pending_is_left_for_the_next_run(gamma, azur
     job must not score it half-written (issue 14, defect 11)."""
     gamma.drop("g/copying.csv", ROW)
     gamma.drop("g/plain.csv", ROW)
-    proxy = StorageProxy(azurite.port)
-    proxy.pending_copy.add("g/copying.csv")
-    try:
-        s = dataclasses.replace(gamma.settings, connection_string=proxy.connection_string(azurite.connection_string))
-        store = Store(connect(s), s)
-        report = Pipeline(s, store).run()
-        store.close()
-    finally:
-        proxy.close()
+    report, _ = _run_through_proxy(gamma, azurite, pending_copy={"g/copying.csv"})
     by_blob = {i.blob: i for i in report.inputs}
     assert by_blob["g/copying.csv"].status == "skipped" and "copy" in by_blob["g/copying.csv"].warnings[0]
     assert by_blob["g/plain.csv"].status == "scored" and report.exit_code == 0
@@ -309,27 +310,13 @@ def test_a_blob_whose_copy_is_still_pending_is_left_for_the_next_run(gamma, azur
     assert gamma.run().inputs[0].status == "scored"  # once the copy is done
 
 
-def _run_through(proxy, pipeline, azurite):
-    s = dataclasses.replace(pipeline.settings, connection_string=proxy.connection_string(azurite.connection_string))
-    store = Store(connect(s), s)
-    try:
-        return Pipeline(s, store).run()
-    finally:
-        store.close()
-
-
 def test_a_run_of_one_input_asks_storage_for_each_thing_once(gamma, azurite):
-    """Each request is a round trip (milliseconds in Azure) and a billed transaction:
-    a run of one clean input, by a model with a drift profile, makes 19
-    (docs/performance.md lists them). The archive's
-    copy is not read back when its answer says it is done, and a deleted input's
-    lease is not given back: it went with the blob."""
+    """Each request is a round trip (milliseconds in Azure) and a billed transaction: a
+    run of one clean input, by a model with a drift profile, makes 19 (docs/performance.md
+    lists them). The archive's copy is not read back when its answer says it is done,
+    and a deleted input's lease is not given back: it went with the blob."""
     gamma.drop("g/one.csv", ROW)
-    proxy = StorageProxy(azurite.port)
-    try:
-        report = _run_through(proxy, gamma, azurite)
-    finally:
-        proxy.close()
+    report, proxy = _run_through_proxy(gamma, azurite)
     assert report.exit_code == 0 and gamma.names("archive") == ["g/one.csv"]
     s = gamma.settings
     archived, pending = f"{s.archive_container}/g/one.csv", f"{s.input_container}/g/one.csv"
@@ -345,15 +332,11 @@ def test_a_copy_that_is_still_pending_when_answered_is_awaited_before_the_input_
     pending): the job reads the copy's state until it succeeds, and only then deletes
     the input."""
     gamma.drop("g/slow.csv", ROW)
-    proxy = StorageProxy(azurite.port)
     archived = f"{gamma.settings.archive_container}/g/slow.csv"
-    proxy.slow_copy[archived] = 2
-    try:
-        report = _run_through(proxy, gamma, azurite)
-    finally:
-        proxy.close()
+    report, proxy = _run_through_proxy(gamma, azurite, slow_copy={archived: 2})
     assert report.exit_code == 0 and gamma.names("archive") == ["g/slow.csv"] and gamma.names("input") == []
     asked = [(method, blob) for method, blob, _ in proxy.seen]
-    copy, deleted = asked.index(("PUT", archived)), asked.index(("DELETE", f"{gamma.settings.input_container}/g/slow.csv"))
+    copy = asked.index(("PUT", archived))
+    deleted = asked.index(("DELETE", f"{gamma.settings.input_container}/g/slow.csv"))
     assert asked[copy + 1:deleted].count(("HEAD", archived)) == 3  # pending, pending, success
     assert proxy.slow_copy[archived] == 0
