@@ -232,7 +232,7 @@ class Job:
             if attempt > s.max_attempts:
                 raise _poison(name, record)
             log.info("input claimed", extra={"event": "input_claimed", "blob": name, "attempt": attempt})
-            if card_read is None:
+            if not rel:
                 raise InputFormatError(
                     f"{name}: inputs must be under a model's folder, input/<model-name>/{name}.",
                     hint="Move the file into the folder named after the model that should score it.")
@@ -397,8 +397,9 @@ class Job:
             ir.drift = not_computed(f"{what} was published without a drift profile (no --reference, and the model "
                                     "keeps no training data)")
             return None
+        read = read or (lambda: self.registry.profile(card))
         try:
-            profile = (read or (lambda: self.registry.profile(card)))()
+            profile = read()
         except ScorerError as exc:
             ir.drift = not_computed(f"the drift profile could not be read: {exc}")
             log.warning(ir.drift["reason"], extra={"event": "drift_profile_failed", "blob": ir.blob})
