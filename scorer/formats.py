@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -36,6 +37,8 @@ from scorer.frames import check_columns
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
 NULL_VALUES = ["", "NA"]
 _SNIFF_BYTES = 64 * 1024
+#: the longest header line read: Arrow's blocks must hold it (twice its size, below)
+HEADER_MAX = 4 * 1024 * 1024
 # Arrow's streaming reader reads up to 32 blocks ahead of the parser (its background
 # reader's queue), so the block size bounds the input held in memory: 32 MiB here.
 _CSV_BLOCK = 1024 * 1024
@@ -102,29 +105,57 @@ def _empty(where: str) -> InputFormatError:
     return InputFormatError(f"{where}: the file is empty.", hint="Drop a file with a header and data rows.")
 
 
-def _peek(stream: BinaryIO, gz: bool, where: str) -> tuple[bytes, bytes]:
-    """Read the start of ``stream``: (the bytes read, the text they begin with)."""
+def _peek(stream: BinaryIO, gz: bool, where: str) -> tuple[bytes, bytes, int]:
+    """Read the start of ``stream``: (the bytes read, the text they begin with, where
+    the header line ends in that text). Reads on until the header line has ended
+    (outside quotes), so that every column's name is known however long the header
+    (it used to be the first 64 KiB: later columns were typed by guess, issue 26), and
+    at least _SNIFF_BYTES for the decimal mark's guess. Raises InputFormatError for an
+    empty file, or a header longer than HEADER_MAX."""
     raw = bytearray()
-    text = b""
+    text = bytearray()
     unzip = zlib.decompressobj(wbits=31) if gz else None  # 31: gzip framing
-    while len(text) < _SNIFF_BYTES:
+    end = None
+    while end is None or len(text) < _SNIFF_BYTES:
         piece = stream.read(_SNIFF_BYTES)
         if not piece:
             break
         raw += piece
         if unzip is None:
-            text = bytes(raw)
-            continue
-        try:
-            text += unzip.decompress(piece)
-        except zlib.error as exc:
-            raise InputFormatError(f"{where}: not a readable gzip file ({exc}).",
-                                   hint="Compress with gzip, or drop the plain .csv.") from None
-        if unzip.eof:
+            text += piece
+        else:
+            try:  # at most what is needed: a gzip bomb's first piece is not inflated whole
+                text += unzip.decompress(piece, HEADER_MAX + _SNIFF_BYTES - len(text))
+            except zlib.error as exc:
+                raise InputFormatError(f"{where}: not a readable gzip file ({exc}).",
+                                       hint="Compress with gzip, or drop the plain .csv.") from None
+        if end is None:
+            end = header_end(bytes(text))
+            if end is None and len(text) >= HEADER_MAX:
+                raise InputFormatError(
+                    f"{where}: the header line is longer than {HEADER_MAX // 1024**2} MiB (or a quote in it is "
+                    "never closed).", hint="Check the first line's quotes; a file with that many columns is best "
+                    "dropped as Parquet.")
+        if unzip is not None and (unzip.eof or len(text) >= HEADER_MAX + _SNIFF_BYTES):
             break
     if not raw:
         raise _empty(where)
-    return bytes(raw), text[:_SNIFF_BYTES]
+    return bytes(raw), bytes(text), len(text) if end is None else end
+
+
+def header_end(text: bytes) -> int | None:
+    """Where the first line of CSV ``text`` ends (past its line end), counting only line
+    ends outside quotes; None when it does not end within ``text``."""
+    pos = quotes = 0
+    while True:
+        lf, cr = text.find(b"\n", pos), text.find(b"\r", pos)
+        nl = min(lf, cr) if lf >= 0 and cr >= 0 else max(lf, cr)
+        if nl < 0:
+            return None
+        quotes += text.count(b'"', pos, nl)
+        if quotes % 2 == 0:
+            return nl + 2 if text[nl:nl + 2] == b"\r\n" else nl + 1
+        pos = nl + 1
 
 
 class _Replay(io.RawIOBase):
@@ -147,6 +178,170 @@ class _Replay(io.RawIOBase):
         return self._stream.readinto(b)
 
 
+class QuotingError(InputFormatError):
+    """A quote that would make the CSV reader take the rest of the file, or the rows up
+    to a later quote, as one value: the input is refused rather than read so."""
+
+
+_LF, _CR, _QUOTE, _EOF = 10, 13, 34, -1
+
+
+class _QuoteScan(io.RawIOBase):
+    """The CSV text on its way to Arrow's reader, with its quoting followed as the reader
+    follows it, to refuse what the reader would silently take in (issue 26):
+
+    - a quoted value never closed: Arrow reads the rest of the file into it (1,001 rows
+      in, 1 scored, none rejected, no warning);
+    - text after a closing quote (``"ab"cd``, read as ``abcd``): the mark of a stray
+      quote, which closes at a later quote and makes the rows between one value.
+
+    A quote opens a quoted value only at the start of a field; inside one, ``""`` is a
+    quote and a lone quote closes it; a quote elsewhere is text (``5"11``), as in Arrow,
+    Python's csv and data.table. Most reads hold no quote (one ``bytes.count``); quoting
+    that keeps to RFC 4180 is checked with NumPy, every quote at once; only a read with
+    a quote inside an unquoted field is walked quote by quote. The last byte of a read is
+    scanned with the next read, whose first byte says what a quote there means.
+    Raises QuotingError, naming the line and column, from ``readinto``: Arrow hands the
+    exception to whoever reads the batches.
+    """
+
+    def __init__(self, raw: Any, delimiter: str, where: str, names: list[str]):
+        super().__init__()
+        self._raw = raw
+        self._delim = ord(delimiter)
+        self._where = where
+        self._names = names
+        self._in = False           # inside a quoted value, after what has been scanned
+        self._escape_next = False  # the next byte is the second quote of a "" begun at the last one
+        self._prev = _LF           # the byte before what is left to scan: the file starts a line
+        self._tail = b""           # passed on, scanned with the next read
+        self._lines = 0            # line ends before _tail
+        self._opened: tuple[int, str] | None = None  # the open quoted value's line, and its line's text before it
+        self._first = True
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._raw.readinto(b)
+        if not n:
+            self._scan(self._tail, _EOF)
+            self._tail = b""
+            if self._in:
+                line, before = self._opened or (0, b"")
+                raise QuotingError(
+                    f"{self._where}: line {line}{self._column(before)}: a quoted value opens there and is never "
+                    "closed, so every line after it would be read as part of that one value.",
+                    hint="Close the quote (a quote inside a quoted value is written twice, \"\"), or remove it, "
+                    "and drop the file again.", line=line)
+            return n
+        data = bytes(memoryview(b)[:n])
+        if self._first:
+            self._first = False
+            if data.startswith(codecs.BOM_UTF8):  # the header starts after the mark
+                data = data[3:]
+                if not data:
+                    return n
+        window = self._tail + data
+        self._scan(window[:-1], window[-1])
+        self._tail = window[-1:]
+        return n
+
+    def _column(self, before: bytes) -> str:
+        """", column 'name'" for the field that ``before`` (its line's text up to it) ends in."""
+        try:
+            fields = next(csv.reader([before.decode("utf-8", errors="replace")], delimiter=chr(self._delim)), [""])
+        except csv.Error:
+            return ""
+        k = max(len(fields), 1) - 1
+        return f", column {self._names[k]!r}" if k < len(self._names) else f", field {k + 1}"
+
+    @staticmethod
+    def _shown(before: bytes, after: bytes) -> str:
+        """The text around a quote, within its line."""
+        return (before[-30:] + after.split(b"\n")[0].split(b"\r")[0]).decode("utf-8", errors="replace")
+
+    def _line_text(self, w: bytes, p: int) -> tuple[int, bytes]:
+        """The line number of offset ``p`` of ``w``, and its line's text before it."""
+        start = max(w.rfind(b"\n", 0, p), w.rfind(b"\r", 0, p)) + 1
+        return self._lines + w.count(b"\n", 0, p) + 1, w[start:p]
+
+    def _scan(self, w: bytes, nxt: int) -> None:
+        """Follow the quoting through ``w``; ``nxt`` is the byte after it (_EOF at the end)."""
+        n = len(w)
+        if not n:
+            return
+        skip = 0
+        if self._escape_next:  # w[0] is the second quote of a "" that began at the last byte scanned
+            self._escape_next, skip = False, 1
+        if w.count(b'"', skip) == 0:
+            self._lines += w.count(b"\n")
+            self._prev = w[-1]
+            return
+        a = np.frombuffer(w, dtype=np.uint8)
+        q = np.flatnonzero(a[skip:] == _QUOTE) + skip
+        before = a[np.maximum(q - 1, 0)].astype(np.int16)
+        before[q == 0] = self._prev
+        after = a[np.minimum(q + 1, n - 1)].astype(np.int16)
+        after[q + 1 >= n] = nxt  # _EOF (-1) at the end: int16, not the bytes' uint8
+        d = self._delim
+        starts = (before == d) | (before == _LF) | (before == _CR)
+        ends = (after == d) | (after == _LF) | (after == _CR) | (after == _EOF)
+        quoted_next = after == _QUOTE
+        quoted_before = np.zeros(len(q), dtype=bool)
+        quoted_before[1:] = q[1:] == q[:-1] + 1
+        # RFC 4180 quoting: quotes alternate open and close; an opening quote starts a field
+        # or follows the closing half of a "", a closing quote ends a field or is followed by
+        # the opening half of one
+        opening = (np.arange(len(q)) + self._in) % 2 == 0
+        if np.where(opening, starts | quoted_before, ends | quoted_next).all():
+            last_closes = not opening[-1]
+            if last_closes and q[-1] == n - 1 and nxt == _QUOTE:  # a "" across the reads
+                self._in, self._escape_next = True, True
+            else:
+                self._in = bool(self._in ^ (len(q) % 2))
+            if self._in:
+                openers = np.flatnonzero(opening & ~quoted_before)
+                if len(openers):
+                    self._opened = self._line_text(w, int(q[openers[-1]]))
+        else:
+            self._walk(w, q, starts, after, ends, nxt)
+        self._lines += w.count(b"\n")
+        self._prev = w[-1]
+
+    def _walk(self, w: bytes, q: np.ndarray, starts: np.ndarray, after: np.ndarray, ends: np.ndarray,
+              nxt: int) -> None:
+        """Quote by quote, as the reader does, for a read with quotes inside unquoted fields."""
+        state, i, count = self._in, 0, len(q)
+        while i < count:
+            p = int(q[i])
+            if not state:
+                if starts[i]:  # a quote at a field's start opens a quoted value; elsewhere it is text
+                    state = True
+                    self._opened = self._line_text(w, p)
+                i += 1
+            elif after[i] == _QUOTE:  # "" inside a quoted value
+                if p == len(w) - 1:
+                    self._escape_next = True
+                i += 2
+            elif ends[i]:
+                state = False
+                i += 1
+            else:
+                line, before = self._line_text(w, p)
+                raise QuotingError(
+                    f"{self._where}: line {line}{self._column(before)}: text follows the closing quote of a quoted "
+                    f"value ({self._shown(before, w[p:p + 16])!r}), so a quote there is "
+                    "stray, and the reader would join the lines up to the next quote into one value.",
+                    hint="A quote inside a quoted value is written twice (\"\"), and a value holding a quote is "
+                    "quoted as a whole (\"5\"\"11\"); fix that line and drop the file again.", line=line)
+        self._in = state
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 _COMMA_NUMBER = re.compile(r"^\s*[+-]?\d+,\d+\s*$")
 _POINT_NUMBER = re.compile(r"^\s*[+-]?\d*\.\d+\s*$")
 
@@ -163,7 +358,9 @@ def _decimal_mark(text: str, delimiter: str) -> str:
     return "," if commas and not points else "."
 
 
-def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
+def _sniff(head: bytes, where: str, end: int | None = None) -> tuple[list[str], str]:
+    """The header's names and the delimiter, from the text the file starts with;
+    ``end``: where its header line ends (found here when not given)."""
     if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
         raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
     if b"\x00" in head:
@@ -171,7 +368,9 @@ def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
             f"{where}: this is not a text file (it contains NUL bytes).",
             hint="Drop CSV text (UTF-8) under a .csv name, or Parquet under .parquet.",
         )
-    text = head.decode("utf-8-sig", errors="replace")
+    if end is None:
+        end = header_end(head)
+    text = head[:len(head) if end is None else end].decode("utf-8-sig", errors="replace")
     first = text.splitlines()[0] if text.splitlines() else ""
     if not first.strip():
         raise InputFormatError(f"{where}: the first line is blank; expected a header of column names.",
@@ -192,21 +391,24 @@ def _sniff(head: bytes, where: str) -> tuple[list[str], str]:
 
 def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int,
               decimal: str = "auto") -> InputTable:
-    raw, text = _peek(stream, gz, where)
-    names, delimiter = _sniff(text, where)
+    raw, text, end = _peek(stream, gz, where)
+    names, delimiter = _sniff(text, where, end)
     if decimal == "auto":
         decimal = _decimal_mark(text.decode("utf-8-sig", errors="replace"), delimiter)
     check_columns(names, None, where)  # raises on repeated column names
     # Buffered, so that each read Arrow asks for is filled: Arrow makes a block of
     # whatever one read returns, and a short first read (the 64 KiB peeked above)
     # would cost an extra call into R, which for some models (ranger) is slow.
-    source = pa.PythonFile(io.BufferedReader(_Replay(raw, stream), _SNIFF_BYTES), mode="r")
+    source: Any = io.BufferedReader(_Replay(raw, stream), _SNIFF_BYTES)
     if gz:
-        source = pa.CompressedInputStream(source, "gzip")
+        source = pa.CompressedInputStream(pa.PythonFile(source, mode="r"), "gzip")
+    # the quote scan reads what Arrow parses: the text, after decompression
+    scan = _QuoteScan(source, delimiter, where, names)
+    block = max(_CSV_BLOCK, 1 << (2 * end).bit_length())  # a block holds the header line
     try:
         reader = pacsv.open_csv(
-            source,
-            read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK, use_threads=True),
+            pa.PythonFile(io.BufferedReader(scan, block), mode="r"),
+            read_options=pacsv.ReadOptions(block_size=block, use_threads=True),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
@@ -214,8 +416,8 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _csv_error(exc, where) from None
-    batches = _rebatch(_capped(_blocks(reader, where), where, max_bytes), batch_rows)
+        raise _csv_error(exc, where, block) from None
+    batches = _rebatch(_capped(_blocks(reader, where, block), where, max_bytes), batch_rows)
 
     def close() -> None:
         stream.close()
@@ -229,8 +431,13 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
                       decimal=decimal)
 
 
-def _csv_error(exc: Exception, where: str) -> InputFormatError:
+def _csv_error(exc: Exception, where: str, block: int = _CSV_BLOCK) -> InputFormatError:
     msg = str(exc)
+    if "straddling object" in msg:  # a record longer than a block: Arrow cannot hold it
+        return InputFormatError(f"{where}: a row (with any line breaks inside its quoted values) is longer than "
+                                f"{block // 1024**2} MiB, the most scorer's CSV reader holds at once.",
+                                hint="Shorten that row's values, check for a quote that is never closed, or drop "
+                                "the data as Parquet.")
     if "Empty CSV file" in msg:  # a header line with no newline and nothing after it
         return InputFormatError(f"{where}: the file has a header but no data rows.",
                                 hint="Drop a file with at least one data row.")
@@ -244,14 +451,14 @@ def _csv_error(exc: Exception, where: str) -> InputFormatError:
                             hint="Check that every row has as many fields as the header and that quotes are closed.")
 
 
-def _blocks(reader, where: str) -> Iterator[pa.RecordBatch]:
+def _blocks(reader, where: str, block: int = _CSV_BLOCK) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except (pa.ArrowInvalid, OSError, zlib.error) as exc:
-            raise _csv_error(exc, where) from None
+            raise _csv_error(exc, where, block) from None
         yield batch
 
 

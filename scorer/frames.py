@@ -288,9 +288,7 @@ def _numeric(arr: pa.Array, f: Field, where: str):
     t = arr.type
     if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
         return RColumn("numeric", _float_values(arr.cast(pa.float64()))), None, None
-    if pa.types.is_boolean(t):
-        return RColumn("numeric", _float_values(arr.cast(pa.float64()))), None, None
-    if not _is_text(t):
+    if not _is_text(t):  # true/false too: R refuses a logical where the model was fitted on numbers
         raise _wrong_type(f, arr, where, "numbers")
     try:
         return RColumn("numeric", _float_values(pc.cast(arr, pa.float64()))), None, None

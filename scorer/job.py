@@ -42,7 +42,7 @@ from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_err
 from scorer.drift import Tally, not_computed
 from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
-from scorer.formats import OutputWriter, format_of, open_input, open_parquet_part
+from scorer.formats import OutputWriter, QuotingError, format_of, open_input, open_parquet_part
 from scorer.log import now, redact_obj
 from scorer.models import Registry
 from scorer.page import render as render_page
@@ -612,6 +612,10 @@ class Job:
                              "rows_rejected": counts.rows_rejected, "seconds": seconds})
             self._r_warnings(ir, counts)
             return True
+        except QuotingError:  # a cut inside a quoted value, or bad quoting: the whole file's reader says which
+            self._give_up(plan, f"part {k + 1} of {len(plan.parts)} does not read as CSV on its own (a quoted "
+                          "value may span a cut)")
+            return False
         except (InputError, ModelError) as exc:
             self._write_part(plan, k, claim, {"state": "failed", "error": exc.as_dict()})
             self._fail_plan(plan, exc.as_dict())

@@ -65,8 +65,9 @@ def table_from_json(body: bytes, where: str) -> pa.Table:
         elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
             columns[name] = pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
                                       for v in values], pa.float64())
-        else:
-            columns[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        else:  # true and false as JSON writes them, not as Python does
+            columns[name] = pa.array([None if v is None else ("true" if v else "false") if isinstance(v, bool)
+                                      else str(v) for v in values], pa.string())
     return pa.table(columns)
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.formats import _decimal_mark, _sniff
+from scorer.formats import HEADER_MAX, _decimal_mark, _sniff, header_end
 
 log = logging.getLogger("scorer.split")
 
@@ -99,17 +99,18 @@ def plan_csv(store: Any, container: str, name: str, etag: str, size: int, part_b
     """Cut points after line ends near every ``part_bytes``, found by small range reads
     (never the whole file). Raises InputFormatError for a file without a header line."""
     head = store.read_range(container, name, 0, min(size, _PROBE))
-    end = head.find(b"\n")
-    if end < 0:
+    while (end := header_end(head)) is None and len(head) < min(size, HEADER_MAX):  # a long header: read on
+        head += store.read_range(container, name, len(head), min(size - len(head), _PROBE))
+    if end is None:
         from scorer.errors import InputFormatError
         raise InputFormatError(f"{name}: no line end in the first {len(head)} bytes: is this a CSV file?",
                                hint="Drop a CSV file with a header line.")
-    header = head[: end + 1]
-    _, delimiter = _sniff(head, name)
+    header = head[:end]
+    _, delimiter = _sniff(head, name, end)
     if decimal == "auto":
         decimal = _decimal_mark(head.decode("utf-8-sig", errors="replace"), delimiter)
-    cuts = [end + 1]
-    target = end + 1 + part_bytes
+    cuts = [end]
+    target = end + part_bytes
     while target < size:
         offset = target
         while offset < size:

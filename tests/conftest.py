@@ -165,3 +165,12 @@ class Pipeline:
 @pytest.fixture
 def pipeline(settings, store) -> Pipeline:
     return Pipeline(settings, store)
+
+
+# Hypothesis keeps the failing cases it finds in the repository (tests/hypothesis-db), so
+# that a case found once, here or in CI, is tried first in every later run.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
+
+_hypothesis_settings.register_profile("scorer", database=DirectoryBasedExampleDatabase(str(ROOT / "tests" / "hypothesis-db")))
+_hypothesis_settings.load_profile("scorer")

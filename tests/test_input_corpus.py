@@ -56,7 +56,12 @@ CORPUS = [
     ("blank-first-line.csv", b"\nwt,hp\n1,2\n", "quarantined", "first line is blank"),
     ("all-text.csv", b"wt,hp\nheavy,fast\nlight,slow\n", "quarantined", "should hold numbers"),
     ("mostly-bad.csv", b"wt,hp\n2.6,x\n3.2,y\n2.9,95\n", "quarantined", "rows (66.7%) were rejected"),
-    ("unclosed-quote.csv", b'wt,hp\n"2.6,110\n3.2,150\n', "quarantined", "malformed CSV"),
+    ("unclosed-quote.csv", b'wt,hp\n"2.6,110\n3.2,150\n', "quarantined", "line 2, column 'wt'"),
+    # issue 26: in the last column, an unclosed quote read every later line as its value (1 row scored)
+    ("unclosed-quote-last-column.csv", b"wt,hp\n" + b"2.6,110\n" * 500 + b'3.2,"150\n' + b"2.6,110\n" * 500,
+     "quarantined", "line 502, column 'hp': a quoted value opens there and is never closed"),
+    ("text-after-a-closing-quote.csv", b'wt,hp\n2.6,"11"0\n3.2,150\n', "quarantined",
+     "text follows the closing quote"),
     ("gzip-bomb.csv.gz", gzip.compress(b"wt,hp\n" + b"1,2\n" * 3_000_000), "quarantined",
      "SCORER_MAX_INPUT_BYTES"),
     ("zip-as-csv.csv", b"PK\x03\x04" + bytes(range(256)) * 10, "quarantined", "not a text file"),

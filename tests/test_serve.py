@@ -178,6 +178,19 @@ def test_each_error_has_its_status_and_message(served, fitted):
     body = conforms(r := served.post("glm-binomial", {"rows": []}), post, "post")
     assert r.status_code == 400 and "no rows" in body["error"]["message"]
 
+    # issue 26: JSON true in a number column was scored as 1 (CSV's TRUE is refused)
+    body = conforms(r := served.post("glm-binomial", [dict(ok[0], age=True), ok[1]]), post, "post")
+    assert r.status_code == 200 and [p["row"] for p in body["predictions"]] == [2]
+    assert body["rejected"][0]["row"] == 1 and "'true' is not a number" in body["rejected"][0]["reason"]
+    body = conforms(r := served.post("glm-binomial", [dict(ok[0], age=True)]), post, "post")
+    assert r.status_code == 422 and "'age' should hold numbers, but it holds bool" in body["error"]["message"]
+    # issue 26: an unclosed quote in a CSV body took every later line as its value
+    unclosed = (fitted / "glm_binomial.csv").read_text().replace('"', "").splitlines()
+    unclosed[1] = unclosed[1].rsplit(",", 1)[0] + ',"1'
+    body = conforms(r := served.post("glm-binomial", "\n".join(unclosed) + "\n", headers={"content-type": "text/csv"}),
+                    post, "post")
+    assert r.status_code == 400 and "line 2, column 'induced'" in body["error"]["message"] and "never closed" in r.text
+
     body = conforms(r := served.post("nope", ok), post, "post")
     assert r.status_code == 404 and "No model named 'nope'" in body["error"]["message"]
     body = conforms(r := served.post("glm-binomial", ok, version=7), post, "post")
