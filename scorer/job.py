@@ -236,6 +236,7 @@ class Job:
                 raise InputFormatError(
                     f"{name}: inputs must be under a model's folder, input/<model-name>/{name}.",
                     hint="Move the file into the folder named after the model that should score it.")
+            _check_not_derived(name)
             ir.format = fmt = format_of(name)
             card = card_read.result()
             ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
@@ -862,8 +863,10 @@ class Job:
 
     def _destination(self, container: str, name: str, etag: str, room: int = 0) -> str:
         """``name`` in ``container``, unless an archived copy of a different input
-        (another ETag) already has that name: then the name gets the run's time
-        stamp before its extension, so that nothing is overwritten.
+        (another ETag) already has that name, or (with ``room``, a quarantine) the
+        note's name is another input's copy (an input once named ``b.csv.error.json``):
+        then the name gets the run's time stamp before its extension, so that nothing
+        is overwritten.
 
         ``room`` is what will be appended to the name (a note's suffix). A name
         that would then pass Blob Storage's limit is replaced by a short one under
@@ -871,11 +874,13 @@ class Job:
         """
         path = PurePosixPath(name)
         stem, dot, exts = path.name.partition(".")
+        note = self.store.submit(self.store.properties, container, name + ERROR_SUFFIX) if room else None
         existing = self.store.properties(container, name)
-        if existing is None or (existing.metadata or {}).get(SOURCE_ETAG) == etag:
-            chosen = name
-        else:
-            chosen = str(path.with_name(f"{stem}.{self._stamp}{dot}{exts}"))
+        taken = existing is not None and (existing.metadata or {}).get(SOURCE_ETAG) != etag
+        if note is not None and not taken:  # the note's name is another input's copy (one named b.csv.error.json)
+            note_props = note.result()
+            taken = note_props is not None and SOURCE_ETAG in (note_props.metadata or {})
+        chosen = str(path.with_name(f"{stem}.{self._stamp}{dot}{exts}")) if taken else name
         if name_length(chosen) + room <= MAX_BLOB_NAME:
             return chosen
         model = name.split("/", 1)[0]
@@ -1002,6 +1007,19 @@ def _check_name_room(name: str) -> None:
             f"Blob Storage's limit of {MAX_BLOB_NAME}.",
             hint=f"Shorten the path to at most {MAX_BLOB_NAME - _NAME_ROOM} characters and drop the file again.",
             name_length=n)
+
+
+def _check_not_derived(name: str) -> None:
+    """Raise InputFormatError for an input named as scorer names another input's rejected
+    rows (``x.csv.rejected.csv``, what a user drops after fixing them): its output would
+    take their place, or a later ``x.csv`` would delete it (issue 26)."""
+    if name.endswith(REJECTED_SUFFIX):
+        base = PurePosixPath(name[:-len(REJECTED_SUFFIX)])
+        fixed = base.with_name(f"{base.name.partition('.')[0]}-fixed.csv")
+        raise InputFormatError(
+            f"{name}: names ending in {REJECTED_SUFFIX} are kept for the rejected rows scorer writes beside an "
+            f"input's output (this one's output would be {base}'s rejected rows).",
+            hint=f"Rename the file (e.g. {fixed.name}) and drop it again.")
 
 
 def _tag_refused(name: str, exc: HttpResponseError) -> BlobError:
