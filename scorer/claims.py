@@ -139,18 +139,46 @@ class Claim:
         ``limit``; return the record, with this start's number, either way. One
         read and one write of the blob's tags, which other tags keep.
 
-        Raises HttpResponseError as Blob Storage does: 400 TagsTooLarge when the
+        Raises LeaseLost when the input is gone or the lease is no longer ours (a
+        storage stall or a pause outlasted it: the input is not at fault, issue 26);
+        HttpResponseError as Blob Storage does otherwise: 400 TagsTooLarge when the
         blob already carries ten tags (the caller quarantines it, see job.py).
         """
-        tags = self.blob.get_blob_tags()
-        record = Attempts.parse(tags.get(ATTEMPTS_TAG, ""))
-        record.number += 1
-        if record.number <= limit:
-            tags[ATTEMPTS_TAG] = record.format()
-            self.blob.set_blob_tags(tags, lease=self.lease)
+        try:
+            tags = self.blob.get_blob_tags()
+            record = Attempts.parse(tags.get(ATTEMPTS_TAG, ""))
+            record.number += 1
+            if record.number <= limit:
+                tags[ATTEMPTS_TAG] = record.format()
+                self.blob.set_blob_tags(tags, lease=self.lease)
+        except HttpResponseError as exc:
+            self._lost_if_ours(exc)
+            raise
         self._tags = tags
         self._record = record
         return record
+
+    def confirm(self) -> None:
+        """Renew the lease now, before a write only its holder may make (a quarantine
+        note): a job paused or cut off past its lease stops here rather than write over
+        another run's work. Raises LeaseLost when the lease is no longer ours."""
+        if self.lost:
+            raise LeaseLost(f"{self.blob.blob_name}: the lease was lost while this job worked on the input")
+        try:
+            self.lease.renew()
+        except HttpResponseError as exc:
+            self._lost_if_ours(exc)
+            raise
+
+    def _lost_if_ours(self, exc: HttpResponseError) -> None:
+        """Raise LeaseLost when ``exc`` says the input is gone or the lease is not ours."""
+        if isinstance(exc, ResourceNotFoundError):
+            self.lost = True
+            raise LeaseLost(f"{self.blob.blob_name}: the input is gone (another job finished it)") from None
+        if is_lease_error(exc):
+            self.lost = True
+            raise LeaseLost(f"{self.blob.blob_name}: the lease lapsed and is not this job's any more "
+                            f"({str(exc).splitlines()[0]})") from None
 
     def end_attempt(self, code: str) -> None:
         """Record how this attempt ended without finishing (``no-space``,

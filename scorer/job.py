@@ -29,13 +29,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from scorer import errors, split
 from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
@@ -51,13 +51,15 @@ from scorer.pool import Pool, usable_cores
 from scorer.scoring import Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
-from scorer.storage import MAX_BLOB_NAME, MAX_BLOCKS, TRANSPORT_ERRORS, BlobReader, Store, is_outage, name_length
+from scorer.storage import (FENCE_ERRORS, MAX_BLOB_NAME, MAX_BLOCKS, TRANSPORT_ERRORS, BlobReader, Store, as_seen,
+                            is_outage, name_length)
 
 log = logging.getLogger("scorer.job")
 
 REJECTED_SUFFIX = ".rejected.csv"
 ERROR_SUFFIX = ".error.json"
 SOURCE_ETAG = "scorer_source_etag"
+ROWS_REJECTED = "scorer_rows_rejected"
 
 
 def etag_of(props: Any) -> str:
@@ -215,6 +217,8 @@ class Job:
         # Reads that wait on nothing go out beside the attempt's record (two round trips):
         # whether an earlier run committed the output, and the model's card (two more).
         committed = self.store.submit(self.store.properties, s.output_container, name)
+        rejected_before = (self.store.submit(self.store.properties, s.output_container, name + REJECTED_SUFFIX)
+                           if name_length(name) + _NAME_ROOM <= MAX_BLOB_NAME else _done(None))  # else refused below
         card_read = self.store.submit(self.registry.card, model_name) if rel else None
         try:
             try:
@@ -227,7 +231,7 @@ class Job:
             _check_name_room(name)
             # Before the poison check: a run killed between commit and archive, even
             # SCORER_MAX_ATTEMPTS times, has still scored the input.
-            if self._already_committed(props, claim, ir, committed.result()):
+            if self._already_committed(props, claim, ir, committed.result(), rejected_before.result()):
                 return
             if attempt > s.max_attempts:
                 raise _poison(name, record)
@@ -255,7 +259,7 @@ class Job:
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 t = time.monotonic()
                 # The input downloads, and its first batch is read, while R loads the model.
-                fetch = self.store.submit(self._fetch, name, Path(tmp) / "input", fmt, ir, streams)
+                fetch = self.store.submit(self._fetch, props, Path(tmp) / "input", fmt, ir, streams)
                 is_function = card.get("kind") == "function"
                 profile = None if is_function else self.store.submit(self.registry.profile, card)
                 try:
@@ -306,14 +310,13 @@ class Job:
                 check_stop()
                 if claim.lost:
                     raise LeaseLost(f"{name}: the claim (lease) on this input was lost while scoring it")
-                meta = self._output_metadata(props, card)
-                if rejected.writer is not None:
-                    rej_sink.commit(metadata=meta, content_type="text/csv")
-                    ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
-                else:  # a rejected-rows file from an earlier version of this input would mislead
-                    self.store.delete(s.output_container, name + REJECTED_SUFFIX)
-                out_sink.commit(metadata=meta, content_type=_content_type(fmt))
+                meta = self._output_metadata(props, card, counts.rows_rejected)
+                self._commit(name, lambda seen: out_sink.commit(metadata=meta, content_type=_content_type(fmt),
+                                                                conditions=seen), committed.result(),
+                             rej_sink if rejected.writer is not None else None, meta, rejected_before.result())
                 ir.output = f"{s.output_container}/{name}"
+                if rejected.writer is not None:
+                    ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
                 ir.durations_s["commit"] = round(time.monotonic() - t, 3)
             ir.status = "scored"
             if tally is not None:
@@ -365,6 +368,31 @@ class Job:
                 if isinstance(stream, BlobReader) and stream.seconds is not None:
                     ir.durations_s["download"] = round(stream.seconds, 3)
             ir.durations_s["total"] = round(time.monotonic() - t0, 3)
+
+    def _commit(self, name: str, commit_output: Callable[[dict], Any], output_before: Any,
+                rejected: Any | None, meta: dict, rejected_before: Any) -> None:
+        """Commit an input's output, then its rejected rows (``rejected``: their staged
+        blob, or None when no row was rejected: a file left by an earlier version of the
+        input is deleted). The output comes first: a kill between them leaves an output
+        whose metadata counts rejected rows that are not there, which the next run scores
+        again (``_already_committed``); never rejected rows without their output.
+
+        Each write is fenced on what was seen when the input was claimed (``*_before``,
+        properties or None): a job paused or cut off past its lease cannot commit over
+        another run's result. Raises LeaseLost when a fence holds."""
+        s = self.settings
+        where = f"{s.output_container}/{name}"
+        try:
+            commit_output(as_seen(output_before))
+            if rejected is not None:
+                where += REJECTED_SUFFIX
+                rejected.commit(metadata=meta, content_type="text/csv", conditions=as_seen(rejected_before))
+            elif rejected_before is not None:  # from an earlier version of this input: it would mislead
+                where += REJECTED_SUFFIX
+                self.store.delete(s.output_container, name + REJECTED_SUFFIX, **as_seen(rejected_before))
+        except FENCE_ERRORS:
+            raise LeaseLost(f"{name}: another run wrote {where} while this job was paused or cut off past its "
+                            "lease; that run's result stands") from None
 
     def _workers(self, card: dict) -> Workers | None:
         """R worker processes for this model, if more than one R may run (scorer.pool).
@@ -465,7 +493,7 @@ class Job:
                 return None
             return existing
         if fmt == "parquet":
-            source = split.RangeFile(self.store, s.input_container, name, props.size)
+            source = split.RangeFile(self.store, s.input_container, name, props.size, etag_of(props))
             plan = split.plan_parquet(source, name, etag_of(props), props.size, s.split_bytes)
         else:
             plan = split.plan_csv(self.store, s.input_container, name, etag_of(props), props.size, s.split_bytes,
@@ -514,6 +542,15 @@ class Job:
         except (InputError, ModelError) as exc:  # the model cannot be loaded: the whole input fails
             self._fail_plan(plan, exc.as_dict())
             self._finish(plan, props, None, ir)
+        except LeaseLost as exc:  # the input's or the plan's: another job settles it
+            self._lease_lost(ir, exc)
+        except (ResourceModifiedError, ResourceNotFoundError):  # replaced (or removed) under its parts
+            self._drop_parts(plan.input)
+            ir.status = "left_pending"
+            ir.warnings.append("the input was replaced while its parts were scored: its plan is dropped, and the "
+                               "new file is scored from the start by the next claim")
+            log.warning(f"{plan.input}: replaced while its parts were scored", extra={
+                "event": "split_input_replaced", "blob": plan.input})
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
             if is_outage(exc):
                 self._storage_failed(exc, ir)
@@ -558,12 +595,15 @@ class Job:
         check = None
         try:
             if plan.fmt == "parquet":
-                source = split.RangeFile(self.store, s.input_container, plan.input, plan.size)
+                source = split.RangeFile(self.store, s.input_container, plan.input, plan.size, plan.etag)
                 table = open_parquet_part(source, list(range(*part["row_groups"])), where, s.batch_rows,
                                           s.max_input_bytes)
             else:
+                # by the plan's ETag: an input replaced while its parts are scored fails the
+                # part (412) rather than mix the two files in one output (issue 26)
                 raw = self.store.open_read(s.input_container, plan.input, offset=part["start"],
-                                           length=part["end"] - part["start"], prefix=plan.header.encode("latin-1"))
+                                           length=part["end"] - part["start"], prefix=plan.header.encode("latin-1"),
+                                           etag=plan.etag)
                 check = split.QuoteCheck(raw)
                 streams.append(check)
                 table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, plan.decimal)
@@ -671,6 +711,9 @@ class Job:
                 ir.status = "left_pending"
                 ir.warnings.append("every part is done, but another job holds the input: the next claim finishes it")
                 return
+            now_props = self.store.properties(s.input_container, plan.input)
+            if now_props is None or etag_of(now_props) != plan.etag:
+                raise ResourceModifiedError(f"{plan.input} was replaced while its parts were scored")
             if failed or plan.state == "failed":
                 error = failed[0]["error"] if failed else json.loads(plan.reason or "{}")
                 self._quarantine(props, input_claim, ir, _PartError(error))
@@ -703,24 +746,23 @@ class Job:
         firsts.first = firsts.first[:RejectedRows.FIRST]
         ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
         self._check_counts(name, counts, firsts)
-        meta = self._output_metadata(props, card)
+        output_before = self.store.submit(self.store.properties, s.output_container, name)
+        rejected_before = self.store.submit(self.store.properties, s.output_container, name + REJECTED_SUFFIX)
+        meta = self._output_metadata(props, card, counts.rows_rejected)
         parts_rejected = [(k, self.store.read_bytes(s.output_container, plan.blob("rejected", k)))
                           for k, r in enumerate(records) if r["rejected"]]
-        if parts_rejected:
-            sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
+        rejected = None
+        if parts_rejected:  # staged here, committed after the output (see _commit)
+            rejected = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
             if plan.fmt == "parquet":  # numbered as the input's rows already: the files one after another
                 for i, (_, data) in enumerate(parts_rejected):
-                    sink.write(data if i == 0 else data[data.index(b"\n") + 1:])
+                    rejected.write(data if i == 0 else data[data.index(b"\n") + 1:])
             else:  # CSV parts numbered their rows from 1; every other column is text, read back as it was
-                w = OutputWriter(sink, "csv")
+                w = OutputWriter(rejected, "csv")
                 for k, data in parts_rejected:
                     for b in split.renumbered_rejects(data, int(offsets[k])).to_batches():
                         w.write(b)
                 w.close()
-            sink.commit(metadata=meta, content_type="text/csv")
-            ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
-        else:
-            self.store.delete(s.output_container, name + REJECTED_SUFFIX)
         if plan.fmt == "parquet":
             sink = self.store.staged(s.output_container, name)
             w = OutputWriter(sink, "parquet")
@@ -733,13 +775,19 @@ class Job:
                 for batch in table.batches:
                     w.write(batch)
             w.close()
-            sink.commit(metadata=meta, content_type=_content_type("parquet"))
+            self._commit(name, lambda seen: sink.commit(metadata=meta, content_type=_content_type("parquet"),
+                                                        conditions=seen),
+                         output_before.result(), rejected, meta, rejected_before.result())
         else:
             names = next(r["names"] for r in records if r["names"])
             sink = self.store.staged(s.output_container, name, prefix=f"h{plan.id:0<15.15}")
             sink.write(split.csv_header_bytes(names, plan.delimiter))
             blocks = sink.flush_blocks() + [b for r in records for b in r["blocks"]]
-            sink.commit(metadata=meta, content_type=_content_type("csv"), blocks=blocks)
+            self._commit(name, lambda seen: sink.commit(metadata=meta, content_type=_content_type("csv"), blocks=blocks,
+                                                        conditions=seen),
+                         output_before.result(), rejected, meta, rejected_before.result())
+        if rejected is not None:
+            ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
         ir.output = f"{s.output_container}/{name}"
         ir.csv = {"delimiter": plan.delimiter, "decimal": plan.decimal} if plan.fmt != "parquet" else None
         ir.parts = [{"part": k + 1, "rows_read": r["rows_read"], "rows_scored": r["rows_scored"],
@@ -781,11 +829,13 @@ class Job:
                                   "without scoring again when its output was already committed."}
         log.warning(ir.error["message"], extra={"event": "lease_lost", "blob": ir.blob})
 
-    def _output_metadata(self, props: Any, card: dict) -> dict:
+    def _output_metadata(self, props: Any, card: dict, rows_rejected: int | None) -> dict:
         """An output's metadata: the input's ETag (a rerun after a crash between commit and
-        archive finds it scored), the run, and the model version that scored it."""
+        archive finds it scored), the run, the model version that scored it, and how many
+        rows were rejected (a rerun finds whether its rejected rows were committed too)."""
         return {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
-                "scorer_model": card["name"], "scorer_model_version": str(card["version"])}
+                "scorer_model": card["name"], "scorer_model_version": str(card["version"]),
+                ROWS_REJECTED: str(rows_rejected or 0)}
 
     def _r_warnings(self, ir: InputReport, counts: Counts) -> None:
         """R's warnings, each once, with how many predict() calls gave it."""
@@ -802,14 +852,22 @@ class Job:
         claim.end_attempt("internal")
         log.error("internal error", exc_info=True, extra={"event": "input_internal_error", "blob": ir.blob})
 
-    def _already_committed(self, props: Any, claim: Claim, ir: InputReport, done: Any) -> bool:
+    def _already_committed(self, props: Any, claim: Claim, ir: InputReport, done: Any, rejected: Any) -> bool:
         """Archive the input, without rescoring, if an earlier run committed the
         output of this exact input (same ETag; ``done``: the output's properties, or
-        None) and died before archiving it."""
+        None) and its rejected rows (``rejected``: their file's properties, or None),
+        and died before archiving it. A run that died between the output and its
+        rejected rows left them out: the input is scored again."""
         s = self.settings
         meta = (done.metadata or {}) if done is not None else {}
         if meta.get(SOURCE_ETAG) != etag_of(props):
             return False
+        rejected_here = rejected is not None and (rejected.metadata or {}).get(SOURCE_ETAG) == etag_of(props)
+        if meta.get(ROWS_REJECTED, "0") != "0" and not rejected_here:
+            ir.warnings.append("an earlier run committed the output and died before its rejected rows: scored again")
+            return False
+        if rejected is not None and not rejected_here:  # an earlier version's, whose deletion that run did not reach
+            self.store.delete(s.output_container, props.name + REJECTED_SUFFIX, **as_seen(rejected))
         ir.status = "scored"
         ir.output = f"{s.output_container}/{props.name}"
         ir.model = meta.get("scorer_model")
@@ -819,18 +877,20 @@ class Job:
         self._archive(props, claim, ir)
         return True
 
-    def _fetch(self, name: str, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
+    def _fetch(self, props: Any, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
         """Open an input for reading and read its first batch (on an I/O thread,
         while R loads the model). CSV is read as it downloads; Parquet, which
-        needs random access, is downloaded first."""
+        needs random access, is downloaded first. Only the version claimed is read
+        (its ETag): one replaced after a lease lapsed fails the read, never mixes."""
         s = self.settings
+        name = props.name
         if fmt == "parquet":
             t = time.monotonic()
-            self.store.download_to(s.input_container, name, local)
+            self.store.download_to(s.input_container, name, local, etag=etag_of(props))
             ir.durations_s["download"] = round(time.monotonic() - t, 3)
             source = local
         else:
-            source = self.store.open_read(s.input_container, name)
+            source = self.store.open_read(s.input_container, name, etag=etag_of(props))
             streams.append(source)
         table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, s.csv_decimal)
         streams.append(table)
@@ -874,7 +934,8 @@ class Job:
         """
         path = PurePosixPath(name)
         stem, dot, exts = path.name.partition(".")
-        note = self.store.submit(self.store.properties, container, name + ERROR_SUFFIX) if room else None
+        note = (self.store.submit(self.store.properties, container, name + ERROR_SUFFIX)
+                if room and name_length(name) + room <= MAX_BLOB_NAME else None)
         existing = self.store.properties(container, name)
         taken = existing is not None and (existing.metadata or {}).get(SOURCE_ETAG) != etag
         if note is not None and not taken:  # the note's name is another input's copy (one named b.csv.error.json)
@@ -890,14 +951,37 @@ class Job:
     def _archive(self, props: Any, claim: Claim, ir: InputReport) -> None:
         s = self.settings
         dst = self._destination(s.archive_container, props.name, etag_of(props))
-        self.store.copy(s.input_container, props.name, s.archive_container, dst,
-                        metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id})
+        self._copy_input(props, s.archive_container, dst,
+                         metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id})
         claim.delete_input(etag_of(props))
         ir.archived_to = f"{s.archive_container}/{dst}"
         log.info("input archived", extra={"event": "input_archived", "blob": props.name, "to": ir.archived_to})
 
+    def _copy_input(self, props: Any, container: str, dst: str, metadata: dict) -> None:
+        """Copy this version of the input (its ETag) to ``container``/``dst``. Raises
+        LeaseLost when it is gone or replaced: another job finished it while this one
+        was paused or cut off past its lease (issue 26), which is not the input's fault."""
+        try:
+            self.store.copy(self.settings.input_container, props.name, container, dst, metadata=metadata,
+                            source_etag=etag_of(props))
+        except (ResourceNotFoundError, ResourceModifiedError):
+            raise LeaseLost(f"{props.name}: the input is gone or was replaced while this job was paused or cut off "
+                            "past its lease") from None
+
     def _quarantine(self, props: Any, claim: Claim, ir: InputReport, exc: ScorerError) -> None:
         s = self.settings
+        try:
+            # a job past its lease must not write a note for what another run has done: the
+            # error may even be that run's doing (the input deleted under the download)
+            claim.confirm()
+        except LeaseLost as e:
+            self._lease_lost(ir, e)
+            return
+        except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as e:
+            if is_outage(e):
+                self._storage_failed(e, ir)
+                return
+            # any other refusal of the renewal: the quarantine's own writes below will say
         ir.status = "quarantined"
         ir.error = exc.as_dict()
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
@@ -908,9 +992,9 @@ class Job:
                     "rows_read": ir.rows_read, "rows_rejected": ir.rows_rejected, **ir.error}
             # the note first: a quarantined input is never seen without its reason
             self.store.put_json(s.quarantine_container, dst + ERROR_SUFFIX, redact_obj(note))
-            self.store.copy(s.input_container, props.name, s.quarantine_container, dst,
-                            metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
-                                      "scorer_error": exc.kind})
+            self._copy_input(props, s.quarantine_container, dst,
+                             metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id,
+                                       "scorer_error": exc.kind})
             claim.delete_input(etag_of(props))
             ir.quarantined_to = f"{s.quarantine_container}/{dst}"
         except LeaseLost as e:  # set aside, but not taken out of input/: the next run settles it
@@ -984,6 +1068,13 @@ def format_of_or_none(name: str) -> str | None:
         return format_of(name)
     except InputFormatError:
         return None
+
+
+def _done(value: Any) -> Future:
+    """A future that already holds ``value``."""
+    f: Future = Future()
+    f.set_result(value)
+    return f
 
 
 def _first_line(exc: BaseException) -> str:

@@ -98,9 +98,9 @@ def plan_csv(store: Any, container: str, name: str, etag: str, size: int, part_b
              decimal: str) -> Plan:
     """Cut points after line ends near every ``part_bytes``, found by small range reads
     (never the whole file). Raises InputFormatError for a file without a header line."""
-    head = store.read_range(container, name, 0, min(size, _PROBE))
+    head = store.read_range(container, name, 0, min(size, _PROBE), etag=etag)
     while (end := header_end(head)) is None and len(head) < min(size, HEADER_MAX):  # a long header: read on
-        head += store.read_range(container, name, len(head), min(size - len(head), _PROBE))
+        head += store.read_range(container, name, len(head), min(size - len(head), _PROBE), etag=etag)
     if end is None:
         from scorer.errors import InputFormatError
         raise InputFormatError(f"{name}: no line end in the first {len(head)} bytes: is this a CSV file?",
@@ -114,7 +114,7 @@ def plan_csv(store: Any, container: str, name: str, etag: str, size: int, part_b
     while target < size:
         offset = target
         while offset < size:
-            chunk = store.read_range(container, name, offset, min(_PROBE, size - offset))
+            chunk = store.read_range(container, name, offset, min(_PROBE, size - offset), etag=etag)
             nl = chunk.find(b"\n")
             if nl >= 0:
                 cut = offset + nl + 1
@@ -151,9 +151,10 @@ def plan_parquet(source: Any, name: str, etag: str, size: int, part_bytes: int) 
 class RangeFile(io.RawIOBase):
     """A blob as a seekable file, read by ranges (Parquet's footer and row groups)."""
 
-    def __init__(self, store: Any, container: str, name: str, size: int):
+    def __init__(self, store: Any, container: str, name: str, size: int, etag: str | None = None):
         super().__init__()
         self._store, self._container, self._name, self._size = store, container, name, size
+        self._etag = etag  # only this version: a blob replaced meanwhile fails the read (412)
         self._pos = 0
 
     def readable(self) -> bool:
@@ -173,7 +174,7 @@ class RangeFile(io.RawIOBase):
         n = min(len(b), self._size - self._pos)
         if n <= 0:
             return 0
-        data = self._store.read_range(self._container, self._name, self._pos, n)
+        data = self._store.read_range(self._container, self._name, self._pos, n, etag=self._etag)
         b[: len(data)] = data
         self._pos += len(data)
         return len(data)

@@ -26,10 +26,12 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -73,6 +75,21 @@ def is_outage(exc: BaseException) -> bool:
         status = exc.status_code
         return status is None or status >= 500 or status in (403, 408, 429)
     return False
+
+
+#: what Blob Storage answers when a conditional write finds the blob changed (412) or,
+#: for one that had to be absent, there (409 BlobAlreadyExists)
+FENCE_ERRORS = (ResourceModifiedError, ResourceExistsError)
+
+
+def as_seen(props: Any | None) -> dict:
+    """Conditions that make a write happen only if the blob is still as ``props`` saw it
+    (that ETag), or still absent (``props`` is None). A job that was paused or cut off
+    past its lease cannot then write over what another run wrote meanwhile: the write
+    fails with one of FENCE_ERRORS instead."""
+    if props is None:
+        return {"match_condition": MatchConditions.IfMissing}
+    return {"etag": props.etag, "match_condition": MatchConditions.IfNotModified}
 
 
 def name_length(name: str) -> int:
@@ -193,9 +210,10 @@ class Store:
         except ResourceNotFoundError:
             return None
 
-    def download_to(self, container: str, name: str, path: Path) -> Any:
-        """Download a blob into a local file; returns its properties."""
-        downloader = self.blob(container, name).download_blob(max_concurrency=2)
+    def download_to(self, container: str, name: str, path: Path, etag: str | None = None) -> Any:
+        """Download a blob (with ``etag``: only that version of it, else 412) into a local
+        file; returns its properties."""
+        downloader = self.blob(container, name).download_blob(max_concurrency=2, **_version(etag))
         with open(path, "wb") as f:
             downloader.readinto(f)
         return downloader.properties
@@ -218,13 +236,15 @@ class Store:
         return json.loads(self.read_bytes(container, name))
 
     def open_read(self, container: str, name: str, offset: int | None = None, length: int | None = None,
-                  prefix: bytes = b"") -> "BlobReader":
+                  prefix: bytes = b"", etag: str | None = None) -> "BlobReader":
         """A blob (or ``length`` bytes of it from ``offset``) as a stream that downloads
-        ahead of its reader, after ``prefix`` (a CSV part gets its file's header line)."""
-        return BlobReader(self.blob(container, name), offset=offset, length=length, prefix=prefix)
+        ahead of its reader, after ``prefix`` (a CSV part gets its file's header line).
+        With ``etag``, only that version is read: a blob replaced meanwhile fails the
+        read (412) rather than mix two files (issue 26)."""
+        return BlobReader(self.blob(container, name), offset=offset, length=length, prefix=prefix, etag=etag)
 
-    def read_range(self, container: str, name: str, offset: int, length: int) -> bytes:
-        return self.blob(container, name).download_blob(offset=offset, length=length).readall()
+    def read_range(self, container: str, name: str, offset: int, length: int, etag: str | None = None) -> bytes:
+        return self.blob(container, name).download_blob(offset=offset, length=length, **_version(etag)).readall()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on the store's I/O threads, so that a download
@@ -239,16 +259,19 @@ class Store:
         return StagedBlob(self.blob(container, name), self._pool, prefix=prefix, max_blocks=max_blocks)
 
     def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
-             metadata: dict | None = None, timeout: float = 300) -> None:
+             metadata: dict | None = None, timeout: float = 300, source_etag: str | None = None) -> None:
         """Server-side copy within the account; returns when the copy has succeeded.
+        With ``source_etag``, only of that version of the source (else 412).
 
         Raises StorageError if the copy fails or does not finish within ``timeout``.
         """
         src = self.blob(src_container, src_name)
         dst = self.blob(dst_container, dst_name)
+        only = {} if source_etag is None else {"source_etag": f'"{source_etag.strip(chr(34))}"',
+                                                "source_match_condition": MatchConditions.IfNotModified}
         # Within one account a copy usually completes in the request itself, and its
         # answer says so: the destination is read back only while it is pending.
-        status, why = dst.start_copy_from_url(src.url, metadata=metadata).get("copy_status"), None
+        status, why = dst.start_copy_from_url(src.url, metadata=metadata, **only).get("copy_status"), None
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
@@ -265,14 +288,22 @@ class Store:
             copy = dst.get_blob_properties().copy
             status, why = copy.status, copy.status_description
 
-    def delete(self, container: str, name: str, lease: Any = None) -> None:
+    def delete(self, container: str, name: str, lease: Any = None, **conditions: Any) -> None:
+        """Delete a blob, if it is there (``conditions``: see ``as_seen``)."""
         try:
-            self.blob(container, name).delete_blob(lease=lease)
+            self.blob(container, name).delete_blob(lease=lease, **conditions)
         except ResourceNotFoundError:
             pass
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _version(etag: str | None) -> dict:
+    """Conditions that make a read fail (412) unless the blob is still this version."""
+    if etag is None:
+        return {}
+    return {"etag": f'"{etag.strip(chr(34))}"', "match_condition": MatchConditions.IfNotModified}
 
 
 class BlobReader(io.RawIOBase):
@@ -281,14 +312,15 @@ class BlobReader(io.RawIOBase):
     the first piece instead of after the whole file, and memory stays bounded.
 
     A download error is raised to the reader as StorageError (never as OSError,
-    which the CSV reader would take for a malformed file). ``seconds`` is how
+    which the CSV reader would take for a malformed file), but for the blob gone (404)
+    or, read by ``etag``, replaced (412), which are raised as they are. ``seconds`` is how
     long the download took, once it is complete.
     """
 
     _END = object()
 
     def __init__(self, client: BlobClient, ahead: int = 3, offset: int | None = None, length: int | None = None,
-                 prefix: bytes = b""):
+                 prefix: bytes = b"", etag: str | None = None):
         super().__init__()
         self._queue: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
@@ -296,6 +328,7 @@ class BlobReader(io.RawIOBase):
         self._ended = False
         self.seconds: float | None = None
         self._range = (offset, length)
+        self._version = _version(etag)
         self._thread = threading.Thread(target=self._pump, args=(client,), daemon=True,
                                         name=f"download:{client.blob_name}")
         self._thread.start()
@@ -304,7 +337,7 @@ class BlobReader(io.RawIOBase):
         t = time.monotonic()
         offset, length = self._range
         try:
-            for piece in client.download_blob(offset=offset, length=length).chunks():
+            for piece in client.download_blob(offset=offset, length=length, **self._version).chunks():
                 if not self._put(piece):
                     return
             self.seconds = time.monotonic() - t
@@ -341,8 +374,8 @@ class BlobReader(io.RawIOBase):
                 return 0
             if isinstance(item, BaseException):
                 self._ended = True
-                if isinstance(item, MemoryError):  # the job's memory, not storage: see job.py
-                    raise item
+                if isinstance(item, (MemoryError, ResourceNotFoundError, ResourceModifiedError)):
+                    raise item  # the job's memory (see job.py); the blob gone or replaced: not an outage
                 first_line = str(item).splitlines()[0] if str(item) else type(item).__name__
                 raise StorageError(f"downloading the input failed: {first_line}") from item
             self._piece = memoryview(item)
@@ -432,10 +465,11 @@ class StagedBlob(io.RawIOBase):
         return list(self._ids)
 
     def commit(self, *, metadata: dict | None = None, content_type: str | None = None,
-               blocks: list[str] | None = None) -> int:
+               blocks: list[str] | None = None, conditions: dict | None = None) -> int:
         """Stage what is left and commit the block list: the blob appears whole.
-        ``blocks``: commit these block IDs (staged by this and other writers) instead.
-        Returns the number of bytes this writer wrote."""
+        ``blocks``: commit these block IDs (staged by this and other writers) instead;
+        ``conditions``: commit only if the blob is as it was seen (``as_seen``), else
+        raise one of FENCE_ERRORS. Returns the number of bytes this writer wrote."""
         if self._buf or not self._ids:
             self._stage(bytes(self._buf))
             self._buf.clear()
@@ -443,7 +477,8 @@ class StagedBlob(io.RawIOBase):
             self._inflight.popleft().result()
         self._client.commit_block_list(
             blocks if blocks is not None else self._ids, metadata=metadata,
-            content_settings=ContentSettings(content_type=content_type) if content_type else None)
+            content_settings=ContentSettings(content_type=content_type) if content_type else None,
+            **(conditions or {}))
         return self._written
 
     def abandon(self) -> None:

@@ -8,7 +8,8 @@ accepts it. It can also show a copy into a blob as pending for its first few rea
 (``slow_copy``), as Blob Storage does with a copy it has not finished when it
 answers. Every other request goes to Azurite unchanged, so the job under test talks
 to real storage through it; ``seen`` lists each request (method, blob path, query)
-in order. Shared Key signatures cover the account and path, not the host, so a
+in order, ``answers`` the status each got, and ``before`` may hold any of them
+(fault injection: a job paused at that request). Shared Key signatures cover the account and path, not the host, so a
 connection string that points at the proxy's port works as it is.
 """
 
@@ -31,6 +32,12 @@ class StorageProxy:
         self.pending_copy: set[str] = set()  # blobs listed with <CopyStatus>pending</CopyStatus>
         self.slow_copy: dict[str, int] = {}  # "container/blob" -> reads left that show its copy pending
         self.seen: list[tuple[str, str, str]] = []
+        self.answers: dict[int, int] = {}  # request's index in seen -> the status it was answered with
+        # called with (index, method, blob, query) before a request is forwarded; it may block,
+        # which holds the request (and the job that sent it) as long as it likes, and may
+        # return "drop": the request then never reaches storage
+        self.before = None
+        self._lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,7 +51,12 @@ class StorageProxy:
                 url = urlsplit(self.path)
                 parts = unquote(url.path).split("/", 3)  # '', account, container, blob
                 blob = "/".join(parts[2:])
-                proxy.seen.append((self.command, blob, url.query))
+                with proxy._lock:
+                    index = len(proxy.seen)
+                    proxy.seen.append((self.command, blob, url.query))
+                if proxy.before is not None and proxy.before(index, self.command, blob, url.query) == "drop":
+                    self.close_connection = True  # never reaches storage, never answered: the sender died
+                    return
                 if len(parts) == 4 and name_length(parts[3]) > MAX_BLOB_NAME:
                     proxy.refused.append(parts[3])
                     payload = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>OutOfRangeInput</Code>'
@@ -69,11 +81,14 @@ class StorageProxy:
                 pending = proxy.slow_copy.get(blob, 0) > 0 and resp.getheader("x-ms-copy-status") is not None
                 if pending and self.command == "HEAD":
                     proxy.slow_copy[blob] -= 1
+                proxy.answers[index] = resp.status
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
                         self.send_header(k, "pending" if pending and k.lower() == "x-ms-copy-status" else v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's answer has no body, and its Content-Length is the blob's size
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD"
+                                 else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -8,9 +8,21 @@ tests/storage_proxy.py stands between the job and Azurite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
+
+from scorer.storage import Store, connect
+
+from conftest import Pipeline, env_for, scorer_cli
+from storage_proxy import StorageProxy
 
 ROW = b"wt,hp\n2.6,110\n3.2,150\n2.9,95\n" + b"3.0,120\n" * 40
 WITH_A_REJECT = ROW + b"lots,99\n"
@@ -58,3 +70,207 @@ def test_a_quarantine_note_never_overwrites_an_input_quarantined_under_its_name(
     assert moved != "g/b.csv" and moved.startswith("g/b.") and moved.endswith(".csv")
     note = json.loads(gamma.read("quarantine", moved + ".error.json"))
     assert note["input"].endswith("g/b.csv") and "should hold numbers" in note["message"]
+
+
+# -- a job paused past its lease --------------------------------------------------------
+
+
+def _containers_like(settings, tag: str):
+    """Settings for a set of containers of its own, with ``tag`` in their names."""
+    return dataclasses.replace(settings, **{f"{w}_container": f"{w[:3]}-{tag}" for w in
+                                            ("models", "input", "output", "archive", "quarantine", "reports")})
+
+
+@pytest.mark.slow
+def test_a_job_paused_past_its_lease_at_any_request_never_writes_over_the_run_that_took_over(gamma, azurite):
+    """The lease-fencing invariant (issue 26). A job is stopped (SIGSTOP) as it sends its
+    k-th request to storage, for every k of an input's life; once its lease has lapsed
+    another run scores the input; then the first is resumed, its held request goes on.
+    Every write the resumed job makes after that is refused by storage (the fences), no
+    quarantine note appears, and what stays is one archived copy and the output and
+    rejected rows a run without a pause writes. It used to commit a second time and then
+    write a false quarantine note."""
+    model_blobs = gamma.names("models")
+    rehearsal = _containers_like(gamma.settings, "rehearsal")
+
+    def containers(s) -> Pipeline:
+        store = Store(connect(s), s)
+        store.ensure_containers()
+        for b in model_blobs:  # the published model, without publishing it again
+            store.copy(gamma.settings.models_container, b, s.models_container, b)
+        p = Pipeline(s, store)
+        p.drop("g/day.csv", WITH_A_REJECT)
+        return p
+
+    # the rehearsal: the requests of one input's life, and what it leaves
+    done = containers(rehearsal)
+    proxy = StorageProxy(azurite.port)
+    try:
+        run = scorer_cli(dataclasses.replace(rehearsal, connection_string=proxy.connection_string(
+            azurite.connection_string)), "run")
+        assert run.returncode == 0, run.stdout + run.stderr
+        steps = len(proxy.seen)
+    finally:
+        proxy.close()
+    expected = {n: done.read("output", n) for n in done.names("output")}
+    assert set(expected) == {"g/day.csv", "g/day.csv.rejected.csv"}
+
+    scenarios = []
+    for k in range(steps):
+        s = _containers_like(gamma.settings, f"pause{k:02d}")
+        p = containers(s)
+        proxy = StorageProxy(azurite.port)
+        paused, resume = threading.Event(), threading.Event()
+        proc = subprocess.Popen([sys.executable, "-m", "scorer", "run"], env=env_for(dataclasses.replace(
+            s, connection_string=proxy.connection_string(azurite.connection_string))),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def hold(index, method, blob, query, k=k, proc=proc, paused=paused, resume=resume):
+            if index == k:
+                os.kill(proc.pid, signal.SIGSTOP)
+                paused.set()
+                resume.wait()
+
+        proxy.before = hold
+        scenarios.append((k, p, proxy, proc, paused, resume))
+    try:
+        for k, p, proxy, proc, paused, resume in scenarios:
+            assert paused.wait(120) or proc.poll() is not None, f"step {k} was never reached"
+        time.sleep(gamma.settings.lease_seconds + 1)  # every paused job's lease lapses
+        took_over = {k: p.run() for k, p, *_ in scenarios}  # another run, in between
+        for k, p, proxy, proc, paused, resume in scenarios:
+            held = len(proxy.seen)
+            os.kill(proc.pid, signal.SIGCONT)
+            resume.set()
+            out, _ = proc.communicate(timeout=120)
+            step = proxy.seen[k]
+            assert proc.returncode == 0 and "Traceback" not in out, (step, [ln for ln in out.splitlines() if "error" in ln.lower()])
+            assert '"status": "quarantined"' not in out, (step, out[-3000:])
+            assert p.names("quarantine") == [], (step, p.names("quarantine"))  # no note, false or true
+            assert p.names("input") == [] and p.names("archive") == ["g/day.csv"], step
+            assert p.read("archive", "g/day.csv") == WITH_A_REJECT
+            assert {n: p.read("output", n) for n in p.names("output")} == expected, step
+            etag = p.store.properties(p.settings.archive_container, "g/day.csv").metadata["scorer_source_etag"]
+            for n in expected:
+                assert p.store.properties(p.settings.output_container, n).metadata["scorer_source_etag"] == etag
+            # the fences: once resumed, none of the paused job's writes changed a blob
+            for i in range(k, held):
+                method, blob, query = proxy.seen[i]
+                if (method in ("PUT", "DELETE") and not blob.startswith(p.settings.reports_container)
+                        and "comp=block&" not in query + "&" and "restype=container" not in query):
+                    assert proxy.answers.get(i, 0) >= 400, (step, proxy.seen[i], proxy.answers.get(i),
+                                                            took_over[k].inputs[0].status)
+    finally:
+        for k, p, proxy, proc, paused, resume in scenarios:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                resume.set()
+                proc.kill()
+            proxy.close()
+            p.store.close()
+
+
+def _through(proxy: StorageProxy, settings, azurite):
+    return dataclasses.replace(settings, connection_string=proxy.connection_string(azurite.connection_string))
+
+
+def test_a_storage_stall_past_the_lease_leaves_a_good_input_pending_not_quarantined(gamma, azurite):
+    """Every request stalls for longer than the lease while the attempt is recorded: the
+    expired lease on that write is the claim's loss, not the file's fault. It used to
+    quarantine the input ("drop the file again")."""
+    gamma.drop("g/good.csv", ROW)
+    proxy = StorageProxy(azurite.port)
+    stall_ends = []
+
+    def stall(index, method, blob, query):
+        if method == "PUT" and "comp=tags" in query and not stall_ends:
+            stall_ends.append(time.monotonic() + gamma.settings.lease_seconds + 2)
+            time.sleep(gamma.settings.lease_seconds + 2)
+        elif stall_ends and "comp=lease" in query:  # the renewals stall too, and come after
+            time.sleep(max(0.0, stall_ends[0] + 1.0 - time.monotonic()))
+
+    proxy.before = stall
+    try:
+        run = scorer_cli(_through(proxy, gamma.settings, azurite), "run", timeout=120)
+    finally:
+        proxy.close()
+    assert stall_ends, "the attempt's tags were never written"
+    assert run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout[-2000:]
+    item = json.loads(run.stdout.splitlines()[-1])["report_json" if "report_json" in run.stdout.splitlines()[-1]
+                                                   else "counts"]
+    assert gamma.names("quarantine") == [] and gamma.names("input") == ["g/good.csv"], item
+    report = gamma.reports()[-1]
+    assert report["inputs"][0]["status"] == "left_pending" and report["inputs"][0]["error"]["kind"] == "LeaseLost"
+    assert gamma.run().inputs[0].status == "scored"  # the next run scores it
+
+
+def test_rejected_rows_are_never_visible_without_their_output(gamma, azurite):
+    """The output is committed first; a job killed between the two commits leaves the
+    output, whose metadata counts the rejected rows, and the next run scores the input
+    again to write them. They used to be committed first, and seen alone until then."""
+    gamma.drop("g/x.csv", WITH_A_REJECT)
+    proxy = StorageProxy(azurite.port)
+    commits = []
+    job: list[subprocess.Popen] = []
+
+    def die_before_the_rejected_rows(index, method, blob, query):
+        if method == "PUT" and "comp=blocklist" in query:
+            commits.append(blob)
+            if blob.endswith(".rejected.csv"):
+                job[0].kill()
+                return "drop"  # the request dies with the job
+
+    proxy.before = die_before_the_rejected_rows
+    try:
+        job.append(subprocess.Popen([sys.executable, "-m", "scorer", "run"],
+                                    env=env_for(_through(proxy, gamma.settings, azurite)),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        job[0].wait(120)
+    finally:
+        proxy.close()
+    out = gamma.settings.output_container
+    assert commits == [f"{out}/g/x.csv", f"{out}/g/x.csv.rejected.csv"]
+    assert gamma.names("output") == ["g/x.csv"]  # the output alone; never the rejected rows alone
+    assert gamma.store.properties(out, "g/x.csv").metadata["scorer_rows_rejected"] == "1"
+    time.sleep(gamma.settings.lease_seconds + 1)  # the killed job's claim lapses
+    report = gamma.run()
+    assert report.inputs[0].status == "scored" and "died before its rejected rows" in " ".join(report.inputs[0].warnings)
+    assert gamma.names("output") == ["g/x.csv", "g/x.csv.rejected.csv"]
+    assert b"lots" in gamma.read("output", "g/x.csv.rejected.csv")
+
+
+@pytest.mark.slow
+def test_a_split_input_replaced_while_its_parts_are_scored_is_never_mixed_with_the_new_one(pipeline, fitted, azurite):
+    """Parts read their byte ranges by the plan's ETag: a part of an input replaced
+    meanwhile fails (412), the plan is dropped, and the new file is scored from the start.
+    One output used to hold 50,937 rows of the first upload and 149,063 of the second."""
+    from test_split import SPLIT, big_csv, single_run
+
+    pipeline.publish(fitted / "glm_binomial.rds", "infert", "response")
+    first, second = big_csv(seed=3), big_csv(seed=4)
+    expected, _ = single_run(pipeline, "second.csv", second)
+    pipeline.drop("infert/big.csv", first)
+    proxy = StorageProxy(azurite.port)
+    replaced = []
+
+    def replace_at_the_second_part(index, method, blob, query):
+        if method == "PUT" and "comp=lease" in query and blob.endswith("part-00001") and not replaced:
+            pipeline.drop("infert/big.csv", second)  # straight to storage, between two parts
+            replaced.append(index)
+
+    proxy.before = replace_at_the_second_part
+    try:
+        run = scorer_cli(_through(proxy, pipeline.settings, azurite), "run", SCORER_PARALLEL_JOBS="2", timeout=90, **SPLIT)
+    finally:
+        proxy.close()
+    assert replaced and run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout[-3000:]
+    assert "infert/big.csv" not in pipeline.names("output") and "infert/big.csv" in pipeline.names("input")
+    assert [n for n in pipeline.names("output") if n.startswith("_parts/")] == []  # the plan is dropped
+    assert "replaced while its parts were scored" in run.stdout
+    rerun = scorer_cli(pipeline.settings, "run", SCORER_PARALLEL_JOBS="2", **SPLIT)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert pipeline.read("output", "infert/big.csv") == expected  # the second file's, whole
+    assert pipeline.read("archive", "infert/big.csv") == second
+    etag = pipeline.store.properties(pipeline.settings.archive_container, "infert/big.csv").metadata
+    assert etag["scorer_source_etag"] == pipeline.store.properties(
+        pipeline.settings.output_container, "infert/big.csv").metadata["scorer_source_etag"]
