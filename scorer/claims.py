@@ -82,6 +82,11 @@ class Attempts:
                 outcomes[int(k)] = v
         return cls(int(parts[0]), outcomes)
 
+    @property
+    def unrecorded(self) -> int:
+        """Attempts that ended with no record of how (the job was killed or crashed)."""
+        return sum(1 for i in range(1, self.number + 1) if i not in self.outcomes)
+
     def format(self) -> str:
         return " ".join([str(self.number)] + [f"{k}={v}" for k, v in sorted(self.outcomes.items())])
 

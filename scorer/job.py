@@ -186,7 +186,11 @@ class Job:
                                   setting="SCORER_BLOB")
             return [props]
         prefix = f"{s.model}/" if s.model else None
-        return self.store.list_names(s.input_container, prefix=prefix)
+        pending = self.store.list_names(s.input_container, prefix=prefix, tags=True)
+        # An input whose scoring ended with no record (the job killed in the act: a crash, the
+        # out-of-memory killer) may do it again: it goes last, so that it never holds up the
+        # inputs after it for SCORER_MAX_ATTEMPTS runs (issue 26). Otherwise in name order.
+        return sorted(pending, key=lambda p: Attempts.parse((p.tags or {}).get(ATTEMPTS_TAG, "")).unrecorded > 0)
 
     def _exit_code(self) -> int:
         if self._storage_error:

@@ -196,11 +196,13 @@ class Store:
             if exc.status_code != 403:  # a role without create rights is fine if they exist
                 raise
 
-    def list_names(self, container: str, prefix: str | None = None) -> list[Any]:
-        """Blob properties under a prefix, in name order; none when the container
-        does not exist yet (a fresh account)."""
+    def list_names(self, container: str, prefix: str | None = None, tags: bool = False) -> list[Any]:
+        """Blob properties under a prefix, in name order (with ``tags``, each blob's index
+        tags too, in the same request); none when the container does not exist yet (a
+        fresh account)."""
         try:
-            return list(self.service.get_container_client(container).list_blobs(name_starts_with=prefix))
+            return list(self.service.get_container_client(container).list_blobs(
+                name_starts_with=prefix, include=["tags"] if tags else None))
         except ResourceNotFoundError:
             return []
 

@@ -274,3 +274,20 @@ def test_a_split_input_replaced_while_its_parts_are_scored_is_never_mixed_with_t
     etag = pipeline.store.properties(pipeline.settings.archive_container, "infert/big.csv").metadata
     assert etag["scorer_source_etag"] == pipeline.store.properties(
         pipeline.settings.output_container, "infert/big.csv").metadata["scorer_source_etag"]
+
+
+def test_an_input_that_was_killed_in_the_act_is_scored_after_the_others(gamma):
+    """An input whose earlier attempts ended with no record (the job was killed on it: R
+    crashed, the out-of-memory killer) goes last, so it cannot hold up the inputs sorted
+    after it for SCORER_MAX_ATTEMPTS runs; one whose attempts ended for a known reason
+    (stopped, out of disk) keeps its place."""
+    from scorer.claims import ATTEMPTS_TAG
+
+    for name in ("a.csv", "b.csv", "c.csv", "d.csv"):
+        gamma.drop(f"g/{name}", ROW)
+    tag = gamma.store.blob(gamma.settings.input_container, "g/a.csv").set_blob_tags
+    tag({ATTEMPTS_TAG: "2"})  # started twice, killed twice
+    gamma.store.blob(gamma.settings.input_container, "g/c.csv").set_blob_tags({ATTEMPTS_TAG: "1 1=stopped"})
+    report = gamma.run()
+    assert [i.blob for i in report.inputs] == ["g/b.csv", "g/c.csv", "g/d.csv", "g/a.csv"]
+    assert all(i.status == "scored" for i in report.inputs)
