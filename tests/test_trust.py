@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from scorer.storage import Store, connect
@@ -291,3 +292,26 @@ def test_an_input_that_was_killed_in_the_act_is_scored_after_the_others(gamma):
     report = gamma.run()
     assert [i.blob for i in report.inputs] == ["g/b.csv", "g/c.csv", "g/d.csv", "g/a.csv"]
     assert all(i.status == "scored" for i in report.inputs)
+
+
+def test_a_small_parquet_file_that_reads_to_gigabytes_is_refused_before_it_is_decoded(gamma):
+    """1 KB on disk, 6 GB once read: one text value of 100 KB, stored once in a dictionary
+    and repeated 60,000 times. Its decoded size is counted from the dictionary, batch by
+    batch, before anything is decoded. It used to be read a whole batch at a time: out of
+    memory three times, then a poison note that advised more memory."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 60_000
+    note = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array(["x" * 100_000]))
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"wt": np.full(n, 2.6), "hp": np.full(n, 110.0), "note": note}), buf, compression="zstd")
+    assert len(buf.getvalue()) < 4096
+    gamma.drop("g/bomb.parquet", buf.getvalue())
+    report = gamma.run(max_input_bytes=256 * 1024**2)
+    item = report.inputs[0]
+    assert item.status == "quarantined" and item.error["kind"] == "InputFormatError", item.error
+    assert "larger than SCORER_MAX_INPUT_BYTES" in item.error["message"] and "decoded" in item.error["message"]
+    assert gamma.read("quarantine", "g/bomb.parquet") == buf.getvalue()
