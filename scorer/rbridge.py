@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scorer.errors import ModelLoadError, OutOfMemory, PredictError
+from scorer.errors import ModelLoadError, OutOfDisk, OutOfMemory, PredictError
 from scorer.frames import RColumn, layout
 
 log = logging.getLogger("scorer.r")
@@ -97,6 +98,7 @@ def bridge() -> "RBridge":
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("R must be started on the main thread (scorer.rbridge.start)")
             try:
+                _check_temp_dir()
                 _instance = RBridge()
             except BaseException as exc:  # R cannot be started twice in one process
                 _failure = exc
@@ -123,6 +125,20 @@ def start() -> None:
     log.debug("R started", extra={"event": "r_started", "on_thread": threading.current_thread().name,
                                   "other_threads": others, "seconds": round(time.monotonic() - t, 3),
                                   "r_functions": bridge().r_functions})
+
+
+def _check_temp_dir() -> None:
+    """Raise OutOfDisk when R could not make its session's temporary directory: R would
+    end the process at once ("Fatal error: cannot create 'R_TempDir'", exit 2, no report,
+    issue 26). R takes the first of TMPDIR, TMP and TEMP that is set, else /tmp."""
+    where = next((os.environ[v] for v in ("TMPDIR", "TMP", "TEMP") if os.environ.get(v)), "/tmp")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix="scorer-probe-", dir=where))
+    except OSError as exc:
+        raise OutOfDisk(f"R cannot start: its temporary directory cannot be made in {where} ({exc.strerror or exc}; "
+                        "no space or no inodes left, or not writable).",
+                        hint="Free space and inodes in TMPDIR, or point TMPDIR at a writable disk with room; the "
+                        "inputs stay in input/ and are retried by the next run.") from None
 
 
 def discard_session() -> None:

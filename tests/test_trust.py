@@ -315,3 +315,37 @@ def test_a_small_parquet_file_that_reads_to_gigabytes_is_refused_before_it_is_de
     assert item.status == "quarantined" and item.error["kind"] == "InputFormatError", item.error
     assert "larger than SCORER_MAX_INPUT_BYTES" in item.error["message"] and "decoded" in item.error["message"]
     assert gamma.read("quarantine", "g/bomb.parquet") == buf.getvalue()
+
+
+@pytest.fixture
+def no_inodes(tmp_path):
+    """A tmpfs with every inode taken: not one more file or directory fits."""
+    where = tmp_path / "full"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=8", "tmpfs", str(where)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); needs root")
+    i = 0
+    while True:
+        try:
+            (where / f"f{i}").touch()
+        except OSError:
+            break
+        i += 1
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_temporary_directory_without_inodes_leaves_inputs_pending_with_a_report(gamma, no_inodes):
+    """R cannot make its session's directory: it used to end the job at once with its own
+    fatal error, exit 2 (documented as a bad setting) and no report."""
+    gamma.drop("g/a.csv", ROW)
+    proc = scorer_cli(gamma.settings, "run", TMPDIR=str(no_inodes))
+    assert proc.returncode == 5, proc.stdout + proc.stderr  # out of disk: the inputs stay pending
+    assert "Fatal error" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    item = gamma.reports()[-1]["inputs"][0]
+    assert item["status"] == "left_pending" and item["error"]["kind"] == "OutOfDisk"
+    assert str(no_inodes) in item["error"]["message"] and "TMPDIR" in item["error"]["what_to_do"]
+    assert gamma.names("input") == ["g/a.csv"]
+    assert gamma.run().inputs[0].status == "scored"
