@@ -167,25 +167,40 @@ def _store(settings):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scorer import log
     from scorer.stopping import request_stop
 
     # acted on at the job's next safe point: see scorer/stopping.py
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     settings = _settings(model=args.model, blob=args.blob)
-    context = log.setup(settings.log_level, debug=args.debug)
-    from scorer import rbridge
-    rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
-    from scorer import job
-    run_id = job.new_run_id()
-    context["run_id"] = run_id
-    store = _store(settings)
+    context, restore = _log_setup(settings, args.debug)
     try:
-        report = job.Job(settings, store, run_id=run_id, started_at=_STARTED).run()
+        from scorer import rbridge
+        rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
+        from scorer import job
+        run_id = job.new_run_id()
+        context["run_id"] = run_id
+        store = _store(settings)
+        try:
+            report = job.Job(settings, store, run_id=run_id, started_at=_STARTED).run()
+        finally:
+            store.close()
     finally:
-        store.close()
+        restore()
     return int(report.exit_code)
+
+
+def _log_setup(settings, debug: bool):
+    """JSON lines to stdout with this configuration's secrets redacted, and whatever else
+    would write to stdout or stderr (R's system(), C code) logged as lines of their own.
+    Returns the log's context and the function that ends the routing. Call it before any
+    thread starts (it forks)."""
+    from scorer import log
+
+    log.keep_secret(*settings.secret_values())
+    stream = os.fdopen(os.dup(1), "w")  # the log's own copy of stdout
+    context = log.setup(settings.log_level, debug=debug, stream=stream)
+    return context, log.route_process_output(stream)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -334,17 +349,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from scorer import log, rbridge
+    from scorer import rbridge
 
     settings = _settings()
-    log.setup(settings.log_level, debug=args.debug)
-    rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
-    from scorer.serve import Server
-    store = _store(settings)
+    _, restore = _log_setup(settings, args.debug)
     try:
-        return Server(settings, store, args.host, args.port).run()
+        rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
+        from scorer.serve import Server
+        store = _store(settings)
+        try:
+            return Server(settings, store, args.host, args.port).run()
+        finally:
+            store.close()
     finally:
-        store.close()
+        restore()
 
 
 def cmd_local(args: argparse.Namespace) -> int:

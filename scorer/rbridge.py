@@ -230,6 +230,7 @@ class RBridge:
         self._base = ri.baseenv
         self._globalenv = ri.globalenv
         self.r_functions = self._load_functions()
+        self._globalenv.find("scorer_guard_quit")()  # quit() in a model's code: an error, not the job's end
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",

@@ -44,6 +44,7 @@ import pyarrow.csv as pacsv
 
 from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
 from scorer.frames import Prepared, check_columns, prediction_names, prepare
+from scorer.log import redact_obj
 from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.pool import Answer
 from scorer.scoring import PredictSpec, predict_rows
@@ -57,10 +58,11 @@ class HTTPError(Exception):
         self.status, self.kind, self.hint, self.extra = status, kind, hint, extra
 
     def body(self) -> dict:
+        """The answer's JSON, redacted: R's messages can hold anything a model's code read."""
         err = {"kind": self.kind, "message": str(self)}
         if self.hint:
             err["what_to_do"] = self.hint
-        return {"error": err, **self.extra}
+        return redact_obj({"error": err, **self.extra})
 
 
 def http_error_of(exc: ScorerError) -> HTTPError:

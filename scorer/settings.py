@@ -83,6 +83,14 @@ def _decimal(value: str) -> str:
     return value
 
 
+def _sas_signatures(query: str) -> list[str]:
+    """The signature (``sig=``) of a shared access signature, as written and URL-decoded."""
+    from urllib.parse import unquote
+
+    raw = [v for k, _, v in (p.partition("=") for p in query.lstrip("?").split("&")) if k.lower() == "sig"]
+    return raw + [unquote(v) for v in raw]
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its field, its environment variable, its parser and its doc."""
@@ -185,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
 
 ENV_NAMES: frozenset[str] = frozenset(s.env for s in SETTINGS)
 
+#: secrets azure-identity reads from the environment (EnvironmentCredential), which
+#: scorer never uses itself but redacts wherever they appear (scorer.log.keep_secret)
+SECRET_ENV = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_PASSWORD")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -280,6 +292,19 @@ class Settings:
     def containers(self) -> tuple[str, ...]:
         return (self.models_container, self.input_container, self.output_container,
                 self.archive_container, self.quarantine_container, self.reports_container)
+
+    def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The secrets this configuration holds, as values: the connection string's
+        account key and SAS, a SAS in the account URL, and SECRET_ENV's variables."""
+        out: list[str] = []
+        for part in (self.connection_string or "").split(";"):
+            key, _, value = part.partition("=")
+            if key.strip().lower() in ("accountkey", "sharedaccesssignature"):
+                out += [value.strip(), *_sas_signatures(value)]
+        if self.account_url and "?" in self.account_url:
+            out += _sas_signatures(self.account_url.split("?", 1)[1])
+        env = os.environ if environ is None else environ
+        return out + [env[v] for v in SECRET_ENV if env.get(v)]
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict, safe to log: the connection string is never shown."""

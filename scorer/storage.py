@@ -39,6 +39,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
 from scorer.errors import BlobError, ConfigError, StorageError
+from scorer.log import keep_secret
 from scorer.settings import Settings
 
 log = logging.getLogger("scorer.storage")
@@ -108,6 +109,7 @@ def connect(settings: Settings) -> BlobServiceClient:
     first token: a new ACI container group's identity endpoint is not ready at once.
     Raises StorageError when no token can be had in that time.
     """
+    keep_secret(*settings.secret_values())
     common = dict(retry_policy=ExponentialRetry(**_RETRY), connection_timeout=10, read_timeout=120,
                   max_single_get_size=GET_SIZE, max_chunk_get_size=GET_SIZE)
     if settings.connection_string:

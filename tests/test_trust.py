@@ -22,7 +22,7 @@ import pytest
 
 from scorer.storage import Store, connect
 
-from conftest import Pipeline, env_for, scorer_cli
+from conftest import ACCOUNT_KEY, CLEAN_ENV, Pipeline, env_for, scorer_cli
 from storage_proxy import StorageProxy
 
 ROW = b"wt,hp\n2.6,110\n3.2,150\n2.9,95\n" + b"3.0,120\n" * 40
@@ -349,3 +349,89 @@ def test_a_temporary_directory_without_inodes_leaves_inputs_pending_with_a_repor
     assert str(no_inodes) in item["error"]["message"] and "TMPDIR" in item["error"]["what_to_do"]
     assert gamma.names("input") == ["g/a.csv"]
     assert gamma.run().inputs[0].status == "scored"
+
+
+# -- models that misbehave: a published model is code ------------------------------------
+
+HOSTILE = r'''
+args <- commandArgs(TRUE)
+out <- args[[1]]
+m <- glm(mpg ~ wt + hp, data = mtcars, family = Gamma(link = "log"))
+m$data <- NULL  # no drift profile: publishing then never predicts
+m$model <- NULL
+leaky <- m  # a function kept in the model object runs at predict(), with the job's environment
+leaky$family$linkinv <- local({  # its environment is saved with it
+  key <- function() sub(".*AccountKey=([^;]+).*", "\\1", Sys.getenv("AZURE_STORAGE_CONNECTION_STRING"))
+  function(eta) {
+    system(paste("echo from system:", key()))
+    stop(paste("the key is", key()))
+  }
+})
+saveRDS(leaky, file.path(out, "leaky.rds"))
+quitter <- m
+quitter$family$linkinv <- function(eta) quit(save = "no", status = 0)
+saveRDS(quitter, file.path(out, "quitter.rds"))
+writeLines("score <- function(data) quit(save = 'no')", file.path(out, "quits.R"))
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile")
+    (out / "make.R").write_text(HOSTILE)
+    subprocess.run(["Rscript", str(out / "make.R"), str(out)], check=True, capture_output=True, env=CLEAN_ENV)
+    return out
+
+
+def test_a_bare_account_key_in_an_r_error_or_r_output_reaches_no_log_report_page_or_note(pipeline, hostile):
+    """Redaction used to match AccountKey=-shaped text only: a bare key in R's error went
+    to the log, the note, the report and the page; what R's system() printed went past the
+    JSON log to stdout. Now the values of the configured secrets are redacted wherever
+    they appear, and what else writes to stdout or stderr is logged as JSON lines."""
+    s = pipeline.settings
+    scorer_cli(s, "models", "publish", str(hostile / "leaky.rds"), "--name", "leaky", check=True)
+    pipeline.drop("leaky/a.csv", ROW)
+    run = scorer_cli(s, "run")
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr
+    assert run.stderr == "" and all(line.startswith("{") for line in run.stdout.splitlines()), run.stdout[-3000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    printed = [x["msg"] for x in lines if x["event"] == "process_output"]
+    assert printed and set(printed) == {"from system: <redacted>"}, printed
+    note = pipeline.read_json("quarantine", "leaky/a.csv.error.json")
+    assert note["kind"] == "PredictError" and "the key is <redacted>" in note["message"]
+    texts = [run.stdout, json.dumps(note)] + [pipeline.read("reports", n).decode() for n in pipeline.names("reports")]
+    assert len(texts) == 4  # the log, the note, the report and its page
+    for text in texts:
+        assert ACCOUNT_KEY not in text and ACCOUNT_KEY[:12] not in text
+
+
+def test_a_bare_account_key_in_an_r_error_never_reaches_an_http_answer(pipeline, hostile):
+    from test_serve import Served
+
+    scorer_cli(pipeline.settings, "models", "publish", str(hostile / "leaky.rds"), "--name", "leaky", check=True)
+    served = Served(pipeline.settings)
+    try:
+        answer = served.post("leaky", [{"wt": 2.6, "hp": 110}])
+    finally:
+        log = served.stop()
+    assert answer.status_code == 422 and "the key is <redacted>" in answer.text, answer.text
+    for text in (answer.text, log):
+        assert ACCOUNT_KEY not in text and ACCOUNT_KEY[:12] not in text
+    assert "from system: <redacted>" in log
+
+
+def test_quit_in_a_models_code_or_an_r_function_fails_that_input_and_the_run_reports(pipeline, hostile):
+    """quit() in a model's code or an R function used to end the job: exit 0, no report,
+    the input left leased. Now it is an R error: the input is quarantined with it."""
+    s = pipeline.settings
+    scorer_cli(s, "models", "publish", str(hostile / "quitter.rds"), "--name", "quitter", check=True)
+    scorer_cli(s, "models", "publish", str(hostile / "quits.R"), "--name", "quits", check=True)
+    pipeline.drop("quitter/a.csv", ROW)
+    pipeline.drop("quits/b.csv", ROW)
+    run = scorer_cli(s, "run")
+    assert run.returncode == 3, run.stdout[-3000:] + run.stderr
+    report = pipeline.reports()[-1]
+    assert [i["status"] for i in report["inputs"]] == ["quarantined", "quarantined"]
+    for item in report["inputs"]:
+        assert "called quit()" in item["error"]["message"] and item["error"]["kind"] == "PredictError"
+    assert pipeline.names("input") == []

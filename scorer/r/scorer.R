@@ -492,3 +492,23 @@ scorer_reference_frame <- function(model, vars) {
   }
   NULL
 }
+
+# -- the process is the job's ------------------------------------------------------------
+
+# quit() and q() made errors: a model's code (a function kept in the model object) or an
+# R function that calls them would end the job's process at once, with exit status 0, no
+# report and its input left leased (issue 26). As errors, the input fails with this
+# message. Called once when R starts; base::quit is the same binding.
+scorer_guard_quit <- function() {
+  refuse <- function(...) {
+    stop("the model's code called quit(), which would end the scoring job; scorer does not allow it. ",
+         "Remove the call from the model or function and publish it again.", call. = FALSE)
+  }
+  env <- baseenv()
+  for (name in c("q", "quit")) {
+    unlockBinding(name, env)
+    assign(name, refuse, envir = env)
+    lockBinding(name, env)
+  }
+  invisible(NULL)
+}
