@@ -60,6 +60,7 @@ REJECTED_SUFFIX = ".rejected.csv"
 ERROR_SUFFIX = ".error.json"
 SOURCE_ETAG = "scorer_source_etag"
 ROWS_REJECTED = "scorer_rows_rejected"
+INPUTS_SUFFIX = ".inputs.jsonl"
 
 
 def etag_of(props: Any) -> str:
@@ -92,13 +93,13 @@ class Job:
         self._resource_error = False
         self._blob_error = False  # an input Blob Storage refused, that could not even be quarantined
         self._workers_pool: tuple[tuple, Pool] | None = None  # R workers kept for the next input (_pool)
+        self._inputs_file: Any = None  # every input's record, past report.LISTED of them (_spill)
         # put before the extension of an archived or quarantined copy whose name is taken
         self._stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
     # -- the run --------------------------------------------------------------------
 
     def run(self) -> RunReport:
-        s = self.settings
         log.info("run started", extra={"event": "run_started", "scope": self.report.scope})
         try:
             self.store.ensure_containers()
@@ -106,42 +107,10 @@ class Job:
                 check_stop()
                 ir = InputReport(blob=props.name)
                 self.report.inputs.append(ir)
-                if props.copy is not None and props.copy.status == "pending":
-                    # a copy into input/ still under way: its content is not all there yet
-                    self._skip(ir, "a copy into this blob is still in progress; the next run scores it")
-                    continue
-                plan = self._plan_of(props) if props.size > s.split_bytes else None
-                if plan is not None and plan.state != "whole":  # in parts: join them, whoever planned it
-                    try:
-                        self._join(plan, props, ir)
-                    finally:
-                        ir.ended = now()
-                    if self._storage_error:
-                        break
-                    continue
                 try:
-                    claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
-                except HttpResponseError as exc:
-                    if is_outage(exc):
-                        raise
-                    self._skip(ir, f"Blob Storage refused to lease it: {_first_line(exc)}")
-                    continue
-                if claim is None:
-                    # another job of this run may be cutting it into parts: they are ours too
-                    plan = self._await_plan(props) if self._splittable(props, format_of_or_none(props.name)) else None
-                    if plan is not None:
-                        try:
-                            self._join(plan, props, ir)
-                        finally:
-                            ir.ended = now()
-                        continue
-                    self._skip(ir, "claimed by another job, or already gone")
-                    continue
-                try:
-                    self._process(props, claim, ir)
+                    self._take(props, ir)
                 finally:
-                    claim.release()
-                    ir.ended = now()
+                    self.report.settle(ir, self._spill)
                 if self._storage_error:
                     break
         except Interrupted:
@@ -171,6 +140,49 @@ class Job:
                                         "counts": self.report.counts(),
                                         **({"report": written} if written else {"report_json": self.report.to_dict()})})
         return self.report
+
+    def _take(self, props: Any, ir: InputReport) -> None:
+        """One pending input: skipped, its parts joined (when split), or claimed and processed."""
+        s = self.settings
+        if props.copy is not None and props.copy.status == "pending":
+            # a copy into input/ still under way: its content is not all there yet
+            self._skip(ir, "a copy into this blob is still in progress; the next run scores it")
+            return
+        plan = self._plan_of(props) if props.size > s.split_bytes else None
+        if plan is not None and plan.state != "whole":  # in parts: join them, whoever planned it
+            self._join(plan, props, ir)
+            return
+        try:
+            claim = Claim.take(self.store.blob(s.input_container, props.name), s.lease_seconds)
+        except HttpResponseError as exc:
+            if is_outage(exc):
+                raise
+            self._skip(ir, f"Blob Storage refused to lease it: {_first_line(exc)}")
+            return
+        if claim is None:
+            # another job of this run may be cutting it into parts: they are ours too
+            plan = self._await_plan(props) if self._splittable(props, format_of_or_none(props.name)) else None
+            if plan is not None:
+                self._join(plan, props, ir)
+            else:
+                self._skip(ir, "claimed by another job, or already gone")
+            return
+        try:
+            self._process(props, claim, ir)
+        finally:
+            claim.release()
+
+    def _spill(self, records: list[dict]) -> None:
+        """Write input records beside the run report (a run of more than report.LISTED
+        inputs): the report lists the first of them, this file every one."""
+        try:
+            if self._inputs_file is None:
+                self._inputs_file = self.store.staged(self.settings.reports_container,
+                                                      f"{self.report.run_id}{INPUTS_SUFFIX}")
+            self._inputs_file.write(b"".join(json.dumps(r, default=str).encode() + b"\n" for r in records))
+        except Exception as exc:  # the record beside the report is a convenience: never the run's failure
+            log.error("could not write the inputs' records", extra={"event": "inputs_file_failed",
+                                                                   "error": _first_line(exc)})
 
     def _pending(self) -> list[Any]:
         s = self.settings
@@ -1031,6 +1043,13 @@ class Job:
         """Store the run report; return where, or None when storage refused it."""
         s = self.settings
         name = f"{self.report.run_id}.json"
+        if self._inputs_file is not None:
+            try:
+                self._inputs_file.commit(content_type="application/x-ndjson")
+                self.report.inputs_file = f"{s.reports_container}/{self.report.run_id}{INPUTS_SUFFIX}"
+            except Exception as exc:
+                log.error("could not write the inputs' records", extra={"event": "inputs_file_failed",
+                                                                       "error": _first_line(exc)})
         doc = self.report.to_dict()
         try:
             self.store.put_json(s.reports_container, name, doc)

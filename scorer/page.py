@@ -231,6 +231,11 @@ def _needs_eyes(item: dict) -> tuple[int, str]:
     return (0 if item.get("error") else 1 if drift.get("flagged") else 2, item["blob"])
 
 
+#: the most inputs a page shows (errors, pending and drift first): a page stays readable,
+#: and small, however many inputs the run had
+PAGE_INPUTS = 200
+
+
 def render(report: dict) -> str:
     """The page for one run report (the stored JSON document)."""
     code = report.get("exit_code")
@@ -239,7 +244,8 @@ def render(report: dict) -> str:
     counts = report.get("counts") or {}
     cost = report.get("cost") or {}
     inputs = sorted(report.get("inputs") or [], key=_needs_eyes)
-    flagged = sum(1 for i in inputs if (i.get("drift") or {}).get("flagged"))
+    flagged = counts.get("drift_flagged", sum(1 for i in inputs if (i.get("drift") or {}).get("flagged")))
+    total = report.get("inputs_total") or len(inputs)
     started, ended = report.get("started"), report.get("ended")
     seconds = cost.get("seconds")
     facts = [("started", started), ("ended", ended), ("duration", seconds_text(seconds)),
@@ -264,7 +270,13 @@ def render(report: dict) -> str:
                     + (f'<br><em>What to do:</em> {_e(error["what_to_do"])}' if error.get("what_to_do") else "")
                     + "</div>")
     body.append("</section>")
-    body += [_input(i) for i in inputs]
+    body += [_input(i) for i in inputs[:PAGE_INPUTS]]
+    if total > min(len(inputs), PAGE_INPUTS):
+        where = report.get("inputs_file")
+        body.append(f'<section><p class="muted">{_e(total - min(len(inputs), PAGE_INPUTS))} more input(s), not '
+                    f"shown here (those above need eyes first: errors, pending, drift)"
+                    + (f"; every input's record is in {_e(where)}, one JSON line each" if where else "")
+                    + ".</p></section>")
     if not inputs:
         body.append('<section><p class="muted">No input was pending.</p></section>')
     note = cost.get("note")

@@ -11,12 +11,20 @@ from __future__ import annotations
 import dataclasses
 import platform
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from scorer import __version__
 from scorer.log import now, redact_obj
 
 STATUSES = ("scored", "quarantined", "left_pending", "skipped")
+
+#: the most inputs a run report lists in full. A run of more lists those that need eyes
+#: first (an error, left pending or skipped, drift flagged, a warning), then the first ones
+#: scored cleanly, counts every input, and writes every input's record, one JSON line each,
+#: beside it (``<run id>.inputs.jsonl``): a run of 100,000 small inputs used to hold them
+#: all in memory and write a report and a page of some 650 MB each (issue 26).
+LISTED = 1000
 
 
 @dataclass
@@ -62,23 +70,66 @@ class RunReport:
     host: str = field(default_factory=platform.node)
     scope: dict[str, str | None] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the inputs listed in full (at most LISTED; see there), in the order they were taken
     inputs: list[InputReport] = field(default_factory=list)
     error: dict | None = None
     cost: dict | None = None
+    #: every input of the run, listed or not
+    inputs_total: int = 0
+    #: where every input's record is, one JSON line each, when the run had more than LISTED
+    inputs_file: str | None = None
+    #: the settled inputs' counts (statuses, rows, inputs with drift flagged)
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        (*STATUSES, "rows_scored", "rows_written", "rows_rejected", "drift_flagged"), 0))
+
+    #: how many inputs are listed in full (a class attribute: tests lower it)
+    listed = LISTED
+
+    def settle(self, item: InputReport, spill: Callable[[list[dict]], None] | None = None) -> None:
+        """Count a finished input (listed since it was taken) and keep the listing within
+        LISTED: past it, ``spill`` gets the records to write beside the report (every
+        one so far, the first time), and a cleanly scored input leaves the listing."""
+        if item.ended is None:
+            item.ended = now()
+        t = self.totals
+        t[item.status] = t.get(item.status, 0) + 1
+        t["rows_scored"] += item.rows_scored or 0
+        t["rows_written"] += item.rows_written or 0
+        t["rows_rejected"] += item.rows_rejected
+        t["drift_flagged"] += bool((item.drift or {}).get("flagged"))
+        self.inputs_total += 1
+        if self.inputs_total <= self.listed:
+            return
+        if spill is not None:
+            spill([redact_obj(dataclasses.asdict(i)) for i in self.inputs] if self.inputs_total == self.listed + 1
+                  else [redact_obj(dataclasses.asdict(item))])
+        clean = next((k for k in range(len(self.inputs) - 1, -1, -1) if not needs_eyes(self.inputs[k])), None)
+        del self.inputs[len(self.inputs) - 1 if clean is None else clean]
 
     def counts(self) -> dict[str, int]:
-        c = {s: 0 for s in STATUSES}
+        """Counts over every input: those settled, and those listed but not yet ended."""
+        c = dict(self.totals)
         for i in self.inputs:
-            c[i.status] = c.get(i.status, 0) + 1
-        c["rows_scored"] = sum(i.rows_scored or 0 for i in self.inputs)
-        c["rows_written"] = sum(i.rows_written or 0 for i in self.inputs)
-        c["rows_rejected"] = sum(i.rows_rejected for i in self.inputs)
+            if i.ended is None:
+                c[i.status] = c.get(i.status, 0) + 1
+                c["rows_scored"] += i.rows_scored or 0
+                c["rows_written"] += i.rows_written or 0
+                c["rows_rejected"] += i.rows_rejected
+                c["drift_flagged"] += bool((i.drift or {}).get("flagged"))
         return c
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        del d["totals"]
         d["counts"] = self.counts()
+        d["inputs_listed"] = len(self.inputs)
         return redact_obj(d)
+
+
+def needs_eyes(item: InputReport) -> bool:
+    """Whether an input is listed before cleanly scored ones: an error, not scored, drift
+    flagged, or a warning."""
+    return bool(item.error or item.status != "scored" or (item.drift or {}).get("flagged") or item.warnings)
 
 
 def estimate_cost(settings: Any, seconds: float) -> dict:

@@ -58,7 +58,8 @@ def table(reports: list[dict]) -> list[str]:
         lines.append(f"{r['run_id']:24} {str(r.get('started', ''))[:19]:20} "
                      f"{EXIT_OUTCOME.get(r.get('exit_code'), str(r.get('exit_code'))):22} {c.get('scored', 0):>6} "
                      f"{c.get('quarantined', 0):>5} {c.get('left_pending', 0):>5} "
-                     f"{c.get('rows_scored', 0) + c.get('rows_written', 0):>10} {len(_flagged(r)):>5} "
+                     f"{c.get('rows_scored', 0) + c.get('rows_written', 0):>10} "
+                     f"{c.get('drift_flagged', len(_flagged(r))):>5} "
                      f"{usd_text(cost) if cost is not None else '–':>10}")
     return lines
 
@@ -74,6 +75,10 @@ def summary(report: dict) -> list[str]:
                 if cost.get("usd") is not None else "unknown"),
              f"  inputs: {c.get('scored', 0)} scored, {c.get('quarantined', 0)} quarantined, "
              f"{c.get('left_pending', 0)} left pending, {c.get('skipped', 0)} skipped"]
+    listed = report.get("inputs") or []
+    if (report.get("inputs_total") or 0) > len(listed):
+        lines.append(f"  {len(listed)} of {report['inputs_total']} inputs listed below (those that need eyes first); "
+                     f"every one in {report.get('inputs_file') or 'the job log'}")
     if report.get("error"):
         lines.append(f"  error: {report['error'].get('message')}")
     for i in report.get("inputs") or []:

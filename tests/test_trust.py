@@ -435,3 +435,31 @@ def test_quit_in_a_models_code_or_an_r_function_fails_that_input_and_the_run_rep
     for item in report["inputs"]:
         assert "called quit()" in item["error"]["message"] and item["error"]["kind"] == "PredictError"
     assert pipeline.names("input") == []
+
+
+def test_a_run_of_more_inputs_than_a_report_lists_counts_them_all_and_writes_every_record_beside_it(gamma):
+    """A run's report and page grew with every input (some 650 MB each for 100,000 small
+    inputs, all held in memory): now the report lists a bounded number, those that need
+    eyes first, counts every input, and the records of all go to <run id>.inputs.jsonl."""
+    from scorer.job import Job
+    from scorer.page import render
+
+    for i in range(10):
+        gamma.drop(f"g/{i:02d}.csv", ROW)
+    gamma.drop("g/05-bad.csv", b"wt,hp\nheavy,fast\n")
+    gamma.drop("g/07-bad.csv", b"wt,hp\n")
+    job = Job(gamma.settings, gamma.store)
+    job.report.listed = 5
+    report = job.run()
+    doc = gamma.read_json("reports", f"{report.run_id}.json")
+    assert doc["inputs_total"] == 12 and doc["inputs_listed"] == 5
+    assert doc["counts"]["scored"] == 10 and doc["counts"]["quarantined"] == 2
+    listed = [i["blob"] for i in doc["inputs"]]
+    assert listed == ["g/00.csv", "g/01.csv", "g/02.csv", "g/05-bad.csv", "g/07-bad.csv"]
+    assert doc["inputs_file"] == f"{gamma.settings.reports_container}/{report.run_id}.inputs.jsonl"
+    lines = [json.loads(x) for x in gamma.read("reports", f"{report.run_id}.inputs.jsonl").splitlines()]
+    assert sorted(x["blob"] for x in lines) == sorted(gamma.names("archive") + ["g/05-bad.csv", "g/07-bad.csv"])
+    assert all(x["status"] in ("scored", "quarantined") for x in lines)
+    page = gamma.read("reports", f"{report.run_id}.html").decode()
+    assert "7 more input(s)" in page and "inputs.jsonl" in page
+    assert render(doc) == page
