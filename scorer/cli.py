@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     drop.add_argument("--model", required=True, help="the model that should score it")
     drop.add_argument("--as", dest="as_name", metavar="PATH",
                       help="its path under input/MODEL/ (default: the file's name)")
+    drop.add_argument("--replace", action="store_true",
+                      help="replace a pending input of that name (refused without it: no copy of it would be kept)")
     drop.set_defaults(func=cmd_drop)
 
     cat = sub.add_parser("cat", help="print a blob, e.g. output/MODEL/file.csv or the latest run report")
@@ -283,10 +285,26 @@ def cmd_drop(args: argparse.Namespace) -> int:
         raise errors.ConfigError(f"{args.path}: no such file.", hint="Give the path of a CSV or Parquet file.")
     rel = (args.as_name or args.path.name).lstrip("/")
     format_of(rel)
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
     store = _store(settings)
     store.ensure_containers()
-    store.put_bytes(settings.input_container, f"{args.model}/{rel}", args.path.read_bytes())
-    print(f"dropped {args.path} as {settings.input_container}/{args.model}/{rel}")
+    where = f"{settings.input_container}/{args.model}/{rel}"
+    try:  # a pending input is replaced only when asked: Blob Storage keeps no copy of what it overwrites
+        store.put_bytes(settings.input_container, f"{args.model}/{rel}", args.path.read_bytes(),
+                        overwrite=args.replace)
+    except ResourceExistsError:
+        raise errors.ConfigError(
+            f"{where} is pending already (not scored yet); dropping {args.path} there would replace it, and no copy "
+            "of it would be kept.", hint="Drop it under another name (--as PATH), wait until the pending one is "
+            "scored (it then moves to archive/), or pass --replace if the pending one should go.") from None
+    except HttpResponseError as exc:
+        if exc.status_code != 412:
+            raise
+        raise errors.ConfigError(f"{where} is being scored right now (a job holds its lease); it cannot be "
+                                 "replaced meanwhile.", hint="Drop the file again once that run has finished, "
+                                 "or under another name (--as PATH).") from None
+    print(f"{'replaced' if args.replace else 'dropped'} {args.path} as {where}")
     return 0
 
 

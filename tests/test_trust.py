@@ -463,3 +463,18 @@ def test_a_run_of_more_inputs_than_a_report_lists_counts_them_all_and_writes_eve
     page = gamma.read("reports", f"{report.run_id}.html").decode()
     assert "7 more input(s)" in page and "inputs.jsonl" in page
     assert render(doc) == page
+
+
+def test_drop_refuses_to_replace_a_pending_input_unless_asked(settings, tmp_path, store):
+    """Blob Storage overwrites without a copy: a second file dropped under a pending
+    input's name used to replace it silently (found by the model trial)."""
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("wt,hp\n2.6,110\n")
+    second.write_text("wt,hp\n3.2,150\n")
+    assert scorer_cli(settings, "drop", str(first), "--model", "g", "--as", "day.csv").returncode == 0
+    refused = scorer_cli(settings, "drop", str(second), "--model", "g", "--as", "day.csv")
+    assert refused.returncode == 2 and "is pending already" in refused.stderr and "--replace" in refused.stderr
+    assert store.read_bytes(settings.input_container, "g/day.csv") == b"wt,hp\n2.6,110\n"
+    replaced = scorer_cli(settings, "drop", str(second), "--model", "g", "--as", "day.csv", "--replace")
+    assert replaced.returncode == 0 and replaced.stdout.startswith("replaced")
+    assert store.read_bytes(settings.input_container, "g/day.csv") == b"wt,hp\n3.2,150\n"
