@@ -10,6 +10,10 @@ never reads a file differently. Files are made well-formed by ``csv.writer`` wit
 quoting style, then damaged (a quote put in or taken out, the file cut short) so that the
 malformed cases are as common as the good ones.
 
+Parquet files (text, numbers, booleans, dates, nulls; dictionary-encoded or not; any row
+group size and codec) are read by scorer and by DuckDB, an independent implementation of
+the format, with batches of any size: the same rows and values, in order.
+
 Hypothesis keeps the cases it finds in tests/hypothesis-db (in the repository), so a case
 found once is tried first in every later run.
 """
@@ -20,6 +24,7 @@ import codecs
 import csv
 import gzip
 import io
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -156,3 +161,80 @@ def test_a_header_longer_than_64_kib_names_every_column():
         assert batch.column(2999).to_pylist() == ["007"] and batch.schema.field(2999).type == "string"
     finally:
         table.close()
+
+
+# -- Parquet, against DuckDB's reader -----------------------------------------------------
+
+TEXT = st.one_of(st.none(), st.sampled_from(["", "NA"]), st.text(alphabet=st.sampled_from(list('ab é"\n,;')),
+                                                                     max_size=6))
+
+
+@st.composite
+def parquet_files(draw) -> tuple[bytes, int]:
+    """A Parquet file (text, numbers, booleans, dates, with nulls; dictionary-encoded or
+    not; row groups of any size; any codec), and a batch size to read it with."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = draw(st.integers(0, 40))
+    floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=64))
+    columns = {
+        "text": pa.array(draw(st.lists(TEXT, min_size=n, max_size=n)), pa.string()),
+        "number": pa.array(draw(st.lists(floats, min_size=n, max_size=n)), pa.float64()),
+        "count": pa.array(draw(st.lists(st.one_of(st.none(), st.integers(-2**62, 2**62)), min_size=n, max_size=n)),
+                          pa.int64()),
+        "flag": pa.array(draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n)), pa.bool_()),
+        "day": pa.array(draw(st.lists(st.one_of(st.none(), st.dates(datetime.date(1900, 1, 1),
+                                                                    datetime.date(2100, 1, 1))),
+                                      min_size=n, max_size=n)), pa.date32()),
+    }
+    if draw(st.booleans()):
+        columns["text"] = columns["text"].dictionary_encode()
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf, row_group_size=draw(st.integers(1, 50)),
+                   compression=draw(st.sampled_from(["none", "snappy", "zstd", "gzip"])),
+                   use_dictionary=draw(st.booleans()))
+    return buf.getvalue(), draw(st.integers(1, 64))
+
+
+def duckdb_reads(data: bytes, tmp: Path) -> list[tuple]:
+    import duckdb
+
+    path = tmp / "f.parquet"
+    path.write_bytes(data)
+    with duckdb.connect() as con:
+        return con.execute("SELECT text, number, count, flag, day FROM read_parquet(?)", [str(path)]).fetchall()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(parquet_files())
+def test_the_parquet_reader_reads_what_duckdb_reads(tmp_path, case):
+    """scorer's Parquet reader (text stored as dictionaries read as dictionaries, batches
+    cut by their decoded size) against DuckDB's, an independent implementation of the
+    format: the same rows and values, in order."""
+    import math
+
+    data, batch_rows = case
+    path = tmp_path / "input.parquet"
+    path.write_bytes(data)
+    table = open_input(path, "parquet", "f.parquet", batch_rows, 1 << 30)
+    try:
+        got = [tuple(row.values()) for batch in table.batches for row in _plain_rows(batch)]
+    finally:
+        table.close()
+    expected = duckdb_reads(data, tmp_path)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        for a, b in zip(g, e):
+            assert a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)), (g, e)
+
+
+def _plain_rows(batch) -> list[dict]:
+    """A batch's rows as Python values, dictionaries decoded (as frames.prepare does)."""
+    import pyarrow as pa
+
+    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist()
