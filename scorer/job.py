@@ -28,7 +28,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -184,7 +184,13 @@ class Job:
             log.error("could not write the inputs' records", extra={"event": "inputs_file_failed",
                                                                    "error": _first_line(exc)})
 
-    def _pending(self) -> list[Any]:
+    def _pending(self) -> Iterator[Any]:
+        """The pending inputs, in name order, read as they are taken: the listing is read a
+        page (5,000 names) at a time, never held whole (a listed input is some 5 KB: 500 MB
+        for 100,000 of them). An input whose scoring ended with no record (the job killed
+        in the act: a crash, the out-of-memory killer) may do it again: it goes last, so
+        that it never holds up the inputs after it for SCORER_MAX_ATTEMPTS runs (issue 26);
+        only its name is kept meanwhile."""
         s = self.settings
         if s.blob:
             props = self.store.properties(s.input_container, s.blob)
@@ -196,13 +202,18 @@ class Job:
                                   + (f"; pending under {model}/: {', '.join(near)}." if near else
                                      "; nothing is pending under that model's folder (it may have been scored)."),
                                   setting="SCORER_BLOB")
-            return [props]
-        prefix = f"{s.model}/" if s.model else None
-        pending = self.store.list_names(s.input_container, prefix=prefix, tags=True)
-        # An input whose scoring ended with no record (the job killed in the act: a crash, the
-        # out-of-memory killer) may do it again: it goes last, so that it never holds up the
-        # inputs after it for SCORER_MAX_ATTEMPTS runs (issue 26). Otherwise in name order.
-        return sorted(pending, key=lambda p: Attempts.parse((p.tags or {}).get(ATTEMPTS_TAG, "")).unrecorded > 0)
+            yield props
+            return
+        later = []
+        for props in self.store.iter_names(s.input_container, prefix=f"{s.model}/" if s.model else None, tags=True):
+            if Attempts.parse((props.tags or {}).get(ATTEMPTS_TAG, "")).unrecorded:
+                later.append(props.name)
+            else:
+                yield props
+        for name in later:
+            props = self.store.properties(s.input_container, name)
+            if props is not None:  # else scored meanwhile by another job
+                yield props
 
     def _exit_code(self) -> int:
         if self._storage_error:
