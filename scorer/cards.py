@@ -54,24 +54,63 @@ class Options:
 def parse_predict_arg(text: str) -> dict:
     """``NAME=VALUE`` as a typed predict() argument, read like an R literal and
     never evaluated: ``200`` is a double, ``200L`` an integer, ``TRUE``/``FALSE``
-    (``T``/``F``) a logical, ``NULL`` nothing, ``"x"`` or ``'x'`` text, and any
-    other value text as written. Raises ConfigError naming the option."""
+    (``T``/``F``) a logical, ``NA`` a logical NA (``re.form=NA``), ``NULL`` nothing,
+    ``"x"`` or ``'x'`` text, ``c(0.1, 0.5, 0.9)`` a vector of such values (all of one
+    type), and any other value text as written. Raises ConfigError naming the option."""
     name, eq, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not eq or not _R_NAME.match(name):
         raise ConfigError(f"--predict-arg {text!r} is not NAME=VALUE with an R argument name.",
                           hint="For example --predict-arg n.trees=200 or --predict-arg s=lambda.min.")
+    vector = re.fullmatch(r"c\((.*)\)", value, re.S)
+    if vector:
+        items = [_literal(v.strip()) for v in _split_items(vector.group(1))] if vector.group(1).strip() else []
+        kinds = {t for t, _ in items if t != "NA"}
+        if len(kinds) > 1 or not items:
+            raise ConfigError(f"--predict-arg {text!r}: a vector must hold at least one value, all of one type "
+                              "(numbers, TRUE/FALSE or text).", hint="For example --predict-arg p=c(0.1,0.5,0.9).")
+        kind = kinds.pop() if kinds else "logical"
+        return {"name": name, "type": kind, "value": [v for _, v in items]}
+    kind, literal = _literal(value)
+    if kind == "NA":
+        return {"name": name, "type": "logical", "value": None}
+    return {"name": name, "type": kind, "value": literal}
+
+
+def _literal(value: str) -> tuple[str, Any]:
+    """One R literal as (type, value); NA as ("NA", None); anything else is text."""
     if re.fullmatch(r"[+-]?\d+L", value):
-        return {"name": name, "type": "integer", "value": int(value[:-1])}
+        return "integer", int(value[:-1])
     if _NUMBER.match(value):
-        return {"name": name, "type": "double", "value": float(value)}
+        return "double", float(value)
     if value in ("TRUE", "T", "FALSE", "F"):
-        return {"name": name, "type": "logical", "value": value in ("TRUE", "T")}
+        return "logical", value in ("TRUE", "T")
+    if value == "NA":
+        return "NA", None
     if value == "NULL":
-        return {"name": name, "type": "NULL", "value": None}
+        return "NULL", None
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
-    return {"name": name, "type": "character", "value": value}
+    return "character", value
+
+
+def _split_items(text: str) -> list[str]:
+    """The items of ``c(...)``, split at commas outside quotes."""
+    items, current, quote = [], "", None
+    for ch in text:
+        if quote:
+            current += ch
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            current += ch
+        elif ch == ",":
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    return items + [current]
 
 
 def parse_param(text: str) -> dict:
@@ -132,25 +171,75 @@ def parse_levels(texts: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def prototype(schema: list[dict]) -> dict[str, RColumn]:
-    """One made-up row in the schema's types, for a test prediction at publish:
-    1 for numbers, the first level of a factor, TRUE, 2020-01-01."""
+def prototype(schema: list[dict], rows: int = 1) -> dict[str, RColumn]:
+    """Made-up rows in the schema's types, for a test prediction at publish: the first
+    is 1 for numbers, the first level of a factor, TRUE, 2020-01-01; each next row takes
+    the next value (2, the second level, FALSE, 2020-01-02, ...)."""
+    k = np.arange(rows)
     cols = {}
     for f in schema:
         cls = f["class"]
         if f.get("levels"):
-            cols[f["name"]] = RColumn("factor", np.array([1], np.int32), f["levels"], ordered=cls == "ordered")
+            codes = (k % len(f["levels"]) + 1).astype(np.int32)
+            cols[f["name"]] = RColumn("factor", codes, f["levels"], ordered=cls == "ordered")
         elif cls == "logical":
-            cols[f["name"]] = RColumn("logical", np.array([1], np.int32))
+            cols[f["name"]] = RColumn("logical", ((k + 1) % 2).astype(np.int32))
         elif cls == "Date":
-            cols[f["name"]] = RColumn("date", np.array([18262.0]))
+            cols[f["name"]] = RColumn("date", 18262.0 + k)
         elif cls == "POSIXct":
-            cols[f["name"]] = RColumn("posixct", np.array([1577836800.0]), tz=f.get("tz") or "UTC")
+            cols[f["name"]] = RColumn("posixct", 1577836800.0 + 3600.0 * k, tz=f.get("tz") or "UTC")
         elif cls == "character":
-            cols[f["name"]] = RColumn("character", ["a"])
+            cols[f["name"]] = RColumn("character", [chr(ord("a") + int(i) % 26) for i in k])
         else:
-            cols[f["name"]] = RColumn("numeric", np.array([1.0]))
+            cols[f["name"]] = RColumn("numeric", 1.0 + k)
     return cols
+
+
+def rows_together(r: Any, model: Any, schema: list[dict], predict_type: str | None, args: list[dict]
+                  ) -> tuple[bool, bool, str | None]:
+    """Whether a row's prediction depends on that row alone, decided by test predictions
+    of 30 made-up rows: together, then one at a time. A formula term computed over the
+    rows predict() is given (I(x - mean(x))) makes R's answer depend on the whole call,
+    which scorer would cut into batches and gather from requests. Also whether predict()
+    is random (the same rows twice give different answers: ranger's standard errors);
+    a random one is compared with R's seed set before each call. Returns (rowwise,
+    random, reason); rowwise when a test prediction fails (nothing to compare)."""
+    def predict(cols: dict[str, RColumn], n: int, seed: int | None) -> list[np.ndarray]:
+        results, _ = r.predict(model, cols, n, predict_type, args, seed)
+        return [np.asarray(a.to_numpy(zero_copy_only=False)) for _, a in results]
+
+    rows = 30  # more than a few: some methods change what they do past 20 rows (ranger's calibration)
+    cols = prototype(schema, rows)
+    try:
+        together = predict(cols, rows, None)
+        random = not _same(together, predict(cols, rows, None))
+        seed = 1 if random else None
+        if random:
+            together = predict(cols, rows, seed)
+        alone = [predict({n: c.take_rows(np.array([i])) for n, c in cols.items()}, 1, seed) for i in range(rows)]
+    except PredictError:
+        return True, False, None
+    joined = [np.concatenate([a[j] for a in alone]) for j in range(len(together))]
+    if _same(together, joined):
+        return True, random, None
+    return False, random, ("its predictions depend on the other rows predicted with them (made-up rows predicted "
+                           "together and one at a time differ): a formula term computed over the rows, such as "
+                           "I(x - mean(x)) or scale(x) fitted without its training centre, or a method that "
+                           "calibrates over them")
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray], rel: float = 1e-9) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            return False
+        if x.dtype.kind in "fc" or y.dtype.kind in "fc":
+            if not np.allclose(x.astype(float), y.astype(float), rtol=rel, atol=1e-12, equal_nan=True):
+                return False
+        elif not np.array_equal(x, y):
+            return False
+    return True
 
 
 def select_outputs(results: list[tuple[str, Any]], wanted: list[str] | None) -> list[tuple[str, Any]]:
@@ -165,6 +254,64 @@ def select_outputs(results: list[tuple[str, Any]], wanted: list[str] | None) -> 
                            f"{', '.join(repr(n) for n in by_name) or 'one unnamed vector'}.",
                            hint="Publish again with --output-columns naming columns the result has.")
     return [(w, by_name[w]) for w in wanted]
+
+
+_SVM_PROBABILITIES = (" (for class probabilities from an svm: fit it with probability = TRUE and publish with "
+                      "--predict-arg probability=TRUE)")
+
+#: saved models that forecast (from a horizon or new x values) rather than predict rows of
+#: input variables: what they predict from, and an R function that scores a file with them
+FORECASTS = {
+    "smooth.spline": ("new x values (predict(fit, x = ...))",
+                      "score <- function(data) data.frame(x = data$x, prediction = predict(fit, x = data$x)$y)"),
+    "Arima": ("a forecast horizon (predict(fit, n.ahead = h))",
+              "score <- function(data, horizon = 28) data.frame(step = seq_len(horizon), prediction = "
+              "as.numeric(predict(fit, n.ahead = horizon)$pred))"),
+    "ARIMA": ("a forecast horizon (forecast(fit, h = h))",
+              "score <- function(data, horizon = 28) as.data.frame(forecast::forecast(fit, h = horizon))"),
+    "ets": ("a forecast horizon (forecast(fit, h = h))",
+            "score <- function(data, horizon = 28) as.data.frame(forecast::forecast(fit, h = horizon))"),
+    "HoltWinters": ("a forecast horizon (predict(fit, n.ahead = h))",
+                    "score <- function(data, horizon = 28) data.frame(step = seq_len(horizon), prediction = "
+                    "as.numeric(predict(fit, n.ahead = horizon)))"),
+    "StructTS": ("a forecast horizon (predict(fit, n.ahead = h))",
+                 "score <- function(data, horizon = 28) data.frame(step = seq_len(horizon), prediction = "
+                 "as.numeric(predict(fit, n.ahead = horizon)$pred))"),
+}
+
+
+def _loosen_grouping(schema: list[dict], args: list[dict]) -> None:
+    """A mixed model's grouping factor, predicted with allow.new.levels = TRUE (a level the
+    model never saw gets the population-level prediction) or re.form = NA (no random
+    effects): any value is scored, so it is sent as text, unchecked against the levels."""
+    loose = any((a["name"] == "allow.new.levels" and a["value"] is True)
+                or (a["name"] in ("re.form", "REform") and a["type"] in ("logical", "NULL") and a["value"] is None)
+                for a in args)
+    if loose:
+        for f in schema:
+            if f.get("grouping"):
+                f["class"], f["levels"] = "character", None
+
+
+def _check_used(r: Any, model: Any, schema: list[dict], predict_type: str | None, args: list[dict],
+                unnamed: list[str], results: list, method: str, r_class: list[str]) -> None:
+    """Refuse an argument the predict() method does not name and silently ignored: its
+    ``...`` took it, and the test prediction is the same without it (svm's type = "prob",
+    loess's type). One it used (partykit's type = "prob", passed on) is kept."""
+    for name in unnamed:
+        without = [a for a in args if a["name"] != name]
+        try:
+            plain, _ = r.predict(model, prototype(schema), 1, None if name == "type" else predict_type, without)
+        except PredictError:
+            continue  # it needs the argument: it uses it
+        if [n for n, _ in plain] == [n for n, _ in results] and all(
+                a.equals(b) for (_, a), (_, b) in zip(plain, results)):
+            what = f"--predict-type {predict_type}" if name == "type" else f"--predict-arg {name}"
+            raise ConfigError(
+                f"{what}: {method}() has no {name} argument, and the one it was given went unused (its ... took it, "
+                "and a test prediction is the same without it).",
+                hint="Leave it out, or use an argument the method names"
+                + (_SVM_PROBABILITIES if "svm" in r_class and name == "type" else "") + ".")
 
 
 def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
@@ -182,6 +329,8 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
     packages = r.package_versions(needed)  # versions of what was loaded just now
     top = list(dict.fromkeys(desc["top_packages"] + list(opts.packages)))
     formals = None if missing else r.predict_formals(model)
+    if not missing:
+        r.attach(desc["attach"])  # ns() from splines: the test predictions below call the formula, as the job does
     if missing:
         warnings.append(f"R package(s) {', '.join(missing)} are not installed here, so the model could not be "
                         "checked for a predict() method or test-scored.")
@@ -191,6 +340,14 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             "so it cannot be scored.",
             hint="Save the fitted model itself (e.g. saveRDS(fit, 'model.rds')); install the package that "
             "provides its predict() method; or score it with an R function (scorer models publish FILE.R).")
+    forecast = [c for c in model.r_class if c in FORECASTS]
+    if forecast:
+        raise ModelError(
+            f"a {forecast[0]} model predicts from {FORECASTS[forecast[0]][0]}, not from rows of input variables, so "
+            "it cannot be scored as a saved model.",
+            hint="Publish an R function that scores a file with it (scorer models publish score.R --with model.rds), "
+            f"e.g. score.R holding:  fit <- readRDS('model.rds');  {FORECASTS[forecast[0]][1]}  (docs/models.md, R "
+            "functions).")
     if "glmnet" in model.r_class or "cv.glmnet" in model.r_class:
         raise ModelError(
             "glmnet models predict from a numeric matrix (newx) built the way the model was fitted, which the "
@@ -199,6 +356,12 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             "fit <- readRDS('model.rds') and score <- function(data) data.frame(prediction = as.vector(predict(fit, "
             "newx = as.matrix(data[, rownames(fit$glmnet.fit$beta)]), s = 'lambda.min'))); see docs/models.md.")
     schema = desc["input_schema"]
+    matrices = [f["name"] for f in schema or [] if f["class"] == "matrix"]
+    if matrices:
+        raise ModelError(f"the model takes {', '.join(map(repr, matrices))} as a matrix of columns (I(matrix) in the "
+                         "training data frame), which rows of a file cannot hold as R held it.",
+                         hint="Fit the model on the matrix's columns as variables of their own, or publish an R "
+                         "function that builds the matrix from the file's columns and calls predict().")
     given = parse_levels(opts.levels)
     if given:
         known = {f["name"]: f for f in schema or []}
@@ -225,6 +388,11 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
                 "(R would code it alphabetically and score wrong, without an error).",
                 hint="Publish again with --levels NAME=LEVEL1,LEVEL2,... (the training factor's levels, in order) "
                 "for each: " + ", ".join(unlevelled) + ".")
+        spelled = {f["name"]: t for f in schema for t in f.get("levels") or [] if t in ("NA", "")}
+        for n, t in spelled.items():
+            warnings.append(f"{n!r} has a level {t!r}, which CSV readers take for a missing value: scorer reads {t!r} "
+                            f"in {n!r} as that level (R's read.csv would read it as NA), and as a missing value in "
+                            "other columns (SCORER_NA_VALUES).")
         unknown = [f["name"] for f in schema if f["class"] == "unknown"]
         if unknown:
             warnings.append(
@@ -239,25 +407,36 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             f"schema: {SCHEMA_FAMILIES}.")
     args = [parse_predict_arg(a) for a in opts.predict_args]
     predict_type = opts.predict_type
+    unnamed: list[str] = []  # arguments the method does not name, which its ... takes: a test prediction decides
     if formals is not None:
         takes = set(formals["names"])
         for a in args:
             if a["name"] not in takes:
-                raise ConfigError(
-                    f"--predict-arg {a['name']}: {formals['method']}() takes no argument {a['name']!r}.",
-                    hint=f"Its arguments: {', '.join(n for n in formals['names'] if n != '...')}.")
+                if "..." not in takes:
+                    raise ConfigError(
+                        f"--predict-arg {a['name']}: {formals['method']}() takes no argument {a['name']!r}.",
+                        hint=f"Its arguments: {', '.join(n for n in formals['names'] if n != '...')}.")
+                unnamed.append(a["name"])
         if predict_type is not None and "type" not in takes:
-            raise ConfigError(
-                f"--predict-type {predict_type}: {formals['method']}() takes no type argument.",
-                hint=f"Its arguments: {', '.join(n for n in formals['names'] if n != '...')}"
-                + (" (for class probabilities from an svm: fit it with probability = TRUE and publish with "
-                   "--predict-arg probability=TRUE)" if "svm" in model.r_class else "") + ".")
+            if "..." not in takes:
+                raise ConfigError(
+                    f"--predict-type {predict_type}: {formals['method']}() takes no type argument.",
+                    hint=f"Its arguments: {', '.join(n for n in formals['names'] if n != '...')}"
+                    + (_SVM_PROBABILITIES if "svm" in model.r_class else "") + ".")
+            unnamed.append("type")
         if predict_type is not None and formals["type_choices"] and predict_type not in formals["type_choices"]:
             raise ConfigError(f"--predict-type {predict_type}: {formals['method']}() accepts type "
                               f"{', '.join(formals['type_choices'])}.", hint="Choose one of those.")
     if predict_type is None:
         predict_type = next((DEFAULT_PREDICT_TYPE[c] for c in model.r_class if c in DEFAULT_PREDICT_TYPE), None)
+    if schema:
+        _loosen_grouping(schema, args)
+        if "coxph" in model.r_class and predict_type in ("expected", "survival"):  # they need the outcome too
+            have = {f["name"] for f in schema}
+            schema += [{"name": v, "class": "numeric", "levels": None} for v in r.response_variables(model)
+                       if v not in have]
     prediction_columns = None
+    rowwise, random = True, False
     if formals is not None and schema:
         try:
             results, _ = r.predict(model, prototype(schema), 1, predict_type, args)
@@ -266,7 +445,21 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             if "unused argument" in str(exc):
                 raise ConfigError(f"a test prediction refused an argument: {exc}",
                                   hint="Remove the --predict-arg or --predict-type it names.") from None
+            if unnamed:  # nothing to tell whether the method's ... uses them
+                raise ConfigError(f"{formals['method']}() names no argument {', '.join(map(repr, unnamed))}, and a "
+                                  f"test prediction, which would show whether its ... uses it, failed: {exc}",
+                                  hint="Leave it out, or use an argument the method names.") from None
             warnings.append(f"a test prediction on one made-up row failed (scoring real rows may still work): {exc}")
+        else:
+            _check_used(r, model, schema, predict_type, args, unnamed, results, formals["method"], model.r_class)
+            rowwise, random, why = rows_together(r, model, schema, predict_type, args)
+            if not rowwise:
+                warnings.append(f"{why}. So each input file is predicted in one call, as R would predict it whole "
+                                "(at most SCORER_MAX_FUNCTION_BYTES once read), and each HTTP request alone: a row's "
+                                "prediction depends on the file or request it comes in.")
+            if random:
+                warnings.append("predict() draws random numbers: R's seed is set from each input's name before "
+                                "it, so that a file scored again is scored the same (R itself differs run to run).")
     outputs = opts.output_columns
     if outputs and prediction_columns is not None:
         absent = [c for c in outputs if c not in prediction_columns]
@@ -292,4 +485,6 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
         "output_columns": outputs,
         "prediction_columns": prediction_columns,
         "input_schema": schema,
+        "rowwise": rowwise,
+        "random": random,
     }, warnings

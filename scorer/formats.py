@@ -35,7 +35,6 @@ from scorer.errors import InputFormatError
 from scorer.frames import check_columns
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
-NULL_VALUES = ["", "NA"]
 _SNIFF_BYTES = 64 * 1024
 #: the longest header line read: Arrow's blocks must hold it (twice its size, below)
 HEADER_MAX = 4 * 1024 * 1024
@@ -83,16 +82,19 @@ class InputTable:
 
 
 def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int,
-               decimal: str = "auto") -> InputTable:
+               decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
+               keep_na: frozenset[str] = frozenset()) -> InputTable:
     """Open an input: Parquet from a local file (its footer needs random access),
     CSV from a binary stream, read front to back as it arrives. ``decimal`` is
-    the CSV decimal mark: ".", "," or "auto" (guessed, see above). Raises
-    InputFormatError naming ``where`` (the blob)."""
+    the CSV decimal mark: ".", "," or "auto" (guessed, see above). In CSV, an empty
+    cell is missing, and so is text in ``na_values`` (SCORER_NA_VALUES), except in the
+    columns ``keep_na`` names (a factor with a level spelled NA: frames.na_kept).
+    Raises InputFormatError naming ``where`` (the blob)."""
     if fmt == "parquet":
         if Path(source).stat().st_size == 0:
             raise _empty(where)
         return _open_parquet(Path(source), where, batch_rows, max_bytes)
-    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, decimal)
+    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, decimal, na_values, keep_na)
 
 
 def open_parquet_part(source: BinaryIO, row_groups: list[int] | None, where: str, batch_rows: int,
@@ -390,7 +392,8 @@ def _sniff(head: bytes, where: str, end: int | None = None) -> tuple[list[str], 
 
 
 def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int,
-              decimal: str = "auto") -> InputTable:
+              decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
+              keep_na: frozenset[str] = frozenset()) -> InputTable:
     raw, text, end = _peek(stream, gz, where)
     names, delimiter = _sniff(text, where, end)
     if decimal == "auto":
@@ -412,12 +415,17 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
-                null_values=NULL_VALUES, strings_can_be_null=True,
+                # the tokens as Arrow's own null values, read in C; or, when a column keeps
+                # one as text, turned into nulls column by column below
+                null_values=[""] + ([] if keep_na else list(na_values)), strings_can_be_null=True,
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(exc, where, block) from None
-    batches = _rebatch(_capped(_blocks(reader, where, block), where, max_bytes), batch_rows)
+    blocks = _blocks(reader, where, block)
+    if keep_na and na_values:
+        blocks = _missing(blocks, pa.array(list(na_values), pa.string()), keep_na)
+    batches = _rebatch(_capped(blocks, where, max_bytes), batch_rows)
 
     def close() -> None:
         stream.close()
@@ -460,6 +468,16 @@ def _blocks(reader, where: str, block: int = _CSV_BLOCK) -> Iterator[pa.RecordBa
         except (pa.ArrowInvalid, OSError, zlib.error) as exc:
             raise _csv_error(exc, where, block) from None
         yield batch
+
+
+def _missing(blocks: Iterator[pa.RecordBatch], tokens: pa.Array, keep: frozenset[str]) -> Iterator[pa.RecordBatch]:
+    """``blocks`` with the NA tokens made missing in every column but those in ``keep``."""
+    import pyarrow.compute as pc
+
+    for block in blocks:
+        columns = [c if n in keep else pc.if_else(pc.is_in(c, value_set=tokens), pa.scalar(None, pa.string()), c)
+                   for n, c in zip(block.schema.names, block.columns)]
+        yield pa.RecordBatch.from_arrays(columns, names=block.schema.names)
 
 
 def _capped(batches: Iterator[pa.RecordBatch], where: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -523,7 +541,8 @@ def _open_parquet(path: Path | BinaryIO, where: str, batch_rows: int, max_bytes:
 
     source = str(path) if isinstance(path, Path) else path
     try:
-        meta = pq.ParquetFile(source).metadata
+        plain = pq.ParquetFile(source)
+        meta, natural = plain.metadata, plain.schema_arrow  # the types a plain read gives
         groups = list(range(meta.num_row_groups)) if row_groups is None else row_groups
         pf = pq.ParquetFile(source, read_dictionary=_dictionary_columns(meta, groups))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -543,12 +562,23 @@ def _open_parquet(path: Path | BinaryIO, where: str, batch_rows: int, max_bytes:
                     seen += size
                     if seen > max_bytes:
                         raise _too_large(where, max_bytes, " once its values are decoded")
-                    yield piece
+                    yield _as_read(piece, natural)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
                                    hint="Write the file again.") from None
 
     return InputTable(names=names, batches=batches(), _close=pf.close)
+
+
+def _as_read(batch: pa.RecordBatch, natural: pa.Schema) -> pa.RecordBatch:
+    """A piece read with dictionaries, decoded to the types a plain read gives (an output
+    repeats the input's columns as they were, not as dictionaries)."""
+    if not any(pa.types.is_dictionary(c.type) and not pa.types.is_dictionary(natural.field(n).type)
+               for n, c in zip(batch.schema.names, batch.columns)):
+        return batch
+    columns = [c.cast(natural.field(n).type) if pa.types.is_dictionary(c.type) else c
+               for n, c in zip(batch.schema.names, batch.columns)]
+    return pa.RecordBatch.from_arrays(columns, schema=natural)
 
 
 def _too_large(where: str, max_bytes: int, how: str = " once read") -> InputFormatError:

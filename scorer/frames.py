@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +138,13 @@ def layout(columns: dict[str, RColumn]) -> tuple:
     levels, ordering and time zone. Batches or requests of one layout can be scored as
     one, and the R objects describing it made once."""
     return tuple((n, c.kind, tuple(c.levels or ()), c.ordered, c.tz) for n, c in columns.items())
+
+
+def na_kept(schema: list[Field] | None, na_values: tuple[str, ...]) -> frozenset[str]:
+    """The factor columns in which a missing-value token (SCORER_NA_VALUES) is one of the
+    model's levels (a region called "NA"): there the token is read as that level."""
+    tokens = set(na_values)
+    return frozenset(f.name for f in schema or [] if f.levels and tokens & set(f.levels))
 
 
 def check_columns(names: list[str], schema: list[Field] | None, where: str) -> None:
@@ -504,6 +512,12 @@ def _timestamp(arr: pa.Array, f: Field, where: str):
 def _epoch_seconds(ts: pa.Array) -> np.ndarray:
     micros = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
     return _float_values(micros.cast(pa.float64())) / 1e6
+
+
+def result_name(raw: str) -> str:
+    """A column name of R's predict() result as scorer writes it: spaces and = made _
+    (quantreg's "tau= 0.10" is "tau_0.10", pls's "2 comps" "2_comps")."""
+    return re.sub(r"[\s=]+", "_", raw).strip("_") if raw else raw
 
 
 def prediction_names(results: list[tuple[str, pa.Array]], taken: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ it again.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import itertools
@@ -40,6 +41,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from scorer import errors, split
 from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
 from scorer.drift import Tally, not_computed
+from scorer.frames import na_kept
 from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
 from scorer.formats import OutputWriter, QuotingError, format_of, open_input, open_parquet_part
@@ -48,7 +50,8 @@ from scorer.models import Registry
 from scorer.page import render as render_page
 from scorer.report import InputReport, RunReport, estimate_cost
 from scorer.pool import Pool, usable_cores
-from scorer.scoring import Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream
+from scorer.scoring import (Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream, seed_for,
+                            whole_file)
 from scorer.settings import Settings
 from scorer.stopping import check as check_stop
 from scorer.storage import (FENCE_ERRORS, MAX_BLOB_NAME, MAX_BLOCKS, TRANSPORT_ERRORS, BlobReader, Store, as_seen,
@@ -276,7 +279,7 @@ class Job:
                 raise InputFormatError(
                     f"{name}: {props.size} bytes is more than SCORER_MAX_INPUT_BYTES ({s.max_input_bytes}).",
                     hint="Split the file, or raise SCORER_MAX_INPUT_BYTES.")
-            if self._splittable(props, fmt) and card.get("kind") != "function":
+            if self._splittable(props, fmt) and card.get("kind") != "function" and card.get("rowwise", True):
                 plan = self._make_plan(props, fmt, card, ir)
                 if plan is not None:
                     claim.release()  # parts are claimed one by one; the input stays in input/ until done
@@ -286,7 +289,8 @@ class Job:
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 t = time.monotonic()
                 # The input downloads, and its first batch is read, while R loads the model.
-                fetch = self.store.submit(self._fetch, props, Path(tmp) / "input", fmt, ir, streams)
+                fetch = self.store.submit(self._fetch, props, Path(tmp) / "input", fmt, ir, streams,
+                                          self._na_kept(card))
                 is_function = card.get("kind") == "function"
                 profile = None if is_function else self.store.submit(self.registry.profile, card)
                 try:
@@ -316,9 +320,15 @@ class Job:
                         run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
                                      s.max_function_bytes, check_stop=check_stop)
                     else:
-                        score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected,
+                        spec = self._spec(card, name)
+                        if not spec.rowwise:  # predicted whole, as R would: see cards.rows_together
+                            whole = whole_file(table.batches, s.max_function_bytes, name, "this model's "
+                                               "predictions depend on the rows predicted together, so it gets the "
+                                               "whole file at once", check_stop)
+                            table.batches = iter([whole] if whole is not None else [])
+                        score_stream(table, spec, model, self.registry.r, out, rejected,
                                      name, counts, on_first_scored=self._first_row, check_stop=check_stop,
-                                     drift=tally, workers=self._workers(card))
+                                     drift=tally, workers=self._workers(card) if spec.rowwise else None)
                 finally:  # how far it got, also when it failed
                     ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
                     if is_function:
@@ -633,7 +643,8 @@ class Job:
                                            etag=plan.etag)
                 check = split.QuoteCheck(raw)
                 streams.append(check)
-                table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, plan.decimal)
+                table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, plan.decimal, s.na_values,
+                                   self._na_kept(card))
             streams.append(table)
             # a block prefix of this attempt's own: a part taken over never commits a dead job's blocks
             prefix = f"p{k:05d}{uuid.uuid4().hex[:10]}"
@@ -652,7 +663,7 @@ class Job:
             if plan.fmt == "parquet":  # its first row's number is known: rows numbered as the input's
                 rejected.base = part["first_row"]
             tally = self._drift_tally(card, ir)
-            score_stream(table, PredictSpec.from_card(card), model, self.registry.r, out, rejected, where, counts,
+            score_stream(table, self._spec(card, plan.input), model, self.registry.r, out, rejected, where, counts,
                          on_first_scored=self._first_row, check_stop=check_stop, drift=tally,
                          workers=self._workers(card))
             out.close()
@@ -904,7 +915,18 @@ class Job:
         self._archive(props, claim, ir)
         return True
 
-    def _fetch(self, props: Any, local: Path, fmt: str, ir: InputReport, streams: list) -> Any:
+    def _spec(self, card: dict, name: str) -> PredictSpec:
+        """How ``card``'s model predicts input ``name``: for a random predict(), with R's
+        seed from the input's name (the same output when it is scored again)."""
+        spec = PredictSpec.from_card(card)
+        return dataclasses.replace(spec, seed=seed_for(name)) if spec.random else spec
+
+    def _na_kept(self, card: dict) -> frozenset[str]:
+        """The card's factor columns that have a level spelled like a missing value."""
+        return na_kept(PredictSpec.from_card(card).schema, self.settings.na_values)
+
+    def _fetch(self, props: Any, local: Path, fmt: str, ir: InputReport, streams: list,
+               keep_na: frozenset[str] = frozenset()) -> Any:
         """Open an input for reading and read its first batch (on an I/O thread,
         while R loads the model). CSV is read as it downloads; Parquet, which
         needs random access, is downloaded first. Only the version claimed is read
@@ -919,7 +941,7 @@ class Job:
         else:
             source = self.store.open_read(s.input_container, name, etag=etag_of(props))
             streams.append(source)
-        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, s.csv_decimal)
+        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, s.csv_decimal, s.na_values, keep_na)
         streams.append(table)
         first = next(table.batches, None)
         table.batches = itertools.chain([first] if first is not None else [], table.batches)

@@ -30,7 +30,7 @@ from scorer.cards import Options, describe_function, describe_model
 from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
                            PredictError, ScorerError)
 from scorer.formats import format_of, open_input
-from scorer.frames import check_columns
+from scorer.frames import check_columns, na_kept
 from scorer.log import now
 from scorer.scoring import PredictSpec, profile_reference
 from scorer.storage import Store
@@ -318,8 +318,9 @@ class Registry:
                 raise ConfigError(f"{where}: {exc}", hint=exc.hint) from None
             with open(path, "rb") as fh:
                 try:
-                    table = open_input(path if fmt == "parquet" else fh, fmt, where, self.store.settings.batch_rows,
-                                       self.store.settings.max_input_bytes, self.store.settings.csv_decimal)
+                    s = self.store.settings
+                    table = open_input(path if fmt == "parquet" else fh, fmt, where, s.batch_rows, s.max_input_bytes,
+                                       s.csv_decimal, s.na_values, na_kept(spec.schema, s.na_values))
                     try:
                         check_columns(table.names, spec.schema, where)
                         batches = list(table.batches)
@@ -347,11 +348,14 @@ class Registry:
                               "transformed terms such as log(x)); publish with --reference TRAIN.csv."]
         try:
             profile, notes = profile_reference(data, spec, model, r, source, decimal, self.store.settings.batch_rows)
-        except PredictError as exc:
-            raise ConfigError(f"predict() failed on {source}, so no drift profile could be made: {exc}",
-                              hint="Check that the reference holds the model's training variables, or leave "
-                              "--reference out.") from None
-        except InputError as exc:
+        except (PredictError, InputError) as exc:
+            if opts.reference is None:  # a profile nobody asked for never refuses a publish (issue 27)
+                return None, [f"no drift profile: predict() on {source} failed ({exc}); publish with --reference "
+                              "TRAIN.csv to have drift in the run reports."]
+            if isinstance(exc, PredictError):
+                raise ConfigError(f"predict() failed on {source}, so no drift profile could be made: {exc}",
+                                  hint="Check that the reference holds the model's training variables, or leave "
+                                  "--reference out.") from None
             raise ConfigError(f"the drift profile of {source} failed: {exc}", hint=exc.hint) from None
         return profile, notes
 

@@ -71,10 +71,11 @@ def table_from_json(body: bytes, where: str) -> pa.Table:
     return pa.table(columns)
 
 
-def table_from_csv(body: bytes, where: str, max_bytes: int, decimal: str = "auto") -> tuple[pa.Table, str, str]:
-    """A CSV body, read by the batch job's own CSV reader; with its delimiter and
-    decimal mark. Raises InputFormatError."""
-    table = open_input(io.BytesIO(body), "csv", where, 1 << 30, max_bytes, decimal)
+def table_from_csv(body: bytes, where: str, max_bytes: int, decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
+                   keep_na: frozenset[str] = frozenset()) -> tuple[pa.Table, str, str]:
+    """A CSV body, read by the batch job's own CSV reader (the same missing values);
+    with its delimiter and decimal mark. Raises InputFormatError."""
+    table = open_input(io.BytesIO(body), "csv", where, 1 << 30, max_bytes, decimal, na_values, keep_na)
     try:
         batches = list(table.batches)
     finally:

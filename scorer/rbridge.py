@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer.errors import ModelLoadError, OutOfDisk, OutOfMemory, PredictError
-from scorer.frames import RColumn, layout
+from scorer.frames import RColumn, layout, result_name
 
 log = logging.getLogger("scorer.r")
 
@@ -234,7 +234,7 @@ class RBridge:
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
-                     "scorer_reference_frame", "scorer_frame", "scorer_columns")}
+                     "scorer_reference_frame", "scorer_frame", "scorer_columns", "scorer_response_vars")}
 
     def _load_functions(self) -> str:
         """Put scorer.R's functions in R's global environment: byte-compiled from
@@ -336,6 +336,10 @@ class RBridge:
         columns = self._result_columns(got["frame"])
         return pa.Table.from_arrays([a for _, a in columns], names=[n for n, _ in columns]), str(got["part"][0])
 
+    def response_variables(self, model: LoadedModel) -> list[str]:
+        """The variables of the model's response (time and status of Surv(time, status))."""
+        return [str(x) for x in self._fn["scorer_response_vars"](model.robj)]
+
     def dependencies(self, packages: list[str]) -> set[str]:
         """``packages`` and every package they need, recursively (installed ones only)."""
         return {str(x) for x in self._fn["scorer_dependencies"](self.ri.StrSexpVector(packages))}
@@ -370,6 +374,7 @@ class RBridge:
         if schema is self.ri.NULL:
             return None
         fields = self._named(schema)
+        grouping = {str(x) for x in fields.get("grouping", [])}
         out = []
         for i, name in enumerate(fields["names"]):
             lv = fields["levels"][i]
@@ -380,6 +385,8 @@ class RBridge:
             }
             if item["class"] == "POSIXct":
                 item["tz"] = str(fields["tz"][i]) or "UTC"
+            if item["name"] in grouping:
+                item["grouping"] = True  # a mixed model's grouping factor
             out.append(item)
         return out
 
@@ -440,12 +447,12 @@ class RBridge:
     # -- scoring --------------------------------------------------------------------
 
     def predict(self, model: LoadedModel, columns: dict[str, RColumn], nrows: int,
-                predict_type: str | None, args: list[dict] | None = None
+                predict_type: str | None, args: list[dict] | None = None, seed: int | None = None
                 ) -> tuple[list[tuple[str, pa.Array]], list[str]]:
         """Call R's predict(model, newdata, type, <args>) on these columns.
 
         ``args`` are the card's predict arguments ({"name", "type", "value"}, see
-        scorer.models.parse_predict_arg). Returns the result as named Arrow arrays
+        scorer.models.parse_predict_arg); ``seed``, R's random seed, set first. Returns the result as named Arrow arrays
         (one, unnamed (""), for a vector result) and R's warnings. Raises
         PredictError with R's message when predict() fails or returns the wrong
         number of rows, OutOfMemory when R cannot allocate.
@@ -460,7 +467,7 @@ class RBridge:
             nr = keep(rlib.Rf_ScalarInteger(nrows))
             # scorer_predict(model, cols, nrows, shape, call): one call to R per batch or request
             call = keep(rlib.Rf_lang6(_sexp(self._fn["scorer_predict"]), _sexp(model.robj), cols, nr,
-                                      _sexp(self._shape(columns)), _sexp(self._predict_args(predict_type, args or []))))
+                                      _sexp(self._shape(columns)), _sexp(self._predict_args(predict_type, args or [], seed))))
             got = keep(rlib.R_tryEval(call, rlib.R_GlobalEnv, self._eval_error))
             if self._eval_error[0]:
                 text = self._r_error_text(RuntimeError(self._error_message().strip()))
@@ -468,7 +475,7 @@ class RBridge:
                     raise OutOfMemory(f"R ran out of memory in predict() on {nrows} rows: {text}")
                 raise PredictError(f"R's predict() failed: {text}")
             warned = self._c_strings(rlib.VECTOR_ELT(got, 4))
-            result = self._c_result(got)
+            result = [(result_name(n), a) for n, a in self._c_result(got)]
         for name, arr in result:
             if len(arr) != nrows:
                 raise PredictError(
@@ -478,16 +485,16 @@ class RBridge:
                 )
         return result, warned
 
-    def _predict_args(self, predict_type: str | None, args: list[dict]) -> Any:
-        """predict()'s type and the card's other arguments, as the R list scorer_predict
-        takes: made once per model (a one-row request would otherwise spend a tenth of
-        its time on them)."""
-        key = (predict_type, tuple((a["name"], a["type"], repr(a["value"])) for a in args))
+    def _predict_args(self, predict_type: str | None, args: list[dict], seed: int | None = None) -> Any:
+        """predict()'s type, the card's other arguments and R's seed, as the R list
+        scorer_predict takes: made once per model (a one-row request would otherwise spend
+        a tenth of its time on them)."""
+        key = (predict_type, tuple((a["name"], a["type"], repr(a["value"])) for a in args), seed)
         made = self._made.get(key)
         if made is None:
             ri = self.ri
             made = ri.ListSexpVector([ri.NULL if predict_type is None else ri.StrSexpVector([predict_type]),
-                                      self._arg_list(args)])
+                                      self._arg_list(args), ri.NULL if seed is None else ri.IntSexpVector([seed])])
             if len(self._made) > 256:
                 self._made.clear()
             self._made[key] = made
@@ -497,12 +504,13 @@ class RBridge:
         """The card's predict arguments as a named R list: values typed as they
         were written (numbers, TRUE/FALSE, text), never evaluated as R code."""
         ri = self.ri
-        made = {"double": lambda v: ri.FloatSexpVector([float(v)]),
-                "integer": lambda v: ri.IntSexpVector([int(v)]),
-                "logical": lambda v: ri.BoolSexpVector([bool(v)]),
-                "character": lambda v: ri.StrSexpVector([str(v)]),
+        made = {"double": lambda v: ri.FloatSexpVector([float(x) for x in v]),
+                "integer": lambda v: ri.IntSexpVector([int(x) for x in v]),
+                "logical": lambda v: ri.BoolSexpVector([ri.NA_Logical if x is None else bool(x) for x in v]),
+                "character": lambda v: ri.StrSexpVector([str(x) for x in v]),
                 "NULL": lambda v: ri.NULL}
-        values = [made[a["type"]](a["value"]) for a in args]
+        # a value is one value or, written c(...), a vector of them; never R text
+        values = [made[a["type"]](a["value"] if isinstance(a["value"], list) else [a["value"]]) for a in args]
         out = ri.ListSexpVector(values)
         return self._call("names<-", out, ri.StrSexpVector([a["name"] for a in args])) if args else out
 

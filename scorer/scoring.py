@@ -52,13 +52,21 @@ class PredictSpec:
     predict_type: str | None = None
     args: list[dict] = field(default_factory=list)
     output_columns: list[str] | None = None
+    #: whether a row's prediction depends on that row alone (the card's, decided at publish
+    #: by a test prediction): else a file is predicted in one call, a request alone
+    rowwise: bool = True
+    #: whether predict() draws random numbers (the card's): then R's seed is set first
+    random: bool = False
+    #: R's seed for a random predict() (set per input by its caller: seed_for)
+    seed: int | None = None
 
     @classmethod
     def from_card(cls, card: dict) -> "PredictSpec":
         schema = card.get("input_schema")
         return cls(schema=[Field.from_card(f) for f in schema] if schema else None,
                    predict_type=card.get("predict_type"), args=card.get("predict_args") or [],
-                   output_columns=card.get("output_columns"))
+                   output_columns=card.get("output_columns"), rowwise=card.get("rowwise", True),
+                   random=card.get("random", False))
 
 
 class RejectedRows:
@@ -322,7 +330,7 @@ def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: 
     n = prep.n_kept
 
     def call(columns: dict[str, RColumn], rows: int) -> list[tuple[str, pa.Array]]:
-        results, warnings = r.predict(model, columns, rows, spec.predict_type, spec.args)
+        results, warnings = r.predict(model, columns, rows, spec.predict_type, spec.args, spec.seed)
         warned.update(set(warnings))
         return select_outputs(results, spec.output_columns)
 
@@ -357,6 +365,28 @@ def seed_for(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def whole_file(batches: Any, max_bytes: int, where: str, why: str,
+               check_stop: Callable[[], None] | None = None) -> pa.RecordBatch | None:
+    """Every batch of an input as one (None for no rows): for what R must get whole (an R
+    function; a model whose predictions depend on the rows predicted together).
+    Raises InputFormatError when it is larger than ``max_bytes`` once read."""
+    got: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        size += batch.nbytes
+        if size > max_bytes:
+            raise InputFormatError(
+                f"{where}: {why}, and this one is larger than SCORER_MAX_FUNCTION_BYTES ({max_bytes} bytes) once "
+                "read.", hint="Split the file, or raise SCORER_MAX_FUNCTION_BYTES (the container needs several "
+                "times that much memory).")
+        got.append(batch)
+        if check_stop:
+            check_stop()
+    if not got or not sum(b.num_rows for b in got):
+        return None
+    return pa.Table.from_batches(got).combine_chunks().to_batches()[0]
+
+
 def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out: Any, where: str,
                  counts: Counts, max_bytes: int, check_stop: Callable[[], None] | None = None) -> Counts:
     """An R scoring function's turn: the whole input, read into one data frame (numbers,
@@ -367,23 +397,10 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     Raises InputFormatError when the input is larger than ``max_bytes`` once read
     (SCORER_MAX_FUNCTION_BYTES: a function cannot stream), PredictError with R's message.
     """
-    batches: list[pa.RecordBatch] = []
-    size = 0
-    for batch in table.batches:
-        size += batch.nbytes
-        if size > max_bytes:
-            raise InputFormatError(
-                f"{where}: an R function gets the whole file at once, and this one is larger than "
-                f"SCORER_MAX_FUNCTION_BYTES ({max_bytes} bytes) once read.",
-                hint="Split the file, or raise SCORER_MAX_FUNCTION_BYTES (the container needs several times that "
-                "much memory).")
-        batches.append(batch)
-        counts.rows_read += batch.num_rows
-        if check_stop:
-            check_stop()
-    if counts.rows_read == 0:
+    whole = whole_file(table.batches, max_bytes, where, "an R function gets the whole file at once", check_stop)
+    if whole is None:
         return counts
-    whole = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    counts.rows_read += whole.num_rows
     prep = prepare(whole, None, where, table.decimal)
     if check_stop:
         check_stop()

@@ -27,6 +27,7 @@ first use.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue
@@ -43,11 +44,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
-from scorer.frames import Prepared, check_columns, prediction_names, prepare
+from scorer.frames import Prepared, check_columns, na_kept, prediction_names, prepare
 from scorer.log import redact_obj
 from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.pool import Answer
-from scorer.scoring import PredictSpec, predict_rows
+from scorer.scoring import PredictSpec, predict_rows, seed_for
 
 log = logging.getLogger("scorer.serve")
 
@@ -189,7 +190,10 @@ class Server:
         try:
             if key not in self.state.loaded:
                 model = self.registry.load(card, item.data)
-                self.state.loaded[key] = Loaded(card, model, PredictSpec.from_card(card))
+                spec = PredictSpec.from_card(card)
+                if spec.random:  # the same request gets the same answer
+                    spec = dataclasses.replace(spec, seed=seed_for(f"{card['name']}/v{card['version']}"))
+                self.state.loaded[key] = Loaded(card, model, spec)
             item.deliver(self.state.loaded[key])
         except BaseException as exc:
             item.deliver(exc)
@@ -265,7 +269,10 @@ class Server:
 
     async def predict(self, loaded: Loaded, prep: Prepared) -> Answer:
         key = (loaded.card["name"], int(loaded.card["version"]))
-        return await self._to_r(lambda deliver: _Predict(key, loaded, prep, signature(prep), deliver))
+        # a model whose predictions depend on the rows predicted together (card's rowwise):
+        # each request alone, as R would predict its rows, never gathered with others
+        sig = signature(prep) if loaded.spec.rowwise else (object(),)
+        return await self._to_r(lambda deliver: _Predict(key, loaded, prep, sig, deliver))
 
     async def refresh(self) -> None:
         """Load each model's newest version, then make it current (never before it is loaded)."""
@@ -310,7 +317,8 @@ class Server:
             is_csv = content_type.startswith("text/csv")
             if is_csv:
                 table, _, decimal = table_from_csv(body, where, self.settings.serve_max_body_bytes,
-                                                   self.settings.csv_decimal)
+                                                   self.settings.csv_decimal, self.settings.na_values,
+                                                   na_kept(loaded.spec.schema, self.settings.na_values))
             else:
                 table, decimal = table_from_json(body, where), "."
             schema = loaded.spec.schema

@@ -77,6 +77,15 @@ def _seconds(value: str) -> float:
     return f
 
 
+def _tokens(value: str) -> tuple[str, ...]:
+    if value.strip().lower() == "none":
+        return ()
+    tokens = tuple(t.strip() for t in value.split(","))
+    if any(not t for t in tokens):
+        raise ValueError('must be tokens separated by commas (e.g. "NA,n/a"), or none')
+    return tokens
+
+
 def _decimal(value: str) -> str:
     if value not in ("auto", ".", ","):
         raise ValueError('must be auto, "." or ","')
@@ -145,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
             "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
             "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
+    Setting("na_values", "SCORER_NA_VALUES", _tokens, ("NA",),
+            "Text read as a missing value in CSV inputs, besides the empty cell: tokens separated by commas, or none. "
+            "In a factor column whose model levels include a token (a region called NA), the token is that level."),
     Setting("r_workers", "SCORER_R_WORKERS", _workers, "auto",
             "R sessions that may predict at once, the job's own included: auto (the cores the container may "
             "use) or a number; 1 keeps to the job's own R. Extra sessions are R worker processes, started only "
@@ -218,6 +230,7 @@ class Settings:
     max_input_bytes: int = 20 * 1024**3
     max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
+    na_values: tuple[str, ...] = ("NA",)
     parallel_jobs: int = 1
     split_bytes: int = 256 * 1024**2
     r_workers: int | str = "auto"

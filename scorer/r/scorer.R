@@ -10,7 +10,35 @@ scorer_base_packages <- function() {
 # An element of a list-based model by exact name; NULL for anything else (S4
 # objects, atomic vectors): `$` would partially match or fail.
 scorer_get <- function(x, name) {
-  if (is.list(x) && !is.null(names(x)) && name %in% names(x)) x[[name, exact = TRUE]] else NULL
+  # .subset2, not [[: some classes give [[ a meaning of their own (partykit's party objects)
+  if (is.list(x) && !is.null(names(x)) && name %in% names(x)) .subset2(x, name) else NULL
+}
+
+# Every class a model is, most specific first: an S4 object's class() names one class,
+# and its predict() method may be its superclass's (lme4's lmerMod is a merMod).
+scorer_classes <- function(model) {
+  if (isS4(model)) methods::is(model) else class(model)
+}
+
+# The function predict() is called through for `model`: an S4 generic from the package
+# that defines the model's class, when that generic has a method for it (kernlab's
+# predict for ksvm, which stats::predict's S3 dispatch never finds); else
+# stats::predict. NULL when neither has a method: the model cannot be scored.
+scorer_predict_function <- function(model) {
+  pkg <- attr(class(model), "package")
+  if (isS4(model) && !is.null(pkg) && requireNamespace(pkg, quietly = TRUE)) {
+    ns <- asNamespace(pkg)
+    if (exists("predict", envir = ns, inherits = FALSE)) {
+      g <- get("predict", envir = ns)
+      if (methods::is(g, "standardGeneric") &&
+          !is.null(methods::selectMethod("predict", class(model), optional = TRUE, fdef = g)))
+        return(g)
+    }
+  }
+  for (cl in scorer_classes(model)) {
+    if (!is.null(utils::getS3method("predict", cl, optional = TRUE))) return(stats::predict)
+  }
+  NULL
 }
 
 # -- which packages a model needs ---------------------------------------------------
@@ -40,7 +68,9 @@ scorer_method_packages <- function(classes) {
 # The package whose predict() method serves the model's class: the first class
 # (most specific) that has one.
 scorer_predict_package <- function(model) {
-  for (cl in class(model)) {
+  pkg <- attr(class(model), "package")  # an S4 class: the package that defines it
+  if (isS4(model) && !is.null(pkg) && !pkg %in% c(".GlobalEnv", "methods")) return(pkg)
+  for (cl in scorer_classes(model)) {
     m <- utils::getS3method("predict", cl, optional = TRUE)
     if (!is.null(m)) {
       env <- environment(m)
@@ -113,11 +143,40 @@ scorer_dependencies <- function(listed) {
 # -- the input schema -------------------------------------------------------------------
 
 scorer_terms <- function(model) {
-  for (tt in list(scorer_get(model, "terms"), scorer_get(model, "Terms"), attr(model, "terms"))) {
+  slot_terms <- if (isS4(model) && "terms" %in% methods::slotNames(model)) methods::slot(model, "terms")  # kernlab
+  for (tt in list(scorer_get(model, "terms"), scorer_get(model, "Terms"), attr(model, "terms"), slot_terms)) {
     if (inherits(tt, "terms")) return(tt)
   }
-  tt <- tryCatch(suppressWarnings(stats::terms(model)), error = function(e) NULL)
+  # a mixed model's terms with its random effects too (their variables are inputs)
+  tt <- if (inherits(model, "merMod")) tryCatch(stats::terms(model, fixed.only = FALSE), error = function(e) NULL)
+  if (!inherits(tt, "terms")) tt <- tryCatch(suppressWarnings(stats::terms(model)), error = function(e) NULL)
   if (inherits(tt, "terms")) tt else NULL
+}
+
+# The grouping factors of a mixed model (lme4's merMod, nlme's lme), as a data frame of
+# the training values: inputs, and the only record of their levels.
+scorer_groups <- function(model) {
+  if (inherits(model, "merMod") && requireNamespace("lme4", quietly = TRUE)) {
+    return(as.data.frame(getExportedValue("lme4", "getME")(model, "flist")))
+  }
+  g <- scorer_get(model, "groups")
+  if (inherits(model, "lme") && is.data.frame(g)) return(g)
+  NULL
+}
+
+# The data frame a model keeps of its training rows, raw: the model frame (lm, glm; a
+# mixed model's frame), else glm's data argument; NULL when it keeps none. A model frame
+# holds transformed terms (log(x)); `data` holds the raw columns (x, a date-time's zone).
+scorer_training_frames <- function(model) {
+  frames <- list()
+  mf <- scorer_get(model, "model")
+  if (is.null(mf) && isS4(model) && "frame" %in% methods::slotNames(model)) mf <- methods::slot(model, "frame")
+  if (is.data.frame(mf)) frames[["model"]] <- mf
+  for (part in c("data", "trainingData")) {  # glm, nlme's lme; caret's train
+    d <- scorer_get(model, part)
+    if (is.data.frame(d)) frames[[part]] <- d
+  }
+  frames
 }
 
 # Every record of factor levels a model family keeps, by variable: xlevels (lm,
@@ -139,8 +198,12 @@ scorer_xlevels <- function(model) {
   if (!is.null(vn) && !is.null(vl) && !is.null(vt)) {  # gbm: var.type > 0 marks a factor
     for (i in seq_along(vn)) if (vt[[i]] > 0 && is.null(out[[vn[[i]]]])) out[[vn[[i]]]] <- as.character(vl[[i]])
   }
-  mf <- scorer_get(model, "model")
-  if (is.data.frame(mf)) {
+  tables <- scorer_get(model, "tables")  # e1071's naiveBayes: a factor's table has its levels
+  isnum <- scorer_get(model, "isnumeric")
+  if (is.list(tables) && !is.null(isnum)) {
+    for (v in names(tables)) if (!isTRUE(isnum[[v]]) && is.null(out[[v]])) out[[v]] <- dimnames(tables[[v]])[[2L]]
+  }
+  for (mf in scorer_training_frames(model)) {
     for (v in names(mf)) if (is.null(out[[v]]) && is.factor(mf[[v]])) out[[v]] <- levels(mf[[v]])
   }
   out
@@ -164,7 +227,8 @@ scorer_column_class <- function(x) {
 # the model exposes nothing.
 scorer_schema <- function(model) {
   lv_all <- scorer_xlevels(model)
-  mf <- scorer_get(model, "model")
+  frames <- scorer_training_frames(model)
+  groups <- scorer_groups(model)
   tt <- scorer_terms(model)
   if (!is.null(tt)) {
     vars <- all.vars(stats::delete.response(tt))
@@ -172,6 +236,13 @@ scorer_schema <- function(model) {
     off <- if (is.call(fit_call)) fit_call$offset else NULL
     if (!is.null(off)) vars <- unique(c(vars, all.vars(off)))  # offset = log(n): n is an input too
     dc <- attr(tt, "dataClasses")
+  } else if (!is.null(scorer_get(model, "tables")) && !is.null(scorer_get(model, "isnumeric"))) {
+    vars <- names(scorer_get(model, "tables"))  # e1071's naiveBayes: one table per variable
+    dc <- ifelse(scorer_get(model, "isnumeric")[vars], "numeric", "factor")
+    names(dc) <- vars
+  } else if (is.data.frame(frames[["trainingData"]])) {  # caret's train with x and y
+    vars <- setdiff(names(frames[["trainingData"]]), ".outcome")
+    dc <- NULL
   } else {
     forest <- scorer_get(model, "forest")
     vars <- c(scorer_get(forest, "independent.variable.names"), scorer_get(model, "var.names"))
@@ -179,22 +250,31 @@ scorer_schema <- function(model) {
     if (!length(vars)) return(NULL)
     dc <- NULL
   }
+  if (!is.null(groups)) vars <- unique(c(vars, names(groups)))
+  # a base R constant in a formula (sin(2 * pi * t)) is not an input, unless the data has it
+  in_data <- unique(unlist(lapply(frames, names)))
+  constant <- function(v) exists(v, envir = baseenv(), inherits = FALSE) && !is.function(get(v, envir = baseenv()))
+  vars <- vars[!(vapply(vars, constant, TRUE) & !vars %in% in_data)]
   classes <- character(length(vars))
   lv <- vector("list", length(vars))
   tz <- character(length(vars))
   for (i in seq_along(vars)) {
     v <- vars[[i]]
     cl <- if (!is.null(dc) && v %in% names(dc)) unname(dc[[v]]) else if (is.null(tt)) "unknown" else "any"
-    if (is.data.frame(mf) && !is.null(mf[[v]]) && cl %in% c("other", "any", "numeric", "character", "logical")) {
-      raw <- scorer_column_class(mf[[v]])
-      if (raw != "any") cl <- raw
-      if (raw == "POSIXct") {
-        z <- attr(mf[[v]], "tzone")
+    raw <- NULL
+    if (!is.null(groups) && v %in% names(groups)) raw <- groups[[v]]
+    for (f in frames) if (is.null(raw) && !is.null(f[[v]])) raw <- f[[v]]
+    if (!is.null(raw) && cl %in% c("other", "any", "numeric", "character", "logical", "unknown")) {
+      rc <- scorer_column_class(raw)
+      if (rc != "any") cl <- rc
+      if (rc == "POSIXct") {
+        z <- attr(raw, "tzone")
         tz[[i]] <- if (is.null(z) || !nzchar(z[[1]])) "UTC" else z[[1]]
       }
+      if (is.factor(raw) && is.null(lv_all[[v]])) lv_all[[v]] <- levels(raw)
     }
     if (cl %in% c("other")) cl <- "any"
-    if (startsWith(cl, "nmatrix")) cl <- "any"
+    if (startsWith(cl, "nmatrix")) cl <- "matrix"
     if (!is.null(lv_all[[v]])) {
       lv[[i]] <- as.character(lv_all[[v]])
       if (cl %in% c("unknown", "any")) cl <- "factor"
@@ -211,7 +291,16 @@ scorer_schema <- function(model) {
     if (cl == "POSIXct" && !nzchar(tz[[i]])) tz[[i]] <- "UTC"
     classes[[i]] <- cl
   }
-  list(names = vars, classes = classes, levels = lv, tz = tz)
+  list(names = vars, classes = classes, levels = lv, tz = tz,
+       grouping = if (is.null(groups)) character() else intersect(names(groups), vars))
+}
+
+# The variables of a model's response (time and status of Surv(time, status)): inputs of
+# predict(type = "expected") for coxph.
+scorer_response_vars <- function(model) {
+  tt <- scorer_terms(model)
+  if (is.null(tt) || !attr(tt, "response")) return(character())
+  all.vars(attr(tt, "variables")[[attr(tt, "response") + 1L]])
 }
 
 # -- predict() arguments ------------------------------------------------------------------
@@ -219,7 +308,14 @@ scorer_schema <- function(model) {
 # The formal arguments of the predict() method that serves `model`, and the
 # choices of its `type` argument when the method declares them (c("link", ...)).
 scorer_predict_formals <- function(model) {
-  for (cl in class(model)) {
+  fun <- scorer_predict_function(model)
+  if (is.null(fun)) return(NULL)
+  if (methods::is(fun, "standardGeneric")) {  # an S4 method: its own arguments hide behind ...
+    m <- methods::selectMethod("predict", class(model), fdef = fun)
+    return(list(method = paste0("predict (S4, ", attr(class(model), "package"), ")"), names = c("object", "..."),
+                type_choices = character()))
+  }
+  for (cl in scorer_classes(model)) {
     m <- utils::getS3method("predict", cl, optional = TRUE)
     if (!is.null(m)) {
       f <- formals(m)
@@ -255,6 +351,19 @@ scorer_list_table <- function(out, n) {
   as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
+# scorer_predict_function, once per class (one call to R per request must stay cheap)
+scorer_fun_cache <- new.env(parent = emptyenv())
+scorer_predict_fun_cached <- function(model) {
+  key <- paste(class(model), collapse = "/")
+  fun <- scorer_fun_cache[[key]]
+  if (is.null(fun)) {
+    fun <- scorer_predict_function(model)
+    if (is.null(fun)) fun <- stats::predict  # let predict() say what it cannot do
+    assign(key, fun, envir = scorer_fun_cache)
+  }
+  fun
+}
+
 # predict() on the data frame scorer_frame builds from the columns Python hands over
 # (one call per batch or request; call: list(type, other arguments)), with results that
 # are not plain vectors, matrices or data frames unwrapped to one: ranger's prediction
@@ -263,21 +372,44 @@ scorer_list_table <- function(out, n) {
 # list(columns, names, kinds, tz, warnings).
 scorer_predict <- function(model, cols, nrows, shape, call) {
   newdata <- scorer_frame(cols, nrows, shape)
+  # a model whose predict() draws random numbers (ranger's standard errors): R's seed set
+  # from the input's name, so that a file scored again is scored the same
+  if (length(call) >= 3L && !is.null(call[[3L]])) set.seed(call[[3L]])
   warned <- character()
   type <- call[[1L]]
   call_args <- c(list(model, newdata), if (is.null(type)) list() else list(type = type), call[[2L]])
+  fun <- scorer_predict_fun_cached(model)
   out <- withCallingHandlers(
-    do.call(stats::predict, call_args),
+    do.call(fun, call_args),
     warning = function(w) {
       warned <<- c(warned, conditionMessage(w))
       invokeRestart("muffleWarning")
     })
   n <- nrow(newdata)
-  if (inherits(out, "ranger.prediction")) out <- out$predictions
-  probs <- attr(out, "probabilities")  # e1071's svm with probability = TRUE
-  if (is.matrix(probs) && nrow(probs) == n) {
-    attr(out, "probabilities") <- NULL
-    out <- list(class = out, probabilities = probs)
+  if (inherits(out, "ranger.prediction")) {  # type = "se": the standard errors beside the predictions
+    se <- .subset2(out, "se")
+    out <- if (!is.null(se) && length(se) == n) data.frame(fit = out$predictions, se = se) else out$predictions
+  }
+  # e1071's svm: probabilities (probability = TRUE) and decision values (decision.values =
+  # TRUE) are attributes of the class vector: columns beside it, never dropped
+  extra <- list()
+  for (a in c("probabilities", "decision.values")) {
+    part <- attr(out, a)
+    if (is.matrix(part) && nrow(part) == n) {
+      attr(out, a) <- NULL
+      extra[[a]] <- part
+    }
+  }
+  if (length(extra)) out <- c(list(class = out), extra)
+  # a 3-d array (pls: rows x responses x components): one column per response and component
+  if (is.array(out) && length(dim(out)) == 3L && dim(out)[[1L]] == n && prod(dim(out)[-1L]) == 1L) {
+    out <- as.vector(out)  # one response, one number of components (ncomp = 2): a vector
+  }
+  if (is.array(out) && length(dim(out)) == 3L && dim(out)[[1L]] == n) {
+    dn <- dimnames(out)
+    r <- if (is.null(dn[[2L]])) as.character(seq_len(dim(out)[[2L]])) else dn[[2L]]
+    k <- if (is.null(dn[[3L]])) as.character(seq_len(dim(out)[[3L]])) else dn[[3L]]
+    out <- matrix(out, nrow = n, dimnames = list(NULL, paste0(rep(r, times = length(k)), "_", rep(k, each = length(r)))))
   }
   if (is.list(out) && !is.data.frame(out) && !is.null(out$fit)) {
     fit <- out$fit
@@ -292,7 +424,12 @@ scorer_predict <- function(model, cols, nrows, shape, call) {
   if (is.array(out) && length(dim(out)) == 1L) out <- as.vector(out)
   if (is.array(out) && length(dim(out)) > 2L) stop("predict() returned an array of more than 2 dimensions")
   if (is.matrix(out) && ncol(out) == 1L && is.null(colnames(out))) out <- out[, 1]  # nnet: one unnamed column
-  if (is.matrix(out) && is.null(colnames(out))) colnames(out) <- as.character(seq_len(ncol(out)))
+  if (is.matrix(out) && is.null(colnames(out))) {
+    # survreg's quantiles for p = c(0.1, 0.5, 0.9): the columns take the values of the one
+    # vector argument of their number; otherwise their numbers
+    vec <- Filter(function(a) is.atomic(a) && length(a) == ncol(out) && length(a) > 1L, call[[2L]])
+    colnames(out) <- if (length(vec) == 1L) as.character(vec[[1L]]) else as.character(seq_len(ncol(out)))
+  }
   if (is.data.frame(out)) {
     out <- lapply(out, function(col) if (is.factor(col) || inherits(col, c("Date", "POSIXct", "difftime"))) col
                   else if (is.matrix(col)) as.vector(col) else col)
@@ -484,7 +621,7 @@ scorer_package_versions <- function(pkgs) {
 scorer_reference_frame <- function(model, vars) {
   if (!is.list(model) || is.object(model) && isS4(model)) return(NULL)
   for (part in c("data", "model")) {
-    d <- model[[part, exact = TRUE]]
+    d <- .subset2(model, part)
     if (is.data.frame(d) && nrow(d) > 0L) {
       keep <- intersect(vars, names(d))
       if (length(keep)) return(list(frame = d[keep], part = part))

@@ -61,17 +61,17 @@ ct <- ctree(Species ~ ., data = iris)
 save_case("ctree_prob", ct, ndk, predict(ct, ndk, type = "prob"))
 save_case("ctree", ct, ndk, predict(ct, ndk))
 
-data(yarn)
-yd <- data.frame(density = yarn$density, NIR = I(yarn$NIR))
-pl <- plsr(density ~ NIR, ncomp = 3, data = yarn[1:21, ])
-ndp <- yarn[22:28, ]
-p3 <- predict(pl, ndp)  # n x 1 response x 3 components
-flat <- as.data.frame(matrix(p3, nrow = nrow(ndp), dimnames = list(NULL, paste0("density_", dimnames(p3)[[3]]))),
-                      optional = TRUE)
-saveRDS(pl, file.path(out, "plsr.rds"))
-# the predictors are one matrix column: a Parquet file of NIR.1..NIR.268 is not how R
-# holds it, so plsr is published and scored through its own test (its columns named)
-saveRDS(list(newdata = ndp, expected = flat), file.path(out, "plsr.data.rds"))
+# pls: predict() gives an array, rows x responses x components
+dpl <- data.frame(matrix(rnorm(100 * 5), 100, dimnames = list(NULL, paste0("x", 1:5))))
+dpl$y <- with(dpl, x1 + 2 * x2 - x3 + rnorm(100, sd = 0.1))
+pl <- plsr(y ~ x1 + x2 + x3 + x4 + x5, ncomp = 3, data = dpl)
+ndp <- dpl[1:12, paste0("x", 1:5)]
+p3 <- predict(pl, ndp)
+flat <- matrix(p3, nrow = nrow(ndp), dimnames = list(NULL, paste0("y_", sub(" ", "_", dimnames(p3)[[3]]))))
+save_case("plsr", pl, ndp, flat)
+save_case("plsr_ncomp", pl, ndp, predict(pl, ndp, ncomp = 2)[, 1, 1])
+data(yarn)  # the predictors as one matrix column (I(NIR)): refused, with the way that works
+saveRDS(plsr(density ~ NIR, ncomp = 3, data = yarn[1:21, ]), file.path(out, "plsr_matrix.rds"))
 
 # -- e1071 naiveBayes with levels that look like numbers -------------------------------------
 n <- 300
@@ -133,7 +133,9 @@ save_case("caret_xy_factor", cx, dx[1:15, ], predict(cx, dx[1:15, ]))
 # -- survreg quantiles: a vector as a predict argument ---------------------------------------
 sr <- survreg(Surv(time, status) ~ age + sex, data = lung)
 ndsr <- lung[1:10, c("age", "sex")]
-save_case("survreg_quantiles", sr, ndsr, predict(sr, ndsr, type = "quantile", p = c(0.1, 0.5, 0.9)))
+q <- predict(sr, ndsr, type = "quantile", p = c(0.1, 0.5, 0.9))
+colnames(q) <- c("0.1", "0.5", "0.9")  # scorer names the columns by the vector argument
+save_case("survreg_quantiles", sr, ndsr, q)
 
 # -- coxph with type = "expected" (needs the outcome's time and status as inputs) -------------
 cx2 <- coxph(Surv(time, status) ~ age + sex, data = lung, model = TRUE)
