@@ -5,12 +5,15 @@ model or a local .rds, through the same validation and bridge to R as the batch 
     scored, rejected = scorer.predict("churn", df)            # the current version of a published model
     scored, rejected = scorer.predict("churn", df, version=2)
     scored, rejected = scorer.predict("model.rds", table)     # a model saved with saveRDS
+    result, _ = scorer.predict("forecast", df)                # an R function: what score(df) returns
 
 ``df`` may be a pandas DataFrame (pandas is the optional extra ``scorer[pandas]``,
 imported only when given one) or a pyarrow Table; both results are of the same type.
 ``scored`` holds the rows that could be scored, in order, with their prediction columns
 (named as in blob outputs); ``rejected`` the others, with ``rejected_row`` (from 1),
 ``rejected_column``, ``rejected_value`` and ``rejected_reason`` before their columns.
+A published R function gets the whole frame, once, as a file would: ``scored`` is the data
+frame its score() returns, ``rejected`` empty.
 
 R starts in this process on first use, on the calling thread, which must be the
 process's main thread (rbridge.py, "Threads"). Models are loaded once per process.
@@ -20,6 +23,7 @@ A published model's name needs the storage settings `scorer run` reads
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,9 @@ from scorer.errors import ConfigError, InputFormatError
 from scorer.frames import check_columns, prediction_names, prepare
 from scorer.online import outcome
 from scorer.pool import Answer
-from scorer.scoring import PredictSpec, RejectedRows, predict_rows
+from scorer.scoring import PredictSpec, RejectedRows, function_schema, predict_rows, seed_for
 
-_loaded: dict[tuple, tuple[Any, PredictSpec]] = {}
+_loaded: dict[tuple, tuple[Any, PredictSpec, dict]] = {}
 _registry: list[Any] = []
 
 
@@ -47,7 +51,7 @@ def _from_rds(path: Path) -> tuple[Any, PredictSpec]:
         model = r.read_model(path, str(path))
         fields, _ = describe_model(r, model, before, Options(), None)
         r.attach(fields["attach"])
-        _loaded[key] = (model, PredictSpec.from_card(fields))
+        _loaded[key] = (model, PredictSpec.from_card(fields), dict(fields, kind="model"))
     return _loaded[key]
 
 
@@ -63,7 +67,10 @@ def _published(name: str, version: int | None) -> tuple[Any, PredictSpec]:
     card = registry.card(name, version)
     key = ("model", card["name"], int(card["version"]))
     if key not in _loaded:
-        _loaded[key] = (registry.load(card), PredictSpec.from_card(card))
+        spec = PredictSpec.from_card(card)
+        if spec.random:  # the same frame gets the same answer
+            spec = dataclasses.replace(spec, seed=seed_for(f"{card['name']}/v{card['version']}"))
+        _loaded[key] = (registry.load(card), spec, card)
     return _loaded[key]
 
 
@@ -88,18 +95,26 @@ def predict(model: str | Path, frame: Any, version: int | None = None) -> tuple[
                           hint="Leave version out, or give a published model's name.")
     if is_file and not Path(model).is_file():
         raise ConfigError(f"scorer.predict: {model}: no such file.", hint="Give the path of a model saved with saveRDS().")
-    loaded, spec = _from_rds(Path(model)) if is_file else _published(str(model), version)
+    loaded, spec, card = _from_rds(Path(model)) if is_file else _published(str(model), version)
     table, as_pandas = _table(frame)
     where = f"scorer.predict({str(model)!r})"
     if table.num_rows == 0:
         raise InputFormatError(f"{where}: the frame has no rows.", hint="Pass at least one row.")
-    check_columns(table.column_names, spec.schema, where)
     r = bridge()
+    if card.get("kind") == "function":  # the whole frame, once, through score(data, ...)
+        whole = table.combine_chunks().to_batches()[0]
+        prep = prepare(whole, function_schema(whole.schema.names, card.get("text_columns")), where)
+        got, _ = r.call_score(loaded, prep.columns, whole.num_rows, card.get("params") or [], seed_for(where))
+        result = pa.table([a for _, a in got], names=[n for n, _ in got])
+        empty = _Collect().table(table.schema)
+        return (result.to_pandas(), empty.to_pandas()) if as_pandas else (result, empty)
+    check_columns(table.column_names, spec.schema, where)
     scored_parts: list[pa.Table] = []
     rejected = _Collect()
     names = None
     offset = 0
-    for batch in table.combine_chunks().to_batches(max_chunksize=250_000):
+    # a model whose rows depend on each other (card's rowwise) gets the frame in one call, as R would
+    for batch in table.combine_chunks().to_batches(max_chunksize=250_000 if spec.rowwise else None):
         prep = prepare(batch, spec.schema, where)
         answer = Answer(*predict_rows(r, loaded, prep, spec, Counter()), Counter()) if prep.n_kept else None
         done = outcome(prep, answer, lambda results: prediction_names(results, batch.schema.names))

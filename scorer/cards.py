@@ -49,6 +49,8 @@ class Options:
     params: list[str] = field(default_factory=list)           # NAME=VALUE, for score()
     files: list[Path] = field(default_factory=list)           # published beside a script
     reference: Path | None = None                             # training data, for the drift profile
+    text: list[str] = field(default_factory=list)             # columns an R function gets as text
+    tz: list[str] = field(default_factory=list)               # NAME=ZONE: a date-time's training time zone
 
 
 def parse_predict_arg(text: str) -> dict:
@@ -155,7 +157,7 @@ def describe_function(r: Any, script: Any, opts: Options, available: set[str] | 
                 + ", ".join(f"r-cran-{p.lower()}" for p in absent)
                 + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
     return {"kind": "function", "packages": {p: versions[p] for p in needed}, "top_packages": needed,
-            "params": params, "arguments": script.args}, warnings
+            "params": params, "arguments": script.args, "text_columns": list(opts.text)}, warnings
 
 
 def parse_levels(texts: list[str]) -> dict[str, list[str]]:
@@ -280,6 +282,18 @@ FORECASTS = {
 }
 
 
+def _valid_zone(zone: str) -> bool:
+    """Whether ``zone`` is a time zone Arrow (and so R's tz database) knows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.assume_timezone(pa.array([0], pa.timestamp("s")), zone)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        return False
+
+
 def _loosen_grouping(schema: list[dict], args: list[dict]) -> None:
     """A mixed model's grouping factor, predicted with allow.new.levels = TRUE (a level the
     model never saw gets the population-level prediction) or re.form = NA (no random
@@ -379,6 +393,17 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             f["levels"] = lv
             if f["class"] in ("unknown", "any"):
                 f["class"] = "factor"
+    for text in opts.tz:
+        name, eq, zone = text.partition("=")
+        field_ = next((f for f in schema or [] if f["name"] == name.strip()), None)
+        if not eq or field_ is None or not _valid_zone(zone.strip()):
+            raise ConfigError(f"--tz {text!r} is not NAME=ZONE for one of the model's inputs with a time zone R "
+                              f"knows (inputs: {', '.join(f['name'] for f in schema or []) or 'none recorded'}).",
+                              hint="For example --tz ts=America/New_York (an IANA time zone name).")
+        if field_.get("tz") not in (None, "UTC", zone.strip()) and field_["class"] == "POSIXct":
+            raise ConfigError(f"--tz {text!r}: the model itself records {field_['tz']} for {name!r}.",
+                              hint="Leave --tz out for this input: the model's own record is used.")
+        field_["class"], field_["tz"] = "POSIXct", zone.strip()
     if schema:
         unlevelled = [f["name"] for f in schema if f["class"] in ("factor", "ordered") and not f.get("levels")]
         if unlevelled:

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--with", dest="files", action="append", default=[], type=Path, metavar="FILE",
                      help="a file an R function reads (a model, a lookup table), published beside it and found in its "
                      "working directory (repeatable)")
+    pub.add_argument("--text", action="append", default=[], metavar="COLUMN",
+                     help="for an R function: hand this input column to score() as text whatever it holds (codes "
+                     "with leading zeros, 00017, are otherwise read as numbers) (repeatable)")
+    pub.add_argument("--tz", action="append", default=[], metavar="NAME=ZONE",
+                     help="a date-time input's training time zone, when the model keeps none (e.g. "
+                     "ts=America/New_York): text without a zone is read as wall-clock time there (repeatable)")
     pub.add_argument("--output-columns", metavar="A,B,C",
                      help="keep only these columns of a data-frame or matrix result, e.g. yhat,yhat_lower,yhat_upper")
     pub.add_argument("--reference", type=Path, metavar="TRAIN.csv|.parquet",
@@ -216,7 +222,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store.ensure_containers()
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
                    levels=args.levels, package_list=args.package_list, params=args.param, files=args.files,
-                   reference=args.reference,
+                   reference=args.reference, text=args.text, tz=args.tz,
                    output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
                    if args.output_columns else None)
     pub = Registry(store).publish(args.path, args.name, opts)

@@ -34,7 +34,8 @@ import pyarrow.csv as pacsv
 from scorer.errors import InputFormatError
 from scorer.frames import check_columns
 
-FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "csv", ".tsv.gz": "csv.gz", ".parquet": "parquet",
+           ".pq": "parquet"}
 _SNIFF_BYTES = 64 * 1024
 #: the longest header line read: Arrow's blocks must hold it (twice its size, below)
 HEADER_MAX = 4 * 1024 * 1024
@@ -42,6 +43,28 @@ HEADER_MAX = 4 * 1024 * 1024
 # reader's queue), so the block size bounds the input held in memory: 32 MiB here.
 _CSV_BLOCK = 1024 * 1024
 _BATCH_BYTES = 8 * 1024 * 1024  # of Arrow data (text and offsets): caps batches of wide rows
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How CSV text is read (docs/contract.md, "Input formats"): the decimal mark (".",
+    "," or "auto"); the tokens read as missing besides the empty cell (SCORER_NA_VALUES)
+    and the columns that keep them as text (frames.na_kept); the delimiter when the name
+    says it (.tsv: tab), else found from the header; the text's encoding
+    (SCORER_CSV_ENCODING), in which the output is written too."""
+
+    decimal: str = "auto"
+    na_values: tuple[str, ...] = ("NA",)
+    keep_na: frozenset[str] = frozenset()
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+
+    @classmethod
+    def of(cls, settings: Any, name: str = "", keep_na: frozenset[str] = frozenset()) -> "CsvOptions":
+        """The options the settings give for a file called ``name``."""
+        return cls(decimal=settings.csv_decimal, na_values=settings.na_values, keep_na=keep_na,
+                   delimiter="\t" if name.lower().endswith((".tsv", ".tsv.gz")) else None,
+                   encoding=settings.csv_encoding)
 
 
 def format_of(name: str) -> str:
@@ -52,7 +75,7 @@ def format_of(name: str) -> str:
             return FORMATS[ext]
     raise InputFormatError(
         f"{name}: unsupported file type.",
-        hint="Drop .csv, .csv.gz or .parquet files; other files are quarantined untouched.",
+        hint="Drop .csv, .csv.gz, .tsv or .parquet files; other files are quarantined untouched.",
     )
 
 
@@ -64,9 +87,12 @@ class InputTable:
     names: list[str]
     batches: Iterator[pa.RecordBatch]
     _close: Callable[[], None] = lambda: None
-    #: CSV only: the delimiter and decimal mark found (or set), kept for the output
+    #: CSV only: the delimiter, decimal mark and encoding found (or set), kept for the output
     delimiter: str = ","
     decimal: str = "."
+    encoding: str = "utf-8"
+    #: the columns' types as read (CSV: text), for an output of no rows
+    schema: pa.Schema | None = None
 
     def close(self) -> None:
         """Stop reading, and close the source the input was opened from.
@@ -82,19 +108,16 @@ class InputTable:
 
 
 def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int,
-               decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
-               keep_na: frozenset[str] = frozenset()) -> InputTable:
+               csv: CsvOptions = CsvOptions()) -> InputTable:
     """Open an input: Parquet from a local file (its footer needs random access),
-    CSV from a binary stream, read front to back as it arrives. ``decimal`` is
-    the CSV decimal mark: ".", "," or "auto" (guessed, see above). In CSV, an empty
-    cell is missing, and so is text in ``na_values`` (SCORER_NA_VALUES), except in the
-    columns ``keep_na`` names (a factor with a level spelled NA: frames.na_kept).
-    Raises InputFormatError naming ``where`` (the blob)."""
+    CSV from a binary stream, read front to back as it arrives, as ``csv`` says (an
+    empty cell is missing, and so is text in its ``na_values``, except in the columns
+    its ``keep_na`` names). Raises InputFormatError naming ``where`` (the blob)."""
     if fmt == "parquet":
         if Path(source).stat().st_size == 0:
             raise _empty(where)
         return _open_parquet(Path(source), where, batch_rows, max_bytes)
-    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, decimal, na_values, keep_na)
+    return _open_csv(source, fmt == "csv.gz", where, batch_rows, max_bytes, csv)
 
 
 def open_parquet_part(source: BinaryIO, row_groups: list[int] | None, where: str, batch_rows: int,
@@ -360,9 +383,32 @@ def _decimal_mark(text: str, delimiter: str) -> str:
     return "," if commas and not points else "."
 
 
-def _sniff(head: bytes, where: str, end: int | None = None) -> tuple[list[str], str]:
-    """The header's names and the delimiter, from the text the file starts with;
-    ``end``: where its header line ends (found here when not given)."""
+def _excel_separator(text: bytes) -> tuple[int, str | None]:
+    """Excel's first line ``sep=;`` (what it writes for a delimiter it was told): where
+    the header starts after it, and the delimiter; (0, None) when there is none."""
+    import re as _re
+
+    found = _re.match(rb"(?:\xef\xbb\xbf)?sep=(.)\r?\n", text)
+    return (found.end(), found.group(1).decode("latin-1")) if found else (0, None)
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+
+def _python_codec(encoding: str) -> str:
+    return "utf-8-sig" if _is_utf8(encoding) else encoding
+
+
+def _arrow_codec(encoding: str) -> str:
+    """Arrow reads UTF-8 itself, in C; any other encoding through Python's codecs."""
+    return "utf8" if _is_utf8(encoding) else encoding
+
+
+def _sniff(head: bytes, where: str, end: int | None = None, delimiter: str | None = None,
+           encoding: str = "utf-8") -> tuple[list[str], str]:
+    """The header's names and the delimiter (``delimiter`` when given), from the text the
+    file starts with; ``end``: where its header line ends (found here when not given)."""
     if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
         raise InputFormatError(f"{where}: the file is UTF-16 text.", hint="Save the CSV as UTF-8.")
     if b"\x00" in head:
@@ -372,17 +418,18 @@ def _sniff(head: bytes, where: str, end: int | None = None) -> tuple[list[str], 
         )
     if end is None:
         end = header_end(head)
-    text = head[:len(head) if end is None else end].decode("utf-8-sig", errors="replace")
+    text = head[:len(head) if end is None else end].decode(_python_codec(encoding), errors="replace")
     first = text.splitlines()[0] if text.splitlines() else ""
     if not first.strip():
         raise InputFormatError(f"{where}: the first line is blank; expected a header of column names.",
                                hint="Put the column names on the first line.")
-    delimiter = ","
-    if "," not in first:
-        for d in (";", "\t", "|"):
-            if d in first:
-                delimiter = d
-                break
+    if delimiter is None:
+        delimiter = ","
+        if "," not in first:
+            for d in (";", "\t", "|"):
+                if d in first:
+                    delimiter = d
+                    break
     try:
         names = next(csv.reader(io.StringIO(text), delimiter=delimiter))
     except (csv.Error, StopIteration) as exc:
@@ -392,13 +439,20 @@ def _sniff(head: bytes, where: str, end: int | None = None) -> tuple[list[str], 
 
 
 def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes: int,
-              decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
-              keep_na: frozenset[str] = frozenset()) -> InputTable:
+              csv_options: CsvOptions = CsvOptions()) -> InputTable:
+    o = csv_options
     raw, text, end = _peek(stream, gz, where)
-    names, delimiter = _sniff(text, where, end)
+    skip = _excel_separator(text)  # Excel's "sep=;" first line: the delimiter, then the header
+    if skip[0]:
+        end = header_end(text[skip[0]:]) or len(text) - skip[0]
+    names, delimiter = _sniff(text[skip[0]:], where, end, skip[1] or o.delimiter, o.encoding)
+    decimal = o.decimal
     if decimal == "auto":
-        decimal = _decimal_mark(text.decode("utf-8-sig", errors="replace"), delimiter)
+        decimal = _decimal_mark(text[skip[0]:].decode(_python_codec(o.encoding), errors="replace"), delimiter)
+    na_values, keep_na = o.na_values, o.keep_na
     check_columns(names, None, where)  # raises on repeated column names
+    if not gz and header_end(text) is None and len(raw) < _SNIFF_BYTES:  # a header, no line end, nothing else
+        raw += b"\n"  # Arrow needs the line end to read a header of no rows
     # Buffered, so that each read Arrow asks for is filled: Arrow makes a block of
     # whatever one read returns, and a short first read (the 64 KiB peeked above)
     # would cost an extra call into R, which for some models (ranger) is slow.
@@ -411,7 +465,8 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
     try:
         reader = pacsv.open_csv(
             pa.PythonFile(io.BufferedReader(scan, block), mode="r"),
-            read_options=pacsv.ReadOptions(block_size=block, use_threads=True),
+            read_options=pacsv.ReadOptions(block_size=block, use_threads=True, skip_rows=1 if skip[0] else 0,
+                                           encoding=_arrow_codec(o.encoding)),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
@@ -436,7 +491,7 @@ def _open_csv(stream: BinaryIO, gz: bool, where: str, batch_rows: int, max_bytes
             pass
 
     return InputTable(names=reader.schema.names, batches=batches, _close=close, delimiter=delimiter,
-                      decimal=decimal)
+                      decimal=decimal, encoding=o.encoding, schema=reader.schema)
 
 
 def _csv_error(exc: Exception, where: str, block: int = _CSV_BLOCK) -> InputFormatError:
@@ -451,7 +506,8 @@ def _csv_error(exc: Exception, where: str, block: int = _CSV_BLOCK) -> InputForm
                                 hint="Drop a file with at least one data row.")
     if "UTF8" in msg or "utf8" in msg.lower():
         return InputFormatError(f"{where}: the file is not valid UTF-8 text.",
-                                hint="Save the CSV as UTF-8 (Excel: 'CSV UTF-8').")
+                                hint="Save the CSV as UTF-8 (Excel: 'CSV UTF-8'), or set SCORER_CSV_ENCODING to "
+                                "its encoding (cp1252 for Excel's plain 'CSV' on Western European Windows).")
     if "gzip" in msg.lower() or "zlib" in msg.lower() or "compress" in msg.lower():
         return InputFormatError(f"{where}: the gzip data is corrupt or truncated ({msg}).",
                                 hint="Compress the file again, or drop the plain .csv.")
@@ -567,7 +623,7 @@ def _open_parquet(path: Path | BinaryIO, where: str, batch_rows: int, max_bytes:
             raise InputFormatError(f"{where}: the Parquet data is corrupt ({exc}).",
                                    hint="Write the file again.") from None
 
-    return InputTable(names=names, batches=batches(), _close=pf.close)
+    return InputTable(names=names, batches=batches(), _close=pf.close, schema=natural)
 
 
 def _as_read(batch: pa.RecordBatch, natural: pa.Schema) -> pa.RecordBatch:
@@ -635,8 +691,10 @@ class OutputWriter:
     """Writes batches of one output in the input's format (and, for CSV, its
     delimiter and decimal mark) to a binary sink."""
 
-    def __init__(self, sink: BinaryIO, fmt: str, delimiter: str = ",", decimal: str = ".", header: bool = True):
-        self._sink = sink
+    def __init__(self, sink: BinaryIO, fmt: str, delimiter: str = ",", decimal: str = ".", header: bool = True,
+                 encoding: str = "utf-8"):
+        # CSV in the input's encoding (SCORER_CSV_ENCODING): the output opens where the input did
+        self._sink = sink if fmt == "parquet" or _is_utf8(encoding) else _Encoded(sink, encoding)
         self._fmt = fmt
         self._delimiter = delimiter
         self._decimal = decimal
@@ -671,6 +729,31 @@ class OutputWriter:
             self._writer.close()
             if self._fmt == "csv.gz":
                 self._stream.close()  # flushes the gzip trailer
+
+
+class _Encoded(io.RawIOBase):
+    """A binary sink taking UTF-8 (Arrow's CSV writer) and passing it on in ``encoding``;
+    a character the encoding lacks becomes '?' (the input's own values all have one)."""
+
+    def __init__(self, sink: Any, encoding: str):
+        super().__init__()
+        self._sink = sink
+        self._decode = codecs.getincrementaldecoder("utf-8")()
+        self._encoding = encoding
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._sink.write(self._decode.decode(data).encode(self._encoding, errors="replace"))
+        return len(data)
+
+    def close(self) -> None:
+        rest = self._decode.decode(b"", final=True)
+        if rest:
+            self._sink.write(rest.encode(self._encoding, errors="replace"))
+        super().close()
 
 
 def _with_decimal_comma(batch: pa.RecordBatch, decimal: str) -> pa.RecordBatch:

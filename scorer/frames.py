@@ -440,6 +440,9 @@ def _date(arr: pa.Array, f: Field, where: str):
         return RColumn("date", _float_values(days)), None, None
     if not (_is_text(t) or pa.types.is_null(t)):
         raise _wrong_type(f, arr, where, "dates (YYYY-MM-DD)")
+    # a date-time at midnight is that date, as R's as.Date() takes it (2024-05-01 00:00:00,
+    # 2024-05-01T00:00:00Z); a later time of day is no date, and rejects its row
+    arr = pc.replace_substring_regex(arr.cast(pa.string()), _MIDNIGHT, r"\1")
     try:
         days = pc.cast(arr.cast(pa.string()), pa.date32()).cast(pa.int32()).cast(pa.float64())
         return RColumn("date", _float_values(days)), None, None
@@ -461,6 +464,7 @@ def _date(arr: pa.Array, f: Field, where: str):
 
 
 _ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
+_MIDNIGHT = r"^\s*(\d{4}-\d{2}-\d{2})[T ]00:00(:00(\.0+)?)?\s*(Z|[+-]00:?00)?\s*$"
 _ISO_TIME = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$"
 _ZONED = r"(Z|[+-]\d{2}:?\d{2})\s*$"
 

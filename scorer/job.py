@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from scorer import errors, split
@@ -44,7 +45,7 @@ from scorer.drift import Tally, not_computed
 from scorer.frames import na_kept
 from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
-from scorer.formats import OutputWriter, QuotingError, format_of, open_input, open_parquet_part
+from scorer.formats import CsvOptions, OutputWriter, QuotingError, format_of, open_input, open_parquet_part
 from scorer.log import now, redact_obj
 from scorer.models import Registry
 from scorer.page import render as render_page
@@ -305,7 +306,7 @@ class Job:
                 t = time.monotonic()
                 out_sink = self.store.staged(s.output_container, name)
                 sinks.append(out_sink)
-                out = OutputWriter(out_sink, fmt, table.delimiter, table.decimal)
+                out = OutputWriter(out_sink, fmt, table.delimiter, table.decimal, encoding=table.encoding)
                 if fmt != "parquet":
                     ir.csv = {"delimiter": table.delimiter, "decimal": table.decimal}
                 rej_sink = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
@@ -318,7 +319,7 @@ class Job:
                 try:
                     if is_function:  # the whole file, once, through score(data, ...)
                         run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
-                                     s.max_function_bytes, check_stop=check_stop)
+                                     s.max_function_bytes, check_stop=check_stop, text=card.get("text_columns"))
                     else:
                         spec = self._spec(card, name)
                         if not spec.rowwise:  # predicted whole, as R would: see cards.rows_together
@@ -340,6 +341,9 @@ class Job:
                     self._r_warnings(ir, counts)
                 ir.durations_s["score"] = round(time.monotonic() - t, 3)
                 self._check_counts(name, counts, rejected)
+                if counts.rows_read == 0 and not is_function:  # a header, no rows: so is the output, as in R
+                    out.write(_no_rows(table, card))
+                    ir.warnings.append("the file has a header but no data rows: the output has the header only")
                 t = time.monotonic()
                 out.close()
                 if rejected.writer is not None:
@@ -643,8 +647,9 @@ class Job:
                                            etag=plan.etag)
                 check = split.QuoteCheck(raw)
                 streams.append(check)
-                table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, plan.decimal, s.na_values,
-                                   self._na_kept(card))
+                options = dataclasses.replace(CsvOptions.of(s, plan.input, self._na_kept(card)), decimal=plan.decimal,
+                                              delimiter=plan.delimiter)
+                table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, options)
             streams.append(table)
             # a block prefix of this attempt's own: a part taken over never commits a dead job's blocks
             prefix = f"p{k:05d}{uuid.uuid4().hex[:10]}"
@@ -655,7 +660,8 @@ class Job:
                 # each part's share of the output blob's blocks, one left for the header
                 out_sink = self.store.staged(s.output_container, plan.input, prefix=prefix,
                                              max_blocks=(MAX_BLOCKS - 1) // len(plan.parts))
-                out = OutputWriter(out_sink, "csv", plan.delimiter, plan.decimal, header=False)
+                out = OutputWriter(out_sink, "csv", plan.delimiter, plan.decimal, header=False,
+                                   encoding=s.csv_encoding)
             sinks.append(out_sink)
             rej_sink = self.store.staged(s.output_container, plan.blob("rejected", k))
             sinks.append(rej_sink)
@@ -819,7 +825,7 @@ class Job:
         else:
             names = next(r["names"] for r in records if r["names"])
             sink = self.store.staged(s.output_container, name, prefix=f"h{plan.id:0<15.15}")
-            sink.write(split.csv_header_bytes(names, plan.delimiter))
+            sink.write(split.csv_header_bytes(names, plan.delimiter).decode().encode(s.csv_encoding, errors="replace"))
             blocks = sink.flush_blocks() + [b for r in records for b in r["blocks"]]
             self._commit(name, lambda seen: sink.commit(metadata=meta, content_type=_content_type("csv"), blocks=blocks,
                                                         conditions=seen),
@@ -941,17 +947,14 @@ class Job:
         else:
             source = self.store.open_read(s.input_container, name, etag=etag_of(props))
             streams.append(source)
-        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, s.csv_decimal, s.na_values, keep_na)
+        table = open_input(source, fmt, name, s.batch_rows, s.max_input_bytes, CsvOptions.of(s, name, keep_na))
         streams.append(table)
         first = next(table.batches, None)
         table.batches = itertools.chain([first] if first is not None else [], table.batches)
         return table
 
     def _check_counts(self, name: str, counts: Any, rejected: RejectedRows) -> None:
-        if counts.rows_read == 0:
-            raise InputFormatError(f"{name}: the file has a header but no data rows.",
-                                   hint="Drop a file with at least one data row.")
-        if counts.rows_written is not None:  # an R function: its output's rows are its own
+        if counts.rows_read == 0 or counts.rows_written is not None:  # no rows; an R function's rows are its own
             return
         frac = counts.rows_rejected / counts.rows_read
         if counts.rows_scored == 0 or frac > self.settings.max_rejected_fraction:
@@ -1124,6 +1127,18 @@ def format_of_or_none(name: str) -> str | None:
         return format_of(name)
     except InputFormatError:
         return None
+
+
+def _no_rows(table: Any, card: dict) -> pa.RecordBatch:
+    """An output of no rows for an input of none: its columns, then the prediction
+    columns the model gave at publish (their types unknown without a prediction)."""
+    from scorer.frames import prediction_names
+
+    schema = table.schema or pa.schema([(n, pa.string()) for n in table.names])
+    results = [(n, None) for n in card.get("prediction_columns") or [""]]
+    names = prediction_names(results, schema.names)
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema] + [pa.array([], pa.null()) for _ in names],
+                                      names=schema.names + names)
 
 
 def _done(value: Any) -> Future:

@@ -29,7 +29,7 @@ from scorer import __version__
 from scorer.cards import Options, describe_function, describe_model
 from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
                            PredictError, ScorerError)
-from scorer.formats import format_of, open_input
+from scorer.formats import CsvOptions, format_of, open_input
 from scorer.frames import check_columns, na_kept
 from scorer.log import now
 from scorer.scoring import PredictSpec, profile_reference
@@ -320,7 +320,7 @@ class Registry:
                 try:
                     s = self.store.settings
                     table = open_input(path if fmt == "parquet" else fh, fmt, where, s.batch_rows, s.max_input_bytes,
-                                       s.csv_decimal, s.na_values, na_kept(spec.schema, s.na_values))
+                                       CsvOptions.of(s, path.name, na_kept(spec.schema, s.na_values)))
                     try:
                         check_columns(table.names, spec.schema, where)
                         batches = list(table.batches)

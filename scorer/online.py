@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from scorer.errors import InputFormatError
-from scorer.formats import open_input
+from scorer.formats import CsvOptions, open_input
 from scorer.frames import Prepared, RColumn, layout
 from scorer.pool import Answer
 
@@ -71,11 +71,11 @@ def table_from_json(body: bytes, where: str) -> pa.Table:
     return pa.table(columns)
 
 
-def table_from_csv(body: bytes, where: str, max_bytes: int, decimal: str = "auto", na_values: tuple[str, ...] = ("NA",),
-                   keep_na: frozenset[str] = frozenset()) -> tuple[pa.Table, str, str]:
-    """A CSV body, read by the batch job's own CSV reader (the same missing values);
-    with its delimiter and decimal mark. Raises InputFormatError."""
-    table = open_input(io.BytesIO(body), "csv", where, 1 << 30, max_bytes, decimal, na_values, keep_na)
+def table_from_csv(body: bytes, where: str, max_bytes: int, options: CsvOptions = CsvOptions()
+                   ) -> tuple[pa.Table, str, str]:
+    """A CSV body, read by the batch job's own CSV reader (the same options); with its
+    delimiter and decimal mark. Raises InputFormatError."""
+    table = open_input(io.BytesIO(body), "csv", where, 1 << 30, max_bytes, options)
     try:
         batches = list(table.batches)
     finally:

@@ -561,7 +561,7 @@ class RBridge:
                 return np.zeros(0, dtype)
             return np.frombuffer(ffi.buffer(rlib.DATAPTR(v), n * np.dtype(dtype).itemsize), dtype=dtype).copy()
 
-        if kind in ("double", "date", "posixct", "duration"):
+        if kind in ("double", "date", "posixct"):
             a = values(np.float64)
             # NaN (R's NA) -> null; a mask rather than from_pandas=True, which
             # would import pandas when it happens to be installed (0.3 s)
@@ -571,8 +571,6 @@ class RBridge:
             if kind == "posixct":
                 micros = np.where(mask, 0, np.round(a * 1e6)).astype(np.int64)
                 return pa.array(micros, pa.timestamp("us", tz=tz or "UTC"), mask=mask)
-            if kind == "duration":
-                return pa.array(np.where(mask, 0, np.round(a * 1e6)).astype(np.int64), pa.duration("us"), mask=mask)
             return pa.array(a, mask=mask)
         if kind == "integer":
             a = values(np.int32)

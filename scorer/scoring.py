@@ -365,6 +365,12 @@ def seed_for(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def function_schema(names: list[str], text: list[str] | None) -> list[Field] | None:
+    """How an R function's input columns are typed: by inference (numbers, dates, text),
+    but for the ``text`` columns, which stay text (--text at publish)."""
+    return [Field(n, "character" if n in text else "any") for n in names] if text else None
+
+
 def whole_file(batches: Any, max_bytes: int, where: str, why: str,
                check_stop: Callable[[], None] | None = None) -> pa.RecordBatch | None:
     """Every batch of an input as one (None for no rows): for what R must get whole (an R
@@ -388,9 +394,11 @@ def whole_file(batches: Any, max_bytes: int, where: str, why: str,
 
 
 def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out: Any, where: str,
-                 counts: Counts, max_bytes: int, check_stop: Callable[[], None] | None = None) -> Counts:
+                 counts: Counts, max_bytes: int, check_stop: Callable[[], None] | None = None,
+                 text: list[str] | None = None) -> Counts:
     """An R scoring function's turn: the whole input, read into one data frame (numbers,
-    ISO dates and date-times, text), passed once to score(data, <params>) with R's
+    ISO dates and date-times, text; the ``text`` columns as text whatever they hold, for
+    codes with leading zeros), passed once to score(data, <params>) with R's
     random seed set from the input's name (seed_for); its result is the output, rows
     and columns of its own.
 
@@ -398,10 +406,11 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     (SCORER_MAX_FUNCTION_BYTES: a function cannot stream), PredictError with R's message.
     """
     whole = whole_file(table.batches, max_bytes, where, "an R function gets the whole file at once", check_stop)
-    if whole is None:
-        return counts
+    if whole is None:  # a header and no rows: score() gets a data frame of none, as read.csv would give it
+        schema = table.schema or pa.schema([(n, pa.string()) for n in table.names])
+        whole = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
     counts.rows_read += whole.num_rows
-    prep = prepare(whole, None, where, table.decimal)
+    prep = prepare(whole, function_schema(whole.schema.names, text), where, table.decimal)
     if check_stop:
         check_stop()
     results, warnings = r.call_score(script, prep.columns, whole.num_rows, params, seed_for(where))

@@ -46,6 +46,7 @@ import pyarrow.csv as pacsv
 from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
 from scorer.frames import Prepared, check_columns, na_kept, prediction_names, prepare
 from scorer.log import redact_obj
+from scorer.formats import CsvOptions
 from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.pool import Answer
 from scorer.scoring import PredictSpec, predict_rows, seed_for
@@ -316,9 +317,12 @@ class Server:
             where = "request"
             is_csv = content_type.startswith("text/csv")
             if is_csv:
-                table, _, decimal = table_from_csv(body, where, self.settings.serve_max_body_bytes,
-                                                   self.settings.csv_decimal, self.settings.na_values,
-                                                   na_kept(loaded.spec.schema, self.settings.na_values))
+                charset = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")[1:]
+                                if p.strip().lower().startswith("charset=")), "utf-8")  # the body says, not a setting
+                options = dataclasses.replace(CsvOptions.of(self.settings, "", na_kept(loaded.spec.schema,
+                                                                                       self.settings.na_values)),
+                                              encoding=charset)
+                table, _, decimal = table_from_csv(body, where, self.settings.serve_max_body_bytes, options)
             else:
                 table, decimal = table_from_json(body, where), "."
             schema = loaded.spec.schema

@@ -86,6 +86,15 @@ def _tokens(value: str) -> tuple[str, ...]:
     return tokens
 
 
+def _encoding(value: str) -> str:
+    import codecs
+
+    try:
+        return codecs.lookup(value).name
+    except LookupError:
+        raise ValueError("must be a text encoding Python knows, e.g. utf-8, cp1252 or latin-1") from None
+
+
 def _decimal(value: str) -> str:
     if value not in ("auto", ".", ","):
         raise ValueError('must be auto, "." or ","')
@@ -154,6 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("csv_decimal", "SCORER_CSV_DECIMAL", _decimal, "auto",
             "Decimal mark of numbers in CSV inputs: auto (a comma when fields are separated by ';' and the "
             "first rows hold numbers with a decimal comma and none with a point), '.' or ','."),
+    Setting("csv_encoding", "SCORER_CSV_ENCODING", _encoding, "utf-8",
+            "Text encoding of CSV inputs (utf-8, with or without a byte-order mark; cp1252 for Excel's plain 'CSV' "
+            "on Western European Windows; latin-1, ...). CSV outputs are written in the same encoding."),
     Setting("na_values", "SCORER_NA_VALUES", _tokens, ("NA",),
             "Text read as a missing value in CSV inputs, besides the empty cell: tokens separated by commas, or none. "
             "In a factor column whose model levels include a token (a region called NA), the token is that level."),
@@ -231,6 +243,7 @@ class Settings:
     max_function_bytes: int = 2 * 1024**3
     csv_decimal: str = "auto"
     na_values: tuple[str, ...] = ("NA",)
+    csv_encoding: str = "utf-8"
     parallel_jobs: int = 1
     split_bytes: int = 256 * 1024**2
     r_workers: int | str = "auto"

@@ -93,7 +93,6 @@ def test_too_many_rejected_rows_quarantine_the_input_with_the_first_reasons(infe
 
 @pytest.mark.parametrize("name,data,words", [
     ("infert/empty.csv", b"", ["empty"]),
-    ("infert/header.csv", b"age,parity,education,spontaneous,induced\n", ["header but no data rows"]),
     ("infert/ragged.csv", GOOD + b"1,2,3,4,5,6,7\n", ["malformed CSV", "Expected 5 columns"]),
     ("infert/binary.csv", b"\x00\x01\x02PK\x03\x04" * 100, ["not a text file"]),
     ("infert/latin1.csv", "age,parity,education,spontaneous,induced\n26,6,0-5jähr,2,1\n".encode("latin-1"),

@@ -50,9 +50,14 @@ CORPUS = [
     # quarantined
     ("utf16.csv", codecs.BOM_UTF16_LE + (HEADER + ROWS).encode("utf-16-le"), "quarantined", "UTF-16"),
     ("duplicate-columns.csv", b"wt,hp,wt\n1,2,3\n", "quarantined", "appear more than once"),
+    # a header and no rows: an output of none, as R gives (issue 27; quarantined before)
     ("zero-rows.parquet", parquet(pa.table({"wt": pa.array([], pa.float64()), "hp": pa.array([], pa.float64())})),
-     "quarantined", "no data rows"),
-    ("only-header-no-newline.csv", b"wt,hp", "quarantined", "no data rows"),
+     "scored", 0),
+    ("only-header-no-newline.csv", b"wt,hp", "scored", 0),
+    ("only-header.csv", b"wt,hp\n", "scored", 0),
+    # issue 27: Excel's "sep=;" first line names the delimiter; .tsv is tab-separated; a date-time at midnight
+    ("excel-sep-line.csv", b"sep=;\nwt;hp\n2.6;110\n3.2;150\n", "scored", 2),
+    ("tabs.tsv", b"wt\thp\n2.6\t110\n3.2\t150\n", "scored", 2),
     ("blank-first-line.csv", b"\nwt,hp\n1,2\n", "quarantined", "first line is blank"),
     ("all-text.csv", b"wt,hp\nheavy,fast\nlight,slow\n", "quarantined", "should hold numbers"),
     ("mostly-bad.csv", b"wt,hp\n2.6,x\n3.2,y\n2.9,95\n", "quarantined", "rows (66.7%) were rejected"),
@@ -90,6 +95,12 @@ def test_awkward_input(gamma, name, data, status, expect):
     if status == "scored":
         assert item.rows_scored == expect
         assert gamma.names("archive") == [blob] and blob in gamma.names("output")
+        if expect == 0:  # the header, and the prediction column, in the input's format
+            out = gamma.read("output", blob)
+            columns = pq.read_table(io.BytesIO(out)).column_names if blob.endswith(".parquet") else \
+                out.decode().splitlines()[0].replace('"', "").split(",")
+            assert columns == ["wt", "hp", "prediction"] and len(out.decode(errors="replace").splitlines()) <= 1 or \
+                blob.endswith(".parquet")
     else:
         text = item.error["message"] + " " + item.error.get("what_to_do", "")
         assert expect in text, text
@@ -108,3 +119,18 @@ def test_awkward_blob_names_are_scored_to_the_same_name(gamma, name):
     report = gamma.run()
     assert report.inputs[0].status == "scored", report.inputs[0].error
     assert gamma.names("output") == [name] and gamma.names("archive") == [name]
+
+
+def test_a_latin_1_file_is_read_and_written_in_its_encoding_when_the_setting_says_so(gamma):
+    """Excel's plain "CSV" on Western European Windows is cp1252: refused as not UTF-8
+    (naming SCORER_CSV_ENCODING), then read, and written back, in that encoding."""
+    data = "wt;hp;note\n2,6;110;Müller\n3,2;150;Café\n".encode("cp1252")
+    gamma.drop("g/excel.csv", data)
+    first = gamma.run().inputs[0]
+    assert first.status == "quarantined" and "SCORER_CSV_ENCODING" in first.error["what_to_do"]
+    gamma.drop("g/excel.csv", data)
+    item = gamma.run(csv_encoding="cp1252").inputs[0]
+    assert item.status == "scored" and item.rows_scored == 2, item.error
+    out = gamma.read("output", "g/excel.csv")
+    assert "Müller".encode("cp1252") in out and "Müller".encode() not in out
+    assert out.decode("cp1252").splitlines()[1].startswith('"2,6";"110";"Müller";')

@@ -34,6 +34,7 @@ CASES = {
     "naivebayes_class": {},
     "svm_decision": {"predict_args": ["decision.values=TRUE"], "levels": ["grade=2,10,1"]},
     "posixct_local_hour": {},
+    "posixct_lm_hour": {"tz": ["ts=America/New_York"]},
     "formula_over_rows": {},
     "level_na": {},
     "formula_pi": {},
@@ -199,3 +200,29 @@ def test_an_argument_predict_ignores_is_refused_and_one_it_passes_on_is_kept(pip
     assert card["prediction_columns"] == ["setosa", "versicolor", "virginica"]
     with pytest.raises(ConfigError, match="went unused"):
         pipeline.publish(zoo3 / "formula_pi.rds", "waves", predict_args=["probability=TRUE"])
+
+
+def test_an_r_function_gets_text_columns_as_text_and_writes_a_difftime_in_its_units(pipeline, tmp_path,
+                                                                                   monkeypatch):
+    """Codes with leading zeros arrived as numbers, with no way to ask for text; a difftime
+    was written as microseconds (3600000000 for an hour). And scorer.predict() on an R
+    function's name raised an AttributeError: it runs score() on the frame."""
+    import scorer
+    from scorer import api
+
+    from conftest import env_for
+
+    script = tmp_path / "codes.R"
+    script.write_text('score <- function(data) data.frame(code = data$code, kind = class(data$code), '
+                      'gap = as.difftime(data$hours, units = "hours"))\n')
+    pipeline.publish(script, "codes", text=["code"])
+    pipeline.drop("codes/a.csv", b"code,hours\n00017,1\n00200,2.5\n")
+    item = pipeline.run().inputs[0]
+    assert item.status == "scored", item.error
+    lines = pipeline.read("output", "codes/a.csv").decode().splitlines()
+    assert lines[1:] == ['"00017","character",1', '"00200","character",2.5'], lines
+    for k, v in env_for(pipeline.settings).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(api, "_registry", [])
+    got, rejected = scorer.predict("codes", pa.table({"code": ["00017"], "hours": [3.0]}))
+    assert got.to_pylist() == [{"code": "00017", "kind": "character", "gap": 3.0}] and rejected.num_rows == 0

@@ -461,7 +461,8 @@ scorer_frame <- function(cols, nrows, shape) {
 
 # A result (vector, matrix or data frame) as plain columns for Python, in one call:
 # list(columns, names, kinds, time zones). Factors become their labels; dates days and
-# date-times seconds since 1970 (with their time zone); difftimes seconds.
+# date-times seconds since 1970 (with their time zone); difftimes numbers in their own
+# units (a 1-hour difftime in hours is 1; it used to be written as 3600000000 microseconds).
 scorer_columns <- function(out) {
   if (is.data.frame(out)) {
     cols <- as.list(out)
@@ -488,9 +489,9 @@ scorer_columns <- function(out) {
       tz[i] <- if (length(zone) && nzchar(zone[[1]])) zone[[1]] else "UTC"
       cols[[i]] <- as.numeric(x)
       kinds[i] <- "posixct"
-    } else if (inherits(x, "difftime")) {
-      cols[[i]] <- as.numeric(x, units = "secs")
-      kinds[i] <- "duration"
+    } else if (inherits(x, "difftime")) {  # a number in its own units, as write.csv() writes it
+      cols[[i]] <- as.numeric(x)
+      kinds[i] <- "double"
     } else if (typeof(x) %in% c("logical", "integer", "double", "character")) {
       cols[[i]] <- as.vector(x)  # attributes (names, dim) dropped: the values only
       kinds[i] <- typeof(x)

@@ -100,6 +100,8 @@ gl <- glm(y ~ I(as.integer(format(ts, "%H")) >= 12), data = dt)  # glm keeps its
 ndt <- dt[1:24, "ts", drop = FALSE]
 text_t <- data.frame(ts = format(ndt$ts, "%Y-%m-%dT%H:%M:%SZ", tz = "UTC"))  # instants, written in UTC
 save_case("posixct_local_hour", gl, ndt, predict(gl, ndt), text = text_t)
+ll <- lm(y ~ I(as.integer(format(ts, "%H")) >= 12), data = dt)  # lm keeps only the hour: --tz says the zone
+save_case("posixct_lm_hour", ll, ndt, predict(ll, ndt), text = text_t)
 
 # -- a formula term computed over the rows predict() is given --------------------------------
 dc <- data.frame(x = rnorm(n, 10), y = rnorm(n))
