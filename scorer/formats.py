@@ -704,8 +704,8 @@ class OutputWriter:
         self.schema: pa.Schema | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._decimal != "." and self._fmt != "parquet":
-            batch = _with_decimal_comma(batch, self._decimal)
+        if self._fmt != "parquet":
+            batch = _r_numbers(batch, self._decimal)
         if self._writer is None:
             self.schema = batch.schema
             stream = pa.PythonFile(self._sink, mode="w")
@@ -756,11 +756,19 @@ class _Encoded(io.RawIOBase):
         super().close()
 
 
-def _with_decimal_comma(batch: pa.RecordBatch, decimal: str) -> pa.RecordBatch:
-    """Number columns as text with ``decimal`` as the decimal mark (the input's
-    own columns are text already, kept as they were written)."""
+def _r_numbers(batch: pa.RecordBatch, decimal: str) -> pa.RecordBatch:
+    """Number columns as R's write.csv writes them: Inf, -Inf and NaN spelled so (Arrow
+    writes inf and nan), and ``decimal`` as the decimal mark. Only columns that need it
+    are changed (the input's own columns are text already, kept as they were written)."""
     import pyarrow.compute as pc
 
-    cols = [pc.replace_substring(c.cast(pa.string()), ".", decimal) if pa.types.is_floating(c.type) else c
-            for c in batch.columns]
-    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+    cols, changed = [], False
+    for c in batch.columns:
+        if pa.types.is_floating(c.type) and (decimal != "." or pc.all(pc.is_finite(c)).as_py() is False):
+            text = c.cast(pa.string())
+            for arrow, r in (("^inf$", "Inf"), ("^-inf$", "-Inf"), ("^-?nan$", "NaN")):
+                text = pc.replace_substring_regex(text, arrow, r)
+            c = pc.replace_substring(text, ".", decimal) if decimal != "." else text
+            changed = True
+        cols.append(c)
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names) if changed else batch

@@ -41,6 +41,8 @@ import pyarrow.compute as pc
 from scorer.errors import SchemaError
 
 NA_INTEGER = -(2**31)
+#: R's NA for doubles: a NaN with this payload (R_NaReal); a plain NaN is R's NaN
+NA_REAL_BITS = 0x7FF00000000007A2
 
 # What a number may look like in a CSV (Arrow's parser accepts the same and more).
 _NUMBER_RE = r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[Ii]nf|[Ii]nfinity|NaN|nan)\s*$"
@@ -257,7 +259,8 @@ def _convert(arr: pa.Array, f: Field, where: str, decimal: str = "."):
         return _timestamp(arr, f, where)
     if _is_text(arr.type) or pa.types.is_null(arr.type):
         try:
-            vals = pc.cast(arr, pa.float64())
+            # numbers with spaces around them are numbers, as in a column typed numeric
+            vals = pc.cast(pc.utf8_trim_whitespace(arr.cast(pa.string())), pa.float64())
             return RColumn("numeric", _float_values(vals)), None, None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
@@ -288,8 +291,13 @@ def _all_parse(text: pa.Array, kind) -> bool:
 
 
 def _float_values(arr: pa.Array) -> np.ndarray:
-    return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False) if arr.null_count == 0 \
-        else pc.fill_null(arr, float("nan")).to_numpy(zero_copy_only=False)
+    """The values as doubles, a missing one as R's NA (not a plain NaN: R tells them apart,
+    and factor(NaN) is a level "NaN" where factor(NA) is missing)."""
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    values = pc.fill_null(arr, float("nan")).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    values.view(np.uint64)[np.asarray(arr.is_null())] = NA_REAL_BITS
+    return values
 
 
 def _numeric(arr: pa.Array, f: Field, where: str):
@@ -503,6 +511,7 @@ def _timestamp(arr: pa.Array, f: Field, where: str):
                           hint="Write date-times as ISO 8601, e.g. 2024-05-01T13:45:00Z or 2024-05-01 13:45:00.",
                           columns=[f.name]) from None
     values = np.where(np.isnan(a), b, a)
+    values.view(np.uint64)[np.isnan(values)] = NA_REAL_BITS  # no time is missing (R's NA), not NaN
     if not (~bad & arr.is_valid().to_numpy(zero_copy_only=False)).any() and bad.any():
         sample = next((v for v in arr.to_pylist() if v is not None), "")
         raise SchemaError(

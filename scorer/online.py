@@ -180,6 +180,8 @@ def records(scored: Scored) -> list[dict]:
         rec = {"row": row}
         for name, vals in zip(scored.names, values):
             v = vals[j]
+            if isinstance(v, float) and not math.isfinite(v):  # JSON has no Inf or NaN: R's spelling, as text
+                v = "NaN" if math.isnan(v) else "Inf" if v > 0 else "-Inf"
             rec[name] = v.isoformat() if hasattr(v, "isoformat") else v
         out.append(rec)
     return out

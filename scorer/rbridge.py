@@ -563,9 +563,10 @@ class RBridge:
 
         if kind in ("double", "date", "posixct"):
             a = values(np.float64)
-            # NaN (R's NA) -> null; a mask rather than from_pandas=True, which
-            # would import pandas when it happens to be installed (0.3 s)
-            mask = np.isnan(a)
+            # R's NA -> null, R's NaN (0/0) stays NaN: R tells them apart by the NaN's low
+            # word, 1954 (R_IsNA). A mask rather than from_pandas=True, which would import
+            # pandas when it happens to be installed (0.3 s)
+            mask = np.isnan(a) & ((a.view(np.uint64) & 0xFFFFFFFF) == 1954)
             if kind == "date":
                 return pa.array(np.where(mask, 0, a).astype(np.int32), pa.date32(), mask=mask)
             if kind == "posixct":

@@ -313,19 +313,28 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
 
 
 def _missing(col: RColumn) -> np.ndarray:
+    """Rows whose value a predict() method may refuse: missing, or (numbers) not finite."""
     if col.kind in ("numeric", "date", "posixct"):
-        return np.isnan(col.values)
+        return ~np.isfinite(col.values)
     if col.kind in ("factor", "logical"):
         return col.values == NA_INTEGER
     return np.array([v is None for v in col.values], dtype=bool)
 
 
-def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
-    """predict() on the prepared rows. Many models (randomForest, ranger) refuse
-    missing values outright, and some silently drop those rows: when that happens,
-    score the complete rows and reject the others, rather than fail the file.
+#: the most predict() calls spent finding the rows R refuses in a batch it failed on
+BISECT_CALLS = 128
 
-    Returns (results, mask of dropped rows among the kept ones or None, (column, reason)).
+
+def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
+    """predict() on the prepared rows. When R refuses the batch, the rows it refuses are
+    found and rejected, and the others scored, as R scores them one by one (a missing or
+    infinite value randomForest will not take, a value a formula's factor() never saw):
+    the batch is halved until each part is predicted or is one row R refuses, within
+    BISECT_CALLS calls. A model whose predictions depend on the rows predicted together
+    (not ``spec.rowwise``) cannot be cut: its rows with missing or infinite values are
+    set aside instead. When neither works, R's error is raised for the whole batch.
+
+    Returns (results, mask of refused rows among the kept ones or None, (column, reason)).
     """
     n = prep.n_kept
 
@@ -341,6 +350,12 @@ def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: 
         incomplete = np.zeros(n, dtype=bool)
         for m in masks.values():
             incomplete |= m
+        if spec.rowwise and n > 1:
+            found = _bisect(call, prep.columns, n)
+            if found is not None:
+                results, refused, message = found
+                which = ", ".join(k for k, m in masks.items() if (m & refused).any())
+                return results, refused, (which, f"R's predict() refused this row: {message}")
         if not incomplete.any():
             raise
         if incomplete.all():
@@ -354,8 +369,43 @@ def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: 
         results = call(cols, int(complete.sum()))
         which = ", ".join(repr(k) for k, m in masks.items() if m.any())
         return results, incomplete, (
-            which, f"missing value in column(s) {which}, and this model's predict() does not accept "
-                   f"missing values ({exc})")
+            which, f"missing or infinite value in column(s) {which}, and this model's predict() does not "
+                   f"accept them ({exc})")
+
+
+def _bisect(call: Callable, columns: dict[str, RColumn], n: int):
+    """The rows of a batch R refuses, by halving it: (results for the others, in order,
+    mask of the refused, R's message for the first); None when it takes more than
+    BISECT_CALLS calls, or when R refuses every row."""
+    calls = 0
+    done: list[tuple[int, list]] = []  # (first row, results) of each part R predicted
+    refused = np.zeros(n, dtype=bool)
+    message = ""
+
+    def part(a: int, b: int) -> bool:
+        nonlocal calls, message
+        calls += 1
+        if calls > BISECT_CALLS:
+            return False
+        rows = np.arange(a, b)
+        try:
+            done.append((a, call({k: c.take_rows(rows) for k, c in columns.items()}, b - a)))
+            return True
+        except PredictError as exc:
+            if b - a == 1:
+                refused[a] = True
+                message = message or str(exc).removeprefix("R's predict() failed: ")
+                return True
+        mid = (a + b) // 2
+        return part(a, mid) and part(mid, b)
+
+    mid = n // 2
+    if not (part(0, mid) and part(mid, n)) or refused.all():
+        return None
+    done.sort(key=lambda d: d[0])
+    names = [name for name, _ in done[0][1]]
+    results = [(name, pa.concat_arrays([d[1][j][1] for d in done])) for j, name in enumerate(names)]
+    return results, refused, message
 
 
 def seed_for(name: str) -> int:

@@ -114,8 +114,8 @@ def env_for(settings, **extra) -> dict:
     env = {k: v for k, v in CLEAN_ENV.items() if not k.startswith("SCORER_")}
     for s in SETTINGS:
         value = getattr(settings, s.field)
-        if value is not None:
-            env[s.env] = str(value)
+        if value is not None:  # a tuple (SCORER_NA_VALUES) as its tokens, or none
+            env[s.env] = (",".join(value) or "none") if isinstance(value, tuple) else str(value)
     env.update(extra)
     return env
 

@@ -151,7 +151,7 @@ def test_missing_values_a_model_cannot_take_reject_only_those_rows(pipeline, fit
     assert report.exit_code == 0, report.to_dict()
     assert (report.inputs[0].rows_scored, report.inputs[0].rows_rejected) == (30, 1)
     rejected = pipeline.read("output", "rf/a.csv.rejected.csv").decode()
-    assert "31," in rejected and "missing value in column(s) 'Sepal.Width'" in rejected
+    assert "31," in rejected and "missing or infinite value in column(s) 'Sepal.Width'" in rejected
 
 
 
