@@ -524,7 +524,8 @@ def _timestamp(arr: pa.Array, f: Field, where: str):
 
 def _epoch_seconds(ts: pa.Array) -> np.ndarray:
     micros = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.int64())
-    return _float_values(micros.cast(pa.float64())) / 1e6
+    # Divided before R's NA is put in: arithmetic on that NaN would raise the invalid flag
+    return _float_values(pc.divide(micros.cast(pa.float64()), 1e6))
 
 
 def result_name(raw: str) -> str:

@@ -135,12 +135,13 @@ def merge(preps: list[Prepared]) -> Prepared:
 
 def split(answer: Answer, sizes: list[int]) -> list[Answer]:
     """One predict() answer over merged rows, back into each request's share."""
-    out, start = [], 0
+    out, start, at = [], 0, 0  # results hold no row for a dropped one: ``at`` counts in them
     for n in sizes:
-        results = [(name, arr.slice(start, n)) for name, arr in answer.results]
         dropped = answer.dropped[start:start + n] if answer.dropped is not None else None
-        out.append(Answer(results, dropped, answer.reason, answer.warnings))
-        start += n
+        k = n - int(dropped.sum()) if dropped is not None else n
+        out.append(Answer([(name, arr.slice(at, k)) for name, arr in answer.results], dropped, answer.reason,
+                          answer.warnings))
+        start, at = start + n, at + k
     return out
 
 
@@ -161,12 +162,10 @@ def outcome(prep: Prepared, answer: Answer | None, names_for: Any) -> Scored:
     kept = np.flatnonzero(prep.keep)
     if answer is None:
         return Scored([], [], [], sorted(rejected, key=lambda r: r["row"]))
-    columns = [a for _, a in answer.results]
+    columns = [a for _, a in answer.results]  # already without the dropped rows
     if answer.dropped is not None and answer.dropped.any():
         for i in kept[answer.dropped]:
             rejected.append({"row": int(i) + 1, "column": answer.reason[0], "value": "", "reason": answer.reason[1]})
-        mask = pa.array(~answer.dropped)
-        columns = [a.filter(mask) for a in columns]
         kept = kept[~answer.dropped]
     return Scored(names_for(answer.results), columns, [int(i) + 1 for i in kept],
                   sorted(rejected, key=lambda r: r["row"]))

@@ -359,18 +359,20 @@ def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: 
         if not incomplete.any():
             raise
         if incomplete.all():
+            # R's message may be about something else (a level a formula's factor() never saw)
             raise PredictError(
-                f"{exc} Every row has a missing value, in column(s) "
-                f"{', '.join(repr(k) for k, m in masks.items() if m.any())}.",
-                hint="This model's predict() does not accept missing values: fill them before scoring.",
+                f"{exc} Every row also has a missing value, in column(s) "
+                f"{', '.join(repr(k) for k, m in masks.items() if m.any())}, which this model's predict() may "
+                "not accept.",
+                hint="Read R's message first; if it is about missing values, fill them before scoring.",
             ) from None
         complete = ~incomplete
         cols = {k: c.take(complete) for k, c in prep.columns.items()}
         results = call(cols, int(complete.sum()))
-        which = ", ".join(repr(k) for k, m in masks.items() if m.any())
+        which = [k for k, m in masks.items() if m.any()]
         return results, incomplete, (
-            which, f"missing or infinite value in column(s) {which}, and this model's predict() does not "
-                   f"accept them ({exc})")
+            ", ".join(which), f"missing or infinite value in column(s) {', '.join(map(repr, which))}, and this "
+                              f"model's predict() does not accept them ({exc})")
 
 
 def _bisect(call: Callable, columns: dict[str, RColumn], n: int):

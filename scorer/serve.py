@@ -49,7 +49,7 @@ from scorer.log import redact_obj
 from scorer.formats import CsvOptions
 from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.pool import Answer
-from scorer.scoring import PredictSpec, predict_rows, seed_for
+from scorer.scoring import PredictSpec, function_schema, predict_rows, seed_for
 
 log = logging.getLogger("scorer.serve")
 
@@ -79,8 +79,12 @@ def http_error_of(exc: ScorerError) -> HTTPError:
 @dataclass
 class Loaded:
     card: dict
-    model: Any
+    model: Any  # an R function's LoadedScript when card["kind"] is "function"
     spec: PredictSpec
+
+    @property
+    def is_function(self) -> bool:
+        return self.card.get("kind") == "function"
 
 
 @dataclass
@@ -97,6 +101,15 @@ class _Predict:
     prep: Prepared
     sig: tuple
     deliver: Callable[[Answer | BaseException], None]
+
+
+@dataclass
+class _Call:
+    """An R function's turn: one request is one file, given to score(data, ...) whole."""
+    loaded: Loaded
+    prep: Prepared
+    nrows: int
+    deliver: Callable[[list[tuple[str, pa.Array]] | BaseException], None]
 
 
 @dataclass
@@ -165,6 +178,9 @@ class Server:
             if isinstance(item, _Load):
                 self._load(item)
                 continue
+            if isinstance(item, _Call):  # never gathered: a request is a whole file
+                self._call(item)
+                continue
             group, rows = [item], item.prep.n_kept
             deadline = time.monotonic() + gather
             while rows < s.serve_max_rows:
@@ -196,6 +212,18 @@ class Server:
                     spec = dataclasses.replace(spec, seed=seed_for(f"{card['name']}/v{card['version']}"))
                 self.state.loaded[key] = Loaded(card, model, spec)
             item.deliver(self.state.loaded[key])
+        except BaseException as exc:
+            item.deliver(exc)
+
+    def _call(self, item: _Call) -> None:
+        card = item.loaded.card
+        try:
+            # the same request gets the same answer: R's seed from the model's name and version,
+            # as a file's comes from its name (seed_for)
+            results, _ = self.registry.r.call_score(item.loaded.model, item.prep.columns, item.nrows,
+                                                    card.get("params") or [],
+                                                    seed_for(f"{card['name']}/v{card['version']}"))
+            item.deliver(results)
         except BaseException as exc:
             item.deliver(exc)
 
@@ -262,9 +290,6 @@ class Server:
         key = (card["name"], int(card["version"]))
         if key in self.state.loaded:
             return self.state.loaded[key]
-        if card.get("kind") == "function":
-            raise HTTPError(400, "NotAModel", f"{card['name']!r} is an R function: it scores whole files "
-                            "through blobs, not rows over HTTP.", hint="Drop files under its input folder.")
         data = await self.blocking(self.registry.fetch, card)
         return await self._to_r(lambda deliver: _Load(card, data, deliver))
 
@@ -325,6 +350,11 @@ class Server:
                 table, _, decimal = table_from_csv(body, where, self.settings.serve_max_body_bytes, options)
             else:
                 table, decimal = table_from_json(body, where), "."
+            if loaded.is_function:
+                with self._lock:
+                    self.state.arriving -= 1
+                queued = True
+                return loaded, table, await self._score_function(loaded, table, where, decimal)
             schema = loaded.spec.schema
             check_columns(table.column_names, schema, where)
             batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
@@ -349,9 +379,28 @@ class Server:
                     self.state.arriving -= 1
 
 
-def csv_body(table: pa.Table, scored: Scored) -> bytes:
+    async def _score_function(self, loaded: Loaded, table: pa.Table, where: str, decimal: str) -> Scored:
+        """An R function's answer to a request: the request's rows are the file score(data, ...)
+        gets, typed as the batch job types a file (run_function); its data frame is the
+        answer, rows and columns of its own (numbered from 1 as its rows, not the request's)."""
+        whole = table.combine_chunks()
+        batch = (whole.to_batches()[0] if whole.num_rows else
+                 pa.RecordBatch.from_arrays([pa.array([], f.type) for f in whole.schema], schema=whole.schema))
+        prep = prepare(batch, function_schema(batch.schema.names, loaded.card.get("text_columns")), where, decimal)
+        results = await self._to_r(lambda deliver: _Call(loaded, prep, batch.num_rows, deliver))
+        names = [n for n, _ in results]
+        columns = [a for _, a in results]
+        return Scored(names, columns, list(range(1, (len(columns[0]) if columns else 0) + 1)), [])
+
+
+def csv_body(table: pa.Table, scored: Scored, function: bool = False) -> bytes:
     """The request's scored rows with their predictions, as the blob output's CSV
-    (a prediction column named like an input column gets ``_`` appended)."""
+    (a prediction column named like an input column gets ``_`` appended); an R
+    function's data frame alone, as its blob output is."""
+    if function:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(pa.Table.from_arrays(scored.columns, names=scored.names), sink)
+        return sink.getvalue().to_pybytes()
     kept = table.take(pa.array([r - 1 for r in scored.rows], pa.int64()))
     used, names = set(kept.column_names), []
     for n in scored.names:

@@ -97,7 +97,7 @@ def build_app(server: Server) -> Starlette:
         card = loaded.card
         if "text/csv" in request.headers.get("accept", ""):
             rejected = ",".join(str(r["row"]) for r in scored.rejected[:100])
-            return Response(csv_body(table, scored), media_type="text/csv",
+            return Response(csv_body(table, scored, loaded.is_function), media_type="text/csv",
                              headers={"X-Scorer-Model": card["name"], "X-Scorer-Version": str(card["version"]),
                                       "X-Scorer-Rejected-Rows": rejected})
         return JSONResponse({"model": card["name"], "version": card["version"], "predictions": records(scored),

@@ -270,3 +270,39 @@ def test_sigterm_during_score_finishes_the_call_then_stops_with_130_leaving_the_
     assert pipeline.names("input") == ["slow/a.csv"] and pipeline.names("output") == []
     report = pipeline.run()  # the stopped run released its claim: no wait for a lease
     assert report.inputs[0].status == "scored" and pipeline.names("input") == []
+
+
+def test_an_r_function_answers_over_http_as_it_scores_a_file(pipeline, tmp_path):
+    """A request's rows are the file score(data, ...) gets (plumber's and vetiver's users
+    call their R functions over HTTP): the same data frame as the batch output for the
+    same rows, with the card's parameters and --text columns; R's error is a 422 naming
+    the script's line; a draw is the same on every request."""
+    from test_serve import Served, conforms
+
+    fn = script(tmp_path, "score <- function(data, k) {\n"
+                          "  if (any(data$x < 0)) stop('x must not be negative')\n"
+                          "  data.frame(zip = data$zip, x_k = data$x * k, n = nrow(data))\n}\n", "times.R")
+    pipeline.publish(fn, "times", params=["k=2.5"], text=["zip"])
+    pipeline.publish(script(tmp_path, "score <- function(data) data.frame(draw = rnorm(nrow(data)))\n"), "noise")
+    body = b"zip,x\n00501,1.5\n02134,4\n"
+    pipeline.drop("times/a.csv", body)
+    assert pipeline.run().exit_code == 0
+    batch = pipeline.read("output", "times/a.csv")
+    served = Served(pipeline.settings)
+    try:
+        resp = served.post("times", body, headers={"content-type": "text/csv", "accept": "text/csv"})
+        assert resp.status_code == 200, resp.text
+        assert resp.content.replace(b'"', b"") == batch.replace(b'"', b""), (resp.content, batch)
+        resp = served.post("times", {"rows": [{"zip": "00501", "x": 1.5}, {"zip": "02134", "x": 4}]})
+        got = conforms(resp, "/v1/models/{name}/predict", "post")
+        assert got["predictions"] == [{"row": 1, "zip": "00501", "x_k": 3.75, "n": 2},
+                                      {"row": 2, "zip": "02134", "x_k": 10.0, "n": 2}]
+        assert got["rejected"] == []
+        resp = served.post("times", {"rows": [{"zip": "1", "x": -1}]})
+        err = conforms(resp, "/v1/models/{name}/predict", "post")
+        assert resp.status_code == 422 and "x must not be negative" in err["error"]["message"], err
+        draws = [served.post("noise", {"rows": [{"x": 1}, {"x": 2}]}).json()["predictions"] for _ in range(2)]
+        assert draws[0] == draws[1] and draws[0][0]["draw"] != draws[0][1]["draw"]
+    finally:
+        log = served.stop()
+    assert served.proc.returncode == 0 and "Traceback" not in log, log[-3000:]

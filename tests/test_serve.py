@@ -268,6 +268,30 @@ def test_200_concurrent_requests_of_two_models_each_get_their_own_rows(pipeline,
     assert sum(c["requests"] for c in calls) >= 400  # every request answered by some call
 
 
+def test_rows_r_refuses_for_a_missing_value_are_rejected_in_gathered_requests(served, fitted):
+    """ranger's predict() stops on a missing value: the row is rejected, its neighbours are
+    scored, also when requests with and without such rows share one predict() call (found
+    by tests/test_differential.py: the answer was 500)."""
+    rows = typed(rows_of(fitted / "ranger.csv"))[:6]
+    hole = dict(rows[1], **{"Sepal.Width": None})
+    bodies = [[rows[0], hole, rows[2]] if i % 2 else rows[i % 6:i % 6 + 2] for i in range(40)]
+    alone = [served.post("ranger", b) for b in bodies]
+    with ThreadPoolExecutor(20) as ex:
+        together = list(ex.map(lambda b: served.post("ranger", b), bodies))
+    expected = {json.dumps(r, sort_keys=True): p for r, p in
+                zip(rows, served.post("ranger", rows).json()["predictions"])}
+    for body, a, t in zip(bodies, alone, together):
+        assert a.status_code == t.status_code == 200, (a.text, t.text)
+        assert a.json()["predictions"] == t.json()["predictions"]
+        assert a.json()["rejected"] == t.json()["rejected"]
+        for got in t.json()["predictions"]:
+            want = expected[json.dumps(body[got["row"] - 1], sort_keys=True)]
+            assert {k: v for k, v in got.items() if k != "row"} == {k: v for k, v in want.items() if k != "row"}
+        if hole in body:
+            assert [(x["row"], x["column"]) for x in t.json()["rejected"]] == [(2, "Sepal.Width")]
+            assert "Missing data in columns: Sepal.Width" in t.json()["rejected"][0]["reason"]  # R's own words
+
+
 def test_the_readmes_curl_scores_two_rows(pipeline, fitted):
     """The README's quick start, as written: its curl command's body against the server."""
     import re

@@ -3,8 +3,9 @@
 # each model input as the model was trained, the rules scorer documents written again in
 # R (docs/contract.md, "Input formats"), and predicts with R's own predict(). Writes one
 # CSV per request: each row's status (ok: predicted; invalid: a value that does not fit
-# its column's type; refused: R's predict() would not predict the row), then the
-# predictions. Answers "done" on stdout when it is written.
+# its column's type; refused: R's predict() would not predict the row; refused_alone: a
+# row with a missing value R would not predict alone, though beside others it may answer
+# NA), then the predictions. Answers "done" on stdout when it is written.
 #
 # A request: {"model": rds, "csv": path, "out": path, "schema": [{name, class, levels, tz}],
 #             "type": type or null, "args": {name: value}, "packages": [...]}
@@ -111,15 +112,21 @@ answer <- function(req) {
   }
   finite <- vapply(seq_len(n), function(i) all(vapply(nd[i, , drop = FALSE], function(v)
     !is.numeric(v) || is.finite(v) || is.na(v), TRUE)), TRUE)
-  complete <- which(!invalid & stats::complete.cases(nd) & finite)
+  # every valid row at once, as predict() is given a file; where R refuses that call,
+  # the complete rows together, and a row with a missing or infinite value alone
+  valid <- which(!invalid)
+  whole <- if (length(valid)) tryCatch(one(valid), error = function(e) NULL)
+  complete <- if (is.null(whole)) which(!invalid & stats::complete.cases(nd) & finite) else integer()
   together <- if (length(complete)) tryCatch(one(complete), error = function(e) NULL)
   alone <- if (is.null(together)) complete else integer()
-  if (!is.null(together)) out <- together
-  rows <- if (is.null(together)) integer() else complete
-  # a missing or infinite value, or a call that failed: row by row, R may refuse some
-  for (r in c(alone, which(!invalid & !(stats::complete.cases(nd) & finite)))) {
+  out <- if (!is.null(whole)) whole else together
+  rows <- if (!is.null(whole)) valid else if (is.null(together)) integer() else complete
+  rest <- if (is.null(whole)) which(!invalid & !(stats::complete.cases(nd) & finite)) else integer()
+  for (r in c(alone, rest)) {
     p <- tryCatch(one(r), error = function(e) NULL)
-    if (is.null(p)) status[[r]] <- "refused" else {
+    # a row with a missing value that R refuses alone may get NA beside a complete row
+    # (multinom drops it and answers NA): either answer is R's
+    if (is.null(p)) status[[r]] <- if (r %in% rest) "refused_alone" else "refused" else {
       out <- if (is.null(out)) p else rbind(out, p)
       rows <- c(rows, r)
     }
