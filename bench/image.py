@@ -173,8 +173,8 @@ def cold_start_s(eng, env, image, connection_string: str) -> tuple[float, float,
 
 def prepare(fitted: Path, family: str, store, settings) -> tuple[str, bytes]:
     """Publish ``family``'s model; return its name and the input to drop."""
-    from scorer.cards import Options
-    from scorer.models import Registry
+    from scorer.models.cards import Options
+    from scorer.models.registry import Registry
 
     types = {}
     for line in (fitted / "cases.txt").read_text().splitlines():

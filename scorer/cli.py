@@ -175,17 +175,17 @@ def _store(settings):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scorer.stopping import request_stop
+    from scorer.batch.stopping import request_stop
 
-    # acted on at the job's next safe point: see scorer/stopping.py
+    # acted on at the job's next safe point: see scorer/batch/stopping.py
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     settings = _settings(model=args.model, blob=args.blob)
     context, restore = _log_setup(settings, args.debug)
     try:
-        from scorer import rbridge
-        rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
-        from scorer import job
+        from scorer.r import bridge as rbridge
+        rbridge.start()  # first, while this is the only thread: see "Threads" in scorer/r/bridge.py
+        from scorer.batch import job
         run_id = job.new_run_id()
         context["run_id"] = run_id
         store = _store(settings)
@@ -212,12 +212,12 @@ def _log_setup(settings, debug: bool):
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from scorer import rbridge
-    from scorer.cards import Options
-    from scorer.models import Registry
+    from scorer.r import bridge as rbridge
+    from scorer.models.cards import Options
+    from scorer.models.registry import Registry
 
     settings = _settings()
-    rbridge.start()  # before the blob I/O threads: see "Threads" in rbridge.py
+    rbridge.start()  # before the blob I/O threads: see "Threads" in scorer/r/bridge.py
     store = _store(settings)
     store.ensure_containers()
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
@@ -248,7 +248,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from scorer.models import Registry
+    from scorer.models.registry import Registry
 
     settings = _settings()
     reg = Registry(_store(settings))
@@ -272,7 +272,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from scorer.models import Registry
+    from scorer.models.registry import Registry
 
     reg = Registry(_store(_settings()))
     print(json.dumps(reg.card(args.name, args.version), indent=2))
@@ -280,8 +280,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
-    from scorer.formats import format_of
-    from scorer.models import check_name
+    from scorer.data.formats import format_of
+    from scorer.models.registry import check_name
 
     settings = _settings()
     why = check_name(args.model)
@@ -321,7 +321,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
         raise errors.ConfigError(f"{args.blob!r} is not CONTAINER/BLOB.", hint="For example output/mymodel/day.csv.")
     store = _store(settings)
     if container == settings.reports_container and name == "latest":
-        from scorer import runs
+        from scorer.monitoring import runs
         ids = runs.run_ids(store, container)
         if not ids:
             raise errors.ConfigError("No run report yet.", hint="Run `scorer run` or `scorer local --once` first.")
@@ -337,7 +337,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from scorer import runs
+    from scorer.monitoring import runs
 
     if args.top < 1:
         raise errors.ConfigError(f"--top {args.top}: give a number of runs above 0.", hint="For example --top 10.")
@@ -353,8 +353,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scorer import runs
-    from scorer.page import render
+    from scorer.monitoring import runs
+    from scorer.monitoring.page import render
 
     settings = _settings()
     report = runs.find(_store(settings), settings.reports_container, args.run)
@@ -373,16 +373,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from scorer import rbridge
+    from scorer.r import bridge as rbridge
 
     settings = _settings()
     _, restore = _log_setup(settings, args.debug)
     try:
-        rbridge.start()  # first, while this is the only thread: see "Threads" in rbridge.py
-        from scorer.serve import Server
+        rbridge.start()  # first, while this is the only thread: see "Threads" in scorer/r/bridge.py
+        from scorer.online.app import build_app
+        from scorer.online.serve import Server
         store = _store(settings)
         try:
-            return Server(settings, store, args.host, args.port).run()
+            server = Server(settings, store, args.host, args.port)
+            return server.run(build_app(server))
         finally:
             store.close()
     finally:
@@ -390,7 +392,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from scorer.local import main as local_main
+    from scorer.twin.local import main as local_main
     return local_main(args)
 
 
@@ -408,7 +410,7 @@ def _quick_exit(code: int) -> None:
     stopped, and the temporary directories are gone. What it would still have
     done is done here: R's session temp dir, the log handlers, stdout and stderr.
     """
-    rbridge = sys.modules.get("scorer.rbridge")  # only if this process started R
+    rbridge = sys.modules.get("scorer.r.bridge")  # only if this process started R
     if rbridge is not None:
         rbridge.discard_session()
     logging.shutdown()

@@ -76,7 +76,7 @@ class ResourceError(ScorerError):
     attempt records the cause, and a poison quarantine quotes it.
     """
 
-    #: the short code recorded with the attempt (scorer.claims)
+    #: the short code recorded with the attempt (scorer.batch.claims)
     code = "resources"
 
 

@@ -267,7 +267,7 @@ class Store:
                max_blocks: int = MAX_BLOCKS) -> "StagedBlob":
         """A blob written as staged blocks, visible only once committed. ``prefix`` (16
         characters) names its blocks, for a part of an input whose blocks another job
-        commits (scorer.split), with ``max_blocks``, its share of the blob's blocks."""
+        commits (scorer.batch.split), with ``max_blocks``, its share of the blob's blocks."""
         return StagedBlob(self.blob(container, name), self._pool, prefix=prefix, max_blocks=max_blocks)
 
     def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
@@ -387,7 +387,7 @@ class BlobReader(io.RawIOBase):
             if isinstance(item, BaseException):
                 self._ended = True
                 if isinstance(item, (MemoryError, ResourceNotFoundError, ResourceModifiedError)):
-                    raise item  # the job's memory (see job.py); the blob gone or replaced: not an outage
+                    raise item  # the job's memory (see scorer/batch/job.py); the blob gone or replaced: not an outage
                 first_line = str(item).splitlines()[0] if str(item) else type(item).__name__
                 raise StorageError(f"downloading the input failed: {first_line}") from item
             self._piece = memoryview(item)
@@ -468,7 +468,7 @@ class StagedBlob(io.RawIOBase):
 
     def flush_blocks(self) -> list[str]:
         """Stage what is left and wait for every block, without committing: the block
-        IDs, in order, for whoever commits them (scorer.split)."""
+        IDs, in order, for whoever commits them (scorer.batch.split)."""
         if self._buf:
             self._stage(bytes(self._buf))
             self._buf.clear()

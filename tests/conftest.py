@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # own LD_LIBRARY_PATH, which would break other Python builds in subprocesses.
 CLEAN_ENV = dict(os.environ)
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
-from scorer.local import AZURITE_KEY as ACCOUNT_KEY, azurite_connection_string, port_answering  # noqa: E402,F401 - ACCOUNT_KEY is for the tests
+from scorer.twin.local import AZURITE_KEY as ACCOUNT_KEY, azurite_connection_string, port_answering  # noqa: E402,F401 - ACCOUNT_KEY is for the tests
 
 
 def _free_port() -> int:
@@ -134,9 +134,9 @@ class Pipeline:
     store: object
 
     def publish(self, path: Path, name: str, predict_type: str | None = None, **options) -> dict:
-        """Publish a model; ``options`` are scorer.cards.Options fields (predict_args=[...], ...)."""
-        from scorer.cards import Options
-        from scorer.models import Registry
+        """Publish a model; ``options`` are scorer.models.cards.Options fields (predict_args=[...], ...)."""
+        from scorer.models.cards import Options
+        from scorer.models.registry import Registry
         return Registry(self.store).publish(Path(path), name, Options(predict_type=predict_type, **options)).card
 
     def drop(self, name: str, data: bytes) -> None:
@@ -144,7 +144,7 @@ class Pipeline:
 
     def run(self, **overrides):
         """One job run in this process (R is embedded once per process)."""
-        from scorer.job import Job
+        from scorer.batch.job import Job
         s = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
         return Job(s, self.store).run()
 

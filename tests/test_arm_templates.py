@@ -223,7 +223,7 @@ def test_event_subscription_targets_the_workflows_blob_trigger_and_input_contain
 
 
 def test_outputs_include_everything_the_deploy_script_reads():
-    deploy_src = (ROOT / "scripts" / "deploy.py").read_text()
+    deploy_src = (ROOT / "scorer" / "azure" / "deploy.py").read_text()
     # the deployment's outputs are the local variable `outputs` (not rep.outputs of a Logic App run)
     read = set(re.findall(r"(?<![.\w])outputs\[\"(\w+)\"\]|(?<![.\w])outputs\.get\(\"(\w+)\"", deploy_src))
     names = {a or b for a, b in read}

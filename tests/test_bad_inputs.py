@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorer.models import sha256_of
+from scorer.models.registry import sha256_of
 
 GOOD = b"age,parity,education,spontaneous,induced\n26,6,0-5yrs,2,1\n42,1,6-11yrs,1,0\n39,6,12+ yrs,0,0\n"
 
@@ -162,7 +162,7 @@ def test_a_factor_column_of_doubles_matches_whole_numbers_and_rejects_the_rest()
     """A factor with levels "4", "6", "8" read from doubles (a Parquet column, JSON
     numbers): 4.0 is level "4"; 6.5, inf and 1e20 (which a cast to integer would wrap
     around) are unseen levels, each rejected with its value."""
-    from scorer.frames import Field, prepare
+    from scorer.data.frames import Field, prepare
 
     batch = pa.RecordBatch.from_pydict({"cyl": [4.0, 6.0, 6.5, float("inf"), 1e20, None, 8.0]})
     prep = prepare(batch, [Field("cyl", "factor", levels=["4", "6", "8"])], "a.parquet")
@@ -175,7 +175,7 @@ def test_numbers_coded_against_whole_number_levels_as_the_text_route_codes_them(
     """A column of numbers and levels that are whole numbers ("-3", "0", "2", ...) are
     coded without making text (Field.number_levels); the codes and the rejected rows are
     those of the route through text, which serves every other kind of level."""
-    from scorer.frames import Field, prepare
+    from scorer.data.frames import Field, prepare
 
     rng = np.random.default_rng(5)
     values = rng.integers(-5, 12, 400).astype(np.float64)

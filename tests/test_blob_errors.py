@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from scorer.claims import ATTEMPTS_TAG, Attempts
+from scorer.batch.claims import ATTEMPTS_TAG, Attempts
 from scorer.storage import Store, connect, is_outage, name_length
 
 from conftest import ROOT, Azurite, Pipeline, env_for, scorer_cli
@@ -268,7 +268,7 @@ def test_a_lapsed_lease_is_taken_again_to_archive_unless_another_job_took_it(gam
     never from another job, and never for an input replaced meanwhile."""
     from azure.storage.blob import BlobLeaseClient
 
-    from scorer.claims import Claim, LeaseLost
+    from scorer.batch.claims import Claim, LeaseLost
 
     def lapsed_claim(name):
         gamma.drop(name, ROW)

@@ -12,8 +12,8 @@ import time
 import pytest
 from azure.storage.blob import BlobLeaseClient
 
-from scorer.claims import ATTEMPTS_TAG
-from scorer.job import SOURCE_ETAG
+from scorer.batch.claims import ATTEMPTS_TAG
+from scorer.batch.job import SOURCE_ETAG
 
 from conftest import env_for
 
@@ -154,7 +154,7 @@ def test_a_stop_signal_mid_input_leaves_it_pending_unclaimed_and_without_output(
 
 
 def test_claim_is_renewed_while_an_input_takes_longer_than_the_lease(gamma):
-    from scorer.claims import Claim
+    from scorer.batch.claims import Claim
 
     gamma.drop("g/long.csv", ROW)
     blob = gamma.store.blob(gamma.settings.input_container, "g/long.csv")

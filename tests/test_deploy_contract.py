@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
 import json
 import re
-import sys
 import tarfile
 from pathlib import Path
 
@@ -53,15 +51,7 @@ def example(path: str, status: str = "200") -> tuple[object, dict]:
     return copy.deepcopy(answer.get("body")), answer.get("headers") or {}
 
 
-def load_deploy():
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["deploy"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-deploy = load_deploy()
+from scorer.azure import deploy  # noqa: E402 - scripts/deploy.py's logic
 
 
 class FakeCredential:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from scorer.azure.engine import DefinitionRefused, Engine, retry_waits
+from scorer.twin.engine import DefinitionRefused, Engine, retry_waits
 
 
 def definition(actions: dict, trigger: str = "Recurrence") -> dict:

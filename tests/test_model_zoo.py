@@ -24,7 +24,7 @@ from test_model_families import read_csv_text
 
 SIZE_LEVELS = "size=small,medium,large"
 
-#: case -> publish options (scorer.cards.Options fields)
+#: case -> publish options (scorer.models.cards.Options fields)
 CASES = {
     "gbm_factor": {"predict_args": ["n.trees=60"]},
     "ranger_order": {},

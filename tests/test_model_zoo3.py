@@ -19,7 +19,7 @@ from conftest import CLEAN_ENV, ROOT
 from test_model_families import read_csv_text
 from test_model_zoo import largest_difference
 
-#: case -> publish options (scorer.cards.Options fields)
+#: case -> publish options (scorer.models.cards.Options fields)
 CASES = {
     "lmer": {},
     "lmer_new_levels": {"predict_args": ["allow.new.levels=TRUE"]},
@@ -80,7 +80,7 @@ def test_random_standard_errors_are_predicted_whole_with_a_seed_from_the_inputs_
     predicted together: publishing finds both by test predictions; the file is then
     predicted in one call with R's seed set from the input's name, as R predicts it
     after set.seed() with that seed, and a second run writes the same output."""
-    from scorer.scoring import seed_for
+    from scorer.r.predict import seed_for
 
     card, item, name = score(pipeline, zoo3, "ranger_se", predict_type="se", levels=["grade=2,10,1", "cls=no,yes"])
     assert card["random"] is True and card["rowwise"] is False
@@ -208,7 +208,7 @@ def test_an_r_function_gets_text_columns_as_text_and_writes_a_difftime_in_its_un
     was written as microseconds (3600000000 for an hour). And scorer.predict() on an R
     function's name raised an AttributeError: it runs score() on the frame."""
     import scorer
-    from scorer import api
+    from scorer.online import api
 
     from conftest import env_for
 

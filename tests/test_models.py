@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from scorer.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound
-from scorer.models import Registry, sha256_of
+from scorer.models.registry import Registry, sha256_of
 
 from conftest import CLEAN_ENV, scorer_cli
 

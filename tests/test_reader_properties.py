@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scorer.errors import InputFormatError
-from scorer.formats import open_input
+from scorer.data.formats import open_input
 
 # characters that matter to a CSV reader, and a few that do not
 FIELD_CHARS = st.sampled_from(list('ab1.5 -"\n\r,;\tNAé€') + ["", "NA", "x y"])

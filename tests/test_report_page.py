@@ -105,7 +105,7 @@ def test_the_page_opens_offline_with_no_request_or_console_error_and_shows_the_f
 def test_the_harness_would_see_a_request_the_page_made(browser, tmp_path):
     """The check above is only worth something if a request would be caught: a page
     with an image from another host, under the same policy, shows it."""
-    from scorer.page import CSP
+    from scorer.monitoring.page import CSP
     page = tmp_path / "leaky.html"
     page.write_text(f'<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="{CSP}">'
                     '<img src="http://127.0.0.1:9/x.png">')

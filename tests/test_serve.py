@@ -25,7 +25,7 @@ from referencing.jsonschema import DRAFT202012
 from conftest import ROOT, _free_port, env_for
 from test_model_families import predict_types
 
-SPEC = json.loads((ROOT / "scorer" / "openapi.json").read_text())
+SPEC = json.loads((ROOT / "scorer" / "online" / "openapi.json").read_text())
 # the document as one resource, so that its schemas' "#/components/..." references resolve
 _REGISTRY = Registry().with_resource("urn:scorer-openapi", Resource(contents=SPEC, specification=DRAFT202012))
 

@@ -122,7 +122,7 @@ def test_the_quote_check_is_the_same_wherever_the_reads_fall(data, spans):
     """A CSV part's quote check must not depend on where its reads end: a count carried
     over a read's end once hid a quoted field across lines (a wrong cut) and flagged
     files that had none."""
-    from scorer.split import QuoteCheck
+    from scorer.batch.split import QuoteCheck
 
     for size in range(1, len(data) + 1):
         check = QuoteCheck(io.BytesIO(data))

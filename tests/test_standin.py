@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from scorer.azure.backends import ProcessBackend
-from scorer.azure.standin import ArmStandIn, LocalIdentity, validate_container_group
+from scorer.twin.backends import ProcessBackend
+from scorer.twin.standin import ArmStandIn, LocalIdentity, validate_container_group
 
 EXAMPLES = Path(__file__).resolve().parent / "fixtures" / "azure-rest-examples" / "Microsoft.ContainerInstance" / "2023-05-01"
 SUB, RG = "00000000-0000-0000-0000-000000000000", "rg"

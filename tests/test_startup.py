@@ -46,7 +46,7 @@ def test_r_functions_are_read_compiled_only_when_made_from_this_scorer_r(tmp_pat
         (r / "scorer.R").write_text((r / "scorer.R").read_text() + "\n# changed after it was compiled\n")
     if bundle == "damaged":
         (r / "scorer-compiled.rds").write_bytes(b"RDX3 not really")
-    probe = ("from scorer import rbridge\nrbridge.start()\nb = rbridge.bridge()\n"
+    probe = ("from scorer.r import bridge as rbridge\nrbridge.start()\nb = rbridge.bridge()\n"
              "shown = b.ri.globalenv.find('capture.output')(b._fn['scorer_predict'])\n"
              "print(b.r_functions, any(str(x).startswith('<bytecode') for x in shown), b.package_versions(['stats']))")
     out = subprocess.run([sys.executable, "-c", probe], env={**CLEAN_ENV, "PYTHONPATH": str(tmp_path)},

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import env_for, scorer_cli
 from scorer.errors import StorageError
-from scorer.formats import open_input
+from scorer.data.formats import open_input
 
 HEADER = "age,parity,education,spontaneous,induced\n"
 LEVELS = ["0-5yrs", "6-11yrs", "12+ yrs"]
@@ -113,7 +113,7 @@ def test_a_download_that_fails_midway_is_a_storage_error_not_a_malformed_file():
 
 ABANDON = """
 import sys, time
-from scorer.formats import open_input
+from scorer.data.formats import open_input
 from scorer.settings import Settings
 from scorer.storage import Store, connect
 settings = Settings.from_env()
@@ -179,7 +179,7 @@ def test_r_runs_unhooked_from_python_events(infert):
     each call would wait for them (see rbridge._no_event_callback)."""
     from rpy2.rinterface_lib import openrlib
 
-    from scorer.rbridge import bridge
+    from scorer.r.bridge import bridge
 
     bridge()
     assert openrlib.rlib.ptr_R_ProcessEvents == openrlib.ffi.NULL

@@ -282,7 +282,7 @@ def test_an_input_that_was_killed_in_the_act_is_scored_after_the_others(gamma):
     crashed, the out-of-memory killer) goes last, so it cannot hold up the inputs sorted
     after it for SCORER_MAX_ATTEMPTS runs; one whose attempts ended for a known reason
     (stopped, out of disk) keeps its place."""
-    from scorer.claims import ATTEMPTS_TAG
+    from scorer.batch.claims import ATTEMPTS_TAG
 
     for name in ("a.csv", "b.csv", "c.csv", "d.csv"):
         gamma.drop(f"g/{name}", ROW)
@@ -441,8 +441,8 @@ def test_a_run_of_more_inputs_than_a_report_lists_counts_them_all_and_writes_eve
     """A run's report and page grew with every input (some 650 MB each for 100,000 small
     inputs, all held in memory): now the report lists a bounded number, those that need
     eyes first, counts every input, and the records of all go to <run id>.inputs.jsonl."""
-    from scorer.job import Job
-    from scorer.page import render
+    from scorer.batch.job import Job
+    from scorer.monitoring.page import render
 
     for i in range(10):
         gamma.drop(f"g/{i:02d}.csv", ROW)

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from scorer.azure import workflow as wf
-from scorer.azure.backends import ProcessBackend
-from scorer.azure.engine import HttpRequest
-from scorer.azure.standin import Faults
+from scorer.twin.backends import ProcessBackend
+from scorer.twin.engine import HttpRequest
+from scorer.twin.standin import Faults
 from scorer.errors import ConfigError
-from scorer.local import Twin, TwinTransport
+from scorer.twin.local import Twin, TwinTransport
 
 from conftest import ROOT
 

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from scorer.azure import expressions as ex
-from scorer.azure.engine import DefinitionRefused, refuse_unsupported
+from scorer.twin.engine import DefinitionRefused, refuse_unsupported
 from scorer.azure.functions import FUNCTIONS
 
 REFERENCE = [

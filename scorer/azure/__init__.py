@@ -1,8 +1,7 @@
-"""Azure deployment helpers for scorer (used by scripts/deploy.py and the tests).
+"""What is deployed to Azure and checked before it is: the Workflow Definition Language's
+expressions and functions (expressions, functions), logicapp/workflow.json loaded and its
+parameters prepared (workflow), its references checked (workflow_check), and the deployment
+itself (deploy: `scripts/deploy.py up`, through the Azure clients it is given).
 
-    expressions     parse (and, for tests, evaluate) Logic Apps workflow expressions
-    workflow_check  check a workflow definition's references: parameters, actions, variables, runAfter
-    workflow        load logicapp/workflow.json and prepare it for deployment
-
-Nothing here talks to Azure; scripts/deploy.py does, through clients it is given.
+May import: the ground only.
 """

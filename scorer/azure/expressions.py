@@ -3,7 +3,7 @@
 The parser covers the expression grammar: string, number and boolean literals, function
 calls, ``['key']`` / ``?['key']`` / ``.key`` member access and ``[0]`` indexing. The
 checker (workflow_check) walks its trees to find every reference an expression makes;
-the engine (engine.py) evaluates them, with the functions of scorer.azure.functions and
+the engine (scorer.twin.engine) evaluates them, with the functions of scorer.azure.functions and
 the run's state for the workflow functions (parameters(), body(), items(), ...).
 
 Errors: ExpressionError (a subclass of ValueError) for text that does not parse, an unknown
@@ -302,3 +302,15 @@ def render(value: Any, context: Any) -> Any:
     for expr in exprs:
         out = out.replace("@{" + expr + "}", to_text(evaluate(parse(expr), context)), 1)
     return out
+
+
+_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def iso_duration_seconds(text: Any) -> float:
+    """Seconds in an ISO 8601 duration such as PT1H, P1DT30M or PT0.3S. Raises ExpressionError."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ExpressionError(f"{text!r} is not an ISO 8601 duration (e.g. PT1H, PT15S)")
+    d, h, mi, s = (float(x or 0) for x in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s

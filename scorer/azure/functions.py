@@ -4,7 +4,7 @@ azure-docs, articles/logic-apps/workflow-definition-language-functions-reference
 
 Pure functions of their arguments, except the few that read the clock or chance
 (utcNow, guid, rand, getFutureTime, getPastTime); the workflow functions that read a
-run's state (parameters, body, items, ...) live in scorer.azure.engine. Semantics that
+run's state (parameters, body, items, ...) live in scorer.twin.engine. Semantics that
 the reference states are followed even where another language would differ: startsWith,
 endsWith, indexOf and lastIndexOf ignore case; div of two integers is an integer;
 equals(true, 1) is true; comparisons treat null as ""; string(true) is "True" (.NET).

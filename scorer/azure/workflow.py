@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scorer.azure.engine import iso_duration_seconds
+from scorer.azure.expressions import iso_duration_seconds
 
 WORKFLOW_PATH = Path(__file__).resolve().parents[2] / "logicapp" / "workflow.json"
 

@@ -1,5 +1,5 @@
 # Byte-compile scorer.R's functions once, ahead of every job, into an .rds that
-# scorer.rbridge reads instead of sourcing scorer.R. Without it R's JIT compiles each
+# scorer.r.bridge reads instead of sourcing scorer.R. Without it R's JIT compiles each
 # function at its first call in every process: 0.08 s of a 10-row run, on every
 # container start. The file records the MD5 of the scorer.R it was made from and the
 # R that made it; rbridge uses it only when both still match, else it sources scorer.R.

@@ -440,7 +440,7 @@ scorer_predict <- function(model, cols, nrows, shape, call) {
 
 # The data frame predict() gets, built from the plain vectors Python hands over: one
 # call, rather than one per attribute. shape: list(names, kinds, levels, ordered, tz),
-# with kinds numeric, logical, factor, date, posixct, character (scorer.frames.RColumn)
+# with kinds numeric, logical, factor, date, posixct, character (scorer.data.frames.RColumn)
 # and levels the factor levels (NULL otherwise).
 scorer_frame <- function(cols, nrows, shape) {
   names <- shape[[1L]]; kinds <- shape[[2L]]; levels <- shape[[3L]]; ordered <- shape[[4L]]; tz <- shape[[5L]]

@@ -1,4 +1,4 @@
-"""The HTTP routes of `scorer serve` (Starlette), over scorer.serve.Server.
+"""The HTTP routes of `scorer serve` (Starlette), over scorer.online.serve.Server.
 
 Every answer is JSON (CSV for predictions when the client asks with ``Accept: text/csv``);
 every error is ``{"error": {"kind", "message", "what_to_do"}}`` with the batch job's own
@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scorer.errors import ScorerError
-from scorer.online import prototype, records
-from scorer.serve import HTTPError, Server, csv_body, http_error_of, openapi
+from scorer.online.rows import prototype, records
+from scorer.online.serve import HTTPError, Server, csv_body, http_error_of, openapi
 
 log = logging.getLogger("scorer.serve")
 

@@ -1,6 +1,6 @@
 """Past runs, from the reports container: `scorer runs` and `scorer report`.
 
-Run ids start with the run's UTC start time (scorer.job.new_run_id), so the names
+Run ids start with the run's UTC start time (scorer.batch.job.new_run_id), so the names
 of ``reports/<run id>.json`` sort in the order the runs started.
 """
 
@@ -10,7 +10,7 @@ import difflib
 from typing import Any
 
 from scorer.errors import EXIT_OUTCOME, ConfigError
-from scorer.page import seconds_text, usd_text
+from scorer.monitoring.page import seconds_text, usd_text
 
 SUFFIX = ".json"
 

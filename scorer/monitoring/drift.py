@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer.frames import NA_INTEGER, Prepared
+from scorer.data.frames import NA_INTEGER, Prepared
 
 PROFILE_FORMAT = 1
 PSI_FLOOR = 1e-4

@@ -118,7 +118,7 @@ class Prepared:
     keep: np.ndarray                  # bool mask over the batch's rows
     rejects: list[tuple[int, str, str, str]] = field(default_factory=list)
     #: rows (0-based in batch), column, value, reason
-    #: the columns over all the batch's rows (a value that did not parse is NA): drift.py
+    #: the columns over all the batch's rows (a value that did not parse is NA): scorer.monitoring.drift
     all_rows: dict[str, RColumn] = field(default_factory=dict)
 
     @functools.cached_property
@@ -550,3 +550,9 @@ def prediction_names(results: list[tuple[str, pa.Array]], taken: list[str]) -> l
         used.add(nm)
         out.append(nm)
     return out
+
+
+def function_schema(names: list[str], text: list[str] | None) -> list[Field] | None:
+    """How an R function's input columns are typed: by inference (numbers, dates, text),
+    but for the ``text`` columns, which stay text (--text at publish)."""
+    return [Field(n, "character" if n in text else "any") for n in names] if text else None

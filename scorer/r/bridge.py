@@ -6,7 +6,7 @@ text is ever built from data, file names, column names or model names.
 
 Columns cross the bridge without pandas: numbers, logicals and dates are copied into
 R vectors straight from NumPy buffers, and factors as integer codes plus the model's
-own levels (see ``scorer.frames.RColumn``). Results come back as Arrow arrays. The
+own levels (see ``scorer.data.frames.RColumn``). Results come back as Arrow arrays. The
 columns, predict()'s call and its result go through R's C API (rpy2's cffi binding of
 libR, ``openrlib``) rather than rpy2's object layer, which costs some 10 us per R
 object it wraps: a one-row HTTP request spent a third of its time there. rpy2's own
@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer.errors import ModelLoadError, OutOfDisk, OutOfMemory, PredictError
-from scorer.frames import RColumn, layout, result_name
+from scorer.data.frames import RColumn, layout, result_name
 
 log = logging.getLogger("scorer.r")
 
@@ -96,7 +96,7 @@ def bridge() -> "RBridge":
             if _failure is not None:
                 raise _failure
             if threading.current_thread() is not threading.main_thread():
-                raise RuntimeError("R must be started on the main thread (scorer.rbridge.start)")
+                raise RuntimeError("R must be started on the main thread (scorer.r.bridge.start)")
             try:
                 _check_temp_dir()
                 _instance = RBridge()
@@ -114,7 +114,7 @@ def start() -> None:
     report. Raises RuntimeError when called off the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("R must be started on the main thread (scorer.rbridge.start)")
+        raise RuntimeError("R must be started on the main thread (scorer.r.bridge.start)")
     # the threads already running: none on the command line's paths (a test checks it)
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     t = time.monotonic()
@@ -173,7 +173,7 @@ def _skip_start_up_probes() -> None:
     # Without TZ, R asks timedatectl for the time zone the first time a package
     # wants it (caret, prophet), which prints "System has not been booted with
     # systemd" in containers. A batch job's clock is UTC; date-times that reach R
-    # carry their own time zone (scorer.frames), so TZ only sets R's default.
+    # carry their own time zone (scorer.data.frames), so TZ only sets R's default.
     os.environ.setdefault("TZ", "UTC")
 
 
@@ -185,7 +185,7 @@ def _no_event_callback() -> None:
     two threads as R predicts), each call waits up to the interpreter's switch
     interval: a loop R runs in 0.12 s took 23 s that way on this machine. The
     callback does nothing for us: it serves graphics devices, and the job
-    interrupts R never (it stops between batches, see scorer.stopping).
+    interrupts R never (it stops between batches, see scorer.batch.stopping).
     """
     from rpy2.rinterface_lib import openrlib
 
@@ -213,7 +213,7 @@ class RBridge:
         callbacks.showmessage = lambda s: log.debug("R: %s", s.rstrip())
         # rpy2 sets SIGINT back to Python's default when R starts on the main
         # thread, which would turn Ctrl-C into a KeyboardInterrupt anywhere in the
-        # job instead of the stop flag checked at safe points (scorer.stopping).
+        # job instead of the stop flag checked at safe points (scorer.batch.stopping).
         on_main = threading.current_thread() is threading.main_thread()
         sigint = signal.getsignal(signal.SIGINT) if on_main else None
         ri.initr_simple()
@@ -452,7 +452,7 @@ class RBridge:
         """Call R's predict(model, newdata, type, <args>) on these columns.
 
         ``args`` are the card's predict arguments ({"name", "type", "value"}, see
-        scorer.models.parse_predict_arg); ``seed``, R's random seed, set first. Returns the result as named Arrow arrays
+        scorer.models.registry.parse_predict_arg); ``seed``, R's random seed, set first. Returns the result as named Arrow arrays
         (one, unnamed (""), for a vector result) and R's warnings. Raises
         PredictError with R's message when predict() fails or returns the wrong
         number of rows, OutOfMemory when R cannot allocate.

@@ -58,7 +58,7 @@ def is_lease_error(exc: BaseException) -> bool:
 
 
 class LeaseLost(Exception):
-    """The claim on an input was lost and could not be taken again (job.py leaves
+    """The claim on an input was lost and could not be taken again (scorer.batch.job leaves
     the input pending)."""
 
 
@@ -147,7 +147,7 @@ class Claim:
         Raises LeaseLost when the input is gone or the lease is no longer ours (a
         storage stall or a pause outlasted it: the input is not at fault, issue 26);
         HttpResponseError as Blob Storage does otherwise: 400 TagsTooLarge when the
-        blob already carries ten tags (the caller quarantines it, see job.py).
+        blob already carries ten tags (the caller quarantines it, see scorer.batch.job).
         """
         try:
             tags = self.blob.get_blob_tags()

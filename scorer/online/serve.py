@@ -4,10 +4,10 @@
     GET  /v1/models, /v1/models/{name}           what is published; a model's card and prototype
     GET  /healthz, /readyz, /openapi.json
 
-Threads (rbridge.py, "Threads"): R starts first, on the main thread, and only the main
+Threads (scorer/r/bridge.py, "Threads"): R starts first, on the main thread, and only the main
 thread calls it: it loads models and runs predict(). The HTTP server (uvicorn, an ASGI
 server, with Starlette's routing) runs its event loop on a thread of its own; a request
-is parsed and validated there (scorer.frames, as for blobs), then queued for R, and its
+is parsed and validated there (scorer.data.frames, as for blobs), then queued for R, and its
 answer awaited. Blob reads (cards, model files) run on a small thread pool, never on the
 loop or the R thread.
 
@@ -44,12 +44,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
-from scorer.frames import Prepared, check_columns, na_kept, prediction_names, prepare
+from scorer.data.frames import Prepared, check_columns, na_kept, prediction_names, prepare
 from scorer.log import redact_obj
-from scorer.formats import CsvOptions
-from scorer.online import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
-from scorer.pool import Answer
-from scorer.scoring import PredictSpec, function_schema, predict_rows, seed_for
+from scorer.data.formats import CsvOptions
+from scorer.online.rows import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
+from scorer.r.pool import Answer
+from scorer.data.frames import function_schema
+from scorer.r.predict import PredictSpec, predict_rows, seed_for
 
 log = logging.getLogger("scorer.serve")
 
@@ -122,7 +123,7 @@ class State:
 
 class Server:
     def __init__(self, settings: Any, store: Any, host: str = "127.0.0.1", port: int = 8000):
-        from scorer.models import Registry
+        from scorer.models.registry import Registry
 
         self.settings = settings
         self.store = store
@@ -137,14 +138,12 @@ class Server:
 
     # -- the main thread: R --------------------------------------------------------------
 
-    def run(self) -> int:
-        """Serve until SIGTERM or SIGINT. R must have been started (rbridge.start)."""
+    def run(self, app: Any) -> int:
+        """Serve ``app`` (scorer.online.app.build_app(self): the routes import this module,
+        never the other way) until SIGTERM or SIGINT. R must have been started (rbridge.start)."""
         import uvicorn
 
-        from scorer.serve_app import build_app
-
         self.registry.r  # the bridge (started already, on this thread)
-        app = build_app(self)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None, access_log=False,
                                 lifespan="on", server_header=False, date_header=False)
         self.server = uvicorn.Server(config)
@@ -415,5 +414,5 @@ def csv_body(table: pa.Table, scored: Scored, function: bool = False) -> bytes:
 
 
 def openapi() -> dict:
-    """The API's OpenAPI document (scorer/openapi.json, checked against the server by the tests)."""
-    return json.loads(resources.files("scorer").joinpath("openapi.json").read_text())
+    """The API's OpenAPI document (scorer/online/openapi.json, checked against the server by the tests)."""
+    return json.loads(resources.files("scorer.online").joinpath("openapi.json").read_text())

@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.formats import HEADER_MAX, _decimal_mark, _sniff, header_end
+from scorer.data.formats import HEADER_MAX, _decimal_mark, _sniff, header_end
 
 log = logging.getLogger("scorer.split")
 

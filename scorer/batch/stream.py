@@ -9,7 +9,6 @@ number (counting data rows from 1) and the reason.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scorer.cards import select_outputs
-from scorer.drift import ReferenceBuilder, Tally, observe_batch, observe_predictions
-from scorer.errors import InputFormatError, PredictError, ScorerError
-from scorer.formats import InputTable
-from scorer.frames import NA_INTEGER, Field, Prepared, RColumn, check_columns, prediction_names, prepare
-from scorer.pool import Answer, Turn, Waiting
+from scorer.data.formats import InputTable
+from scorer.data.frames import Prepared, check_columns, function_schema, prediction_names, prepare
+from scorer.data.rejected import RejectedRows
+from scorer.errors import InputFormatError, ScorerError
+from scorer.monitoring.drift import Tally, observe_batch, observe_predictions
+from scorer.r.pool import Answer, Turn, Waiting
+from scorer.r.predict import PredictSpec, predict_rows, seed_for
 
 
 @dataclass
@@ -44,77 +44,8 @@ class Counts:
 
 
 @dataclass
-class PredictSpec:
-    """How a model is called, from its card: the input schema, predict()'s type
-    and other arguments, and the result columns to keep."""
-
-    schema: list[Field] | None = None
-    predict_type: str | None = None
-    args: list[dict] = field(default_factory=list)
-    output_columns: list[str] | None = None
-    #: whether a row's prediction depends on that row alone (the card's, decided at publish
-    #: by a test prediction): else a file is predicted in one call, a request alone
-    rowwise: bool = True
-    #: whether predict() draws random numbers (the card's): then R's seed is set first
-    random: bool = False
-    #: R's seed for a random predict() (set per input by its caller: seed_for)
-    seed: int | None = None
-
-    @classmethod
-    def from_card(cls, card: dict) -> "PredictSpec":
-        schema = card.get("input_schema")
-        return cls(schema=[Field.from_card(f) for f in schema] if schema else None,
-                   predict_type=card.get("predict_type"), args=card.get("predict_args") or [],
-                   output_columns=card.get("output_columns"), rowwise=card.get("rowwise", True),
-                   random=card.get("random", False))
-
-
-class RejectedRows:
-    """Collects rejected rows into a CSV writer created on the first reject."""
-
-    COLUMNS = ["rejected_row", "rejected_column", "rejected_value", "rejected_reason"]
-
-    FIRST = 20  # how many rejected rows a quarantine note quotes
-
-    def __init__(self, open_writer: Callable[[], Any]):
-        self._open = open_writer
-        self.writer = None
-        #: the first rejected rows, for the report when too many were rejected
-        self.first: list[dict] = []
-
-    #: added to every row number: a part of a split input whose first row is known
-    #: (Parquet's row groups) numbers its rows as rows of the input
-    base = 0
-
-    def add(self, batch: pa.RecordBatch, rows: list[int], offset: int,
-            details: list[tuple[int, str, str, str]]) -> None:
-        if not details:
-            return
-        offset += self.base
-        if self.writer is None:
-            self.writer = self._open()
-        by_row = {d[0]: d for d in details}
-        for r in rows[: max(0, self.FIRST - len(self.first))]:
-            self.first.append({"row": offset + r + 1, "column": by_row[r][1], "value": by_row[r][2],
-                               "reason": by_row[r][3]})
-        idx = pa.array(rows, pa.int64())
-        original = batch.take(idx)
-        cols = [
-            pa.array([offset + r + 1 for r in rows], pa.int64()),
-            pa.array([by_row[r][1] for r in rows], pa.string()),
-            pa.array([by_row[r][2] for r in rows], pa.string()),
-            pa.array([by_row[r][3] for r in rows], pa.string()),
-        ]
-        names = list(self.COLUMNS)
-        for name, col in zip(original.schema.names, original.columns):
-            names.append(name if name not in names else name + "_")
-            cols.append(col)
-        self.writer.write(pa.RecordBatch.from_arrays(cols, names=names))
-
-
-@dataclass
 class Workers:
-    """When to add R worker processes (scorer.pool) for an input, and how."""
+    """When to add R worker processes (scorer.r.pool) for an input, and how."""
 
     #: R sessions in all, the job's own included (SCORER_R_WORKERS)
     size: int
@@ -160,7 +91,7 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
 
     With ``workers``, predict() is timed on the input's first PROBE_ROWS rows; when the
     first batch would take ``after_seconds``, R worker processes start beside this one
-    (scorer.pool) and batches are cut in pieces of a fraction of a batch, which wait in
+    (scorer.r.pool) and batches are cut in pieces of a fraction of a batch, which wait in
     one queue: each worker takes the next as soon as it is free, this process's R takes
     them between reading batches, and results are written in input order. Then the
     pieces of at most two batches are in flight, plus one batch read ahead.
@@ -312,117 +243,6 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     return counts
 
 
-def _missing(col: RColumn) -> np.ndarray:
-    """Rows whose value a predict() method may refuse: missing, or (numbers) not finite."""
-    if col.kind in ("numeric", "date", "posixct"):
-        return ~np.isfinite(col.values)
-    if col.kind in ("factor", "logical"):
-        return col.values == NA_INTEGER
-    return np.array([v is None for v in col.values], dtype=bool)
-
-
-#: the most predict() calls spent finding the rows R refuses in a batch it failed on
-BISECT_CALLS = 128
-
-
-def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: Counter):
-    """predict() on the prepared rows. When R refuses the batch, the rows it refuses are
-    found and rejected, and the others scored, as R scores them one by one (a missing or
-    infinite value randomForest will not take, a value a formula's factor() never saw):
-    the batch is halved until each part is predicted or is one row R refuses, within
-    BISECT_CALLS calls. A model whose predictions depend on the rows predicted together
-    (not ``spec.rowwise``) cannot be cut: its rows with missing or infinite values are
-    set aside instead. When neither works, R's error is raised for the whole batch.
-
-    Returns (results, mask of refused rows among the kept ones or None, (column, reason)).
-    """
-    n = prep.n_kept
-
-    def call(columns: dict[str, RColumn], rows: int) -> list[tuple[str, pa.Array]]:
-        results, warnings = r.predict(model, columns, rows, spec.predict_type, spec.args, spec.seed)
-        warned.update(set(warnings))
-        return select_outputs(results, spec.output_columns)
-
-    try:
-        return call(prep.columns, n), None, None
-    except PredictError as exc:
-        masks = {name: _missing(c) for name, c in prep.columns.items()}
-        incomplete = np.zeros(n, dtype=bool)
-        for m in masks.values():
-            incomplete |= m
-        if spec.rowwise and n > 1:
-            found = _bisect(call, prep.columns, n)
-            if found is not None:
-                results, refused, message = found
-                which = ", ".join(k for k, m in masks.items() if (m & refused).any())
-                return results, refused, (which, f"R's predict() refused this row: {message}")
-        if not incomplete.any():
-            raise
-        if incomplete.all():
-            # R's message may be about something else (a level a formula's factor() never saw)
-            raise PredictError(
-                f"{exc} Every row also has a missing value, in column(s) "
-                f"{', '.join(repr(k) for k, m in masks.items() if m.any())}, which this model's predict() may "
-                "not accept.",
-                hint="Read R's message first; if it is about missing values, fill them before scoring.",
-            ) from None
-        complete = ~incomplete
-        cols = {k: c.take(complete) for k, c in prep.columns.items()}
-        results = call(cols, int(complete.sum()))
-        which = [k for k, m in masks.items() if m.any()]
-        return results, incomplete, (
-            ", ".join(which), f"missing or infinite value in column(s) {', '.join(map(repr, which))}, and this "
-                              f"model's predict() does not accept them ({exc})")
-
-
-def _bisect(call: Callable, columns: dict[str, RColumn], n: int):
-    """The rows of a batch R refuses, by halving it: (results for the others, in order,
-    mask of the refused, R's message for the first); None when it takes more than
-    BISECT_CALLS calls, or when R refuses every row."""
-    calls = 0
-    done: list[tuple[int, list]] = []  # (first row, results) of each part R predicted
-    refused = np.zeros(n, dtype=bool)
-    message = ""
-
-    def part(a: int, b: int) -> bool:
-        nonlocal calls, message
-        calls += 1
-        if calls > BISECT_CALLS:
-            return False
-        rows = np.arange(a, b)
-        try:
-            done.append((a, call({k: c.take_rows(rows) for k, c in columns.items()}, b - a)))
-            return True
-        except PredictError as exc:
-            if b - a == 1:
-                refused[a] = True
-                message = message or str(exc).removeprefix("R's predict() failed: ")
-                return True
-        mid = (a + b) // 2
-        return part(a, mid) and part(mid, b)
-
-    mid = n // 2
-    if not (part(0, mid) and part(mid, n)) or refused.all():
-        return None
-    done.sort(key=lambda d: d[0])
-    names = [name for name, _ in done[0][1]]
-    results = [(name, pa.concat_arrays([d[1][j][1] for d in done])) for j, name in enumerate(names)]
-    return results, refused, message
-
-
-def seed_for(name: str) -> int:
-    """R's random seed for scoring the input ``name``: the same on every rerun and in
-    every container (so a function that simulates, such as prophet's intervals, writes
-    the same output twice), different between files."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def function_schema(names: list[str], text: list[str] | None) -> list[Field] | None:
-    """How an R function's input columns are typed: by inference (numbers, dates, text),
-    but for the ``text`` columns, which stay text (--text at publish)."""
-    return [Field(n, "character" if n in text else "any") for n in names] if text else None
-
-
 def whole_file(batches: Any, max_bytes: int, where: str, why: str,
                check_stop: Callable[[], None] | None = None) -> pa.RecordBatch | None:
     """Every batch of an input as one (None for no rows): for what R must get whole (an R
@@ -471,36 +291,3 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     out.write(result)
     counts.rows_written = result.num_rows
     return counts
-
-
-#: the most reference rows predict() is run on at publish (a seeded sample beyond it)
-PREDICTION_SAMPLE = 100_000
-
-
-def profile_reference(table: pa.Table, spec: PredictSpec, model: Any, r: Any, source: str,
-                      decimal: str = ".", batch_rows: int = 250_000) -> tuple[dict, list[str]]:
-    """The drift profile of ``table`` (the reference rows, at publish): the model's
-    input variables on every row, its predictions on at most PREDICTION_SAMPLE rows
-    (a uniform sample, seeded, so that publishing again gives the same profile).
-    Returns the profile and notes for the publisher."""
-    builder = ReferenceBuilder()
-    rejected = 0
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        prep = prepare(batch, spec.schema, source, decimal)
-        rejected += batch.num_rows - prep.n_kept
-        builder.add_features(observe_batch(batch, prep))
-    notes = []
-    if rejected:
-        notes.append(f"{rejected} of the reference's {table.num_rows} rows do not fit the model's input schema: "
-                     "their unreadable values count as missing in the profile, and they have no predictions.")
-    sample = None
-    if table.num_rows > PREDICTION_SAMPLE:
-        rows = np.sort(np.random.default_rng(0).choice(table.num_rows, PREDICTION_SAMPLE, replace=False))
-        table, sample = table.take(pa.array(rows)), PREDICTION_SAMPLE
-    warned: Counter = Counter()
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        prep = prepare(batch, spec.schema, source, decimal)
-        if prep.n_kept:
-            results, _, _ = predict_rows(r, model, prep, spec, warned)
-            builder.add_predictions(observe_predictions(results))
-    return builder.profile(source, sample), notes

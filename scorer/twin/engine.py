@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import re
 import threading
 import time
 import uuid
@@ -48,7 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scorer.azure.expressions import WORKFLOW_FUNCTIONS, Call, ExpressionError, expressions_in, parse, render, walk
+from scorer.azure.expressions import (WORKFLOW_FUNCTIONS, Call, ExpressionError, expressions_in, iso_duration_seconds,
+                                      parse, render, walk)
 from scorer.azure.functions import FUNCTIONS, now_stamp
 
 SUPPORTED_ACTIONS = frozenset({"InitializeVariable", "SetVariable", "AppendToArrayVariable", "AppendToStringVariable",
@@ -597,18 +597,6 @@ def retry_waits(policy: dict) -> list[float]:
         hi = iso_duration_seconds(policy.get("maximumInterval", "PT1H"))
         return [min(hi, max(lo, base * 2 ** k)) for k in range(int(policy.get("count", 4)))]
     return [min(45.0, max(5.0, 7.5 * 2 ** k)) for k in range(4)]
-
-
-_DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
-
-
-def iso_duration_seconds(text: Any) -> float:
-    """Seconds in an ISO 8601 duration such as PT1H, P1DT30M or PT0.3S. Raises ExpressionError."""
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ExpressionError(f"{text!r} is not an ISO 8601 duration (e.g. PT1H, PT15S)")
-    d, h, mi, s = (float(x or 0) for x in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
 
 
 _CONDITION_OPS = {

@@ -1,13 +1,13 @@
 """The local twin: ``scorer local`` runs logicapp/workflow.json itself, on this machine.
 
     Azure                                       the twin
-    the Logic App runs the definition           scorer.azure.engine runs the same definition
+    the Logic App runs the definition           scorer.twin.engine runs the same definition
     deployment fills the ARM parameters         the same parameters, pointing at the stand-ins
     Recurrence trigger                          the definition's schedule (UTC), or --interval N s
     Event Grid -> Request trigger               a watcher of the input container posts Event
                                                 Grid's BlobCreated events (and, first, the
                                                 subscription-validation event) to the trigger
-    Azure Resource Manager, Container Instances scorer.azure.standin on a loopback port; each
+    Azure Resource Manager, Container Instances scorer.twin.standin on a loopback port; each
                                                 group's container runs as a podman/docker
                                                 container of the scoring image, or a process
     Blob Storage (managed identity)             Azurite (the twin signs the requests for it)
@@ -46,13 +46,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from scorer.azure import workflow as wf
-from scorer.azure.backends import Backend, choose
-from scorer.azure.engine import (DefinitionRefused, Engine, HttpRequest, HttpResponse, Run, iso_duration_seconds)
-from scorer.azure.standin import ArmStandIn, Faults, LocalIdentity
+from scorer.twin.backends import Backend, choose
+from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+from scorer.azure.expressions import iso_duration_seconds
+from scorer.twin.standin import ArmStandIn, Faults, LocalIdentity
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "rg-scorer-local"
@@ -380,7 +381,7 @@ class Twin:
         except DefinitionRefused as exc:
             raise ConfigError(f"{definition_file}: the local twin cannot run this workflow: {exc}.",
                               hint="Use only the action types, triggers and functions the engine implements "
-                              "(scorer/azure/engine.py lists them).") from None
+                              "(scorer/twin/engine.py lists them).") from None
         self.runs: list[Outcome] = []
         self._active = 0
         self._active_lock = threading.Lock()

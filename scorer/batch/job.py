@@ -3,12 +3,12 @@
     run()
       list pending inputs under input/ (all, one model's, or one blob)
       for each input:
-        claim it (blob lease, renewed in the background)      claims.py
-        resolve and load its model (checksum-verified)        models.py
-        download, validate, score batch by batch              formats.py, frames.py, scoring.py
+        claim it (blob lease, renewed in the background)      batch.claims
+        resolve and load its model (checksum-verified)        models.registry
+        download, validate, score batch by batch              data.formats, data.frames, batch.stream
         commit the output (and rejected rows) atomically      storage.StagedBlob
         archive the input; or quarantine it with a note       _archive / _quarantine
-      write the run report                                     report.py
+      write the run report                                     monitoring.report
       return the exit status
 
 Nothing is lost: an input leaves input/ only after its copy in archive/ or
@@ -39,22 +39,24 @@ import numpy as np
 import pyarrow as pa
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from scorer import errors, split
-from scorer.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
-from scorer.drift import Tally, not_computed
-from scorer.frames import na_kept
+from scorer import errors
+from scorer.batch import split
+from scorer.batch.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error
+from scorer.monitoring.drift import Tally, not_computed
+from scorer.data.frames import na_kept
 from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError, Interrupted, ModelError, OutOfDisk, OutOfMemory,
                            PoisonInput, ResourceError, ScorerError, StorageError, TooManyRejected)
-from scorer.formats import CsvOptions, OutputWriter, QuotingError, format_of, open_input, open_parquet_part
+from scorer.data.formats import CsvOptions, OutputWriter, QuotingError, format_of, open_input, open_parquet_part
 from scorer.log import now, redact_obj
-from scorer.models import Registry
-from scorer.page import render as render_page
-from scorer.report import InputReport, RunReport, estimate_cost
-from scorer.pool import Pool, usable_cores
-from scorer.scoring import (Counts, PredictSpec, RejectedRows, Workers, run_function, score_stream, seed_for,
-                            whole_file)
+from scorer.models.registry import Registry
+from scorer.monitoring.page import render as render_page
+from scorer.monitoring.report import InputReport, RunReport, estimate_cost
+from scorer.r.pool import Pool, usable_cores
+from scorer.batch.stream import Counts, Workers, run_function, score_stream, whole_file
+from scorer.data.rejected import RejectedRows
+from scorer.r.predict import PredictSpec, seed_for
 from scorer.settings import Settings
-from scorer.stopping import check as check_stop
+from scorer.batch.stopping import check as check_stop
 from scorer.storage import (FENCE_ERRORS, MAX_BLOB_NAME, MAX_BLOCKS, TRANSPORT_ERRORS, BlobReader, Store, as_seen,
                             is_outage, name_length)
 
@@ -286,7 +288,7 @@ class Job:
                     claim.release()  # parts are claimed one by one; the input stays in input/ until done
                     self._join(plan, props, ir)
                     return
-            self.registry.r  # R starts before the download's threads, if not already: see rbridge.py
+            self.registry.r  # R starts before the download's threads, if not already: see scorer/r/bridge.py
             with tempfile.TemporaryDirectory(prefix="scorer-") as tmp:
                 t = time.monotonic()
                 # The input downloads, and its first batch is read, while R loads the model.
@@ -436,7 +438,7 @@ class Job:
                             "lease; that run's result stands") from None
 
     def _workers(self, card: dict) -> Workers | None:
-        """R worker processes for this model, if more than one R may run (scorer.pool).
+        """R worker processes for this model, if more than one R may run (scorer.r.pool).
         None for ranger: its predict() already runs a thread per core."""
         s = self.settings
         size = usable_cores() if s.r_workers == "auto" else int(s.r_workers)
@@ -486,7 +488,7 @@ class Job:
             ir.warnings.append(f"drift: {listed}, at or above SCORER_DRIFT_PSI {tally.threshold:g}")
             log.warning(f"drift: {listed}", extra={"event": "drift_flagged", "blob": ir.blob, "flagged": flagged})
 
-    # -- one input across container groups (scorer.split) ------------------------------
+    # -- one input across container groups (scorer.batch.split) ------------------------------
 
     def _splittable(self, props: Any, fmt: str | None) -> bool:
         s = self.settings
@@ -1132,7 +1134,7 @@ def format_of_or_none(name: str) -> str | None:
 def _no_rows(table: Any, card: dict) -> pa.RecordBatch:
     """An output of no rows for an input of none: its columns, then the prediction
     columns the model gave at publish (their types unknown without a prediction)."""
-    from scorer.frames import prediction_names
+    from scorer.data.frames import prediction_names
 
     schema = table.schema or pa.schema([(n, pa.string()) for n in table.names])
     results = [(n, None) for n in card.get("prediction_columns") or [""]]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from scorer.errors import ConfigError, ModelError, PredictError
-from scorer.frames import RColumn
+from scorer.data.frames import RColumn
 
 #: predict() type used when the publisher gives none, per R class. glm's own default
 #: ("link") is rarely what a scoring user wants.
@@ -242,20 +242,6 @@ def _same(a: list[np.ndarray], b: list[np.ndarray], rel: float = 1e-9) -> bool:
         elif not np.array_equal(x, y):
             return False
     return True
-
-
-def select_outputs(results: list[tuple[str, Any]], wanted: list[str] | None) -> list[tuple[str, Any]]:
-    """The named columns of a predict() result, in the order asked for (all of
-    them when ``wanted`` is None). Raises PredictError naming what is missing."""
-    if not wanted:
-        return results
-    by_name = {n: a for n, a in results}
-    missing = [w for w in wanted if w not in by_name]
-    if missing:
-        raise PredictError(f"predict() returned no column(s) {', '.join(map(repr, missing))}; it returned "
-                           f"{', '.join(repr(n) for n in by_name) or 'one unnamed vector'}.",
-                           hint="Publish again with --output-columns naming columns the result has.")
-    return [(w, by_name[w]) for w in wanted]
 
 
 _SVM_PROBABILITIES = (" (for class probabilities from an svm: fit it with probability = TRUE and publish with "

@@ -2,7 +2,7 @@
 
 Inputs are read as a stream of record batches, so memory stays bounded however
 large the file. CSV columns are all read as text and typed later, against the
-model's schema (scorer.frames): that way one bad value rejects one row instead of
+model's schema (scorer.data.frames): that way one bad value rejects one row instead of
 failing the whole file, and the output repeats the input's values exactly as written.
 
 Decisions (documented in docs/contract.md):
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from scorer.errors import InputFormatError
-from scorer.frames import check_columns
+from scorer.data.frames import check_columns
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "csv", ".tsv.gz": "csv.gz", ".parquet": "parquet",
            ".pq": "parquet"}
@@ -122,7 +122,7 @@ def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, m
 
 def open_parquet_part(source: BinaryIO, row_groups: list[int] | None, where: str, batch_rows: int,
                       max_bytes: int) -> InputTable:
-    """Some row groups of a Parquet input, read from a seekable file (scorer.split)."""
+    """Some row groups of a Parquet input, read from a seekable file (scorer.batch.split)."""
     return _open_parquet(source, where, batch_rows, max_bytes, row_groups=row_groups)
 
 
@@ -582,7 +582,7 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 
 def _open_parquet(path: Path | BinaryIO, where: str, batch_rows: int, max_bytes: int,
                   row_groups: list[int] | None = None) -> InputTable:
-    """``path``: a local file, or a seekable file object (scorer.split); ``row_groups``:
+    """``path``: a local file, or a seekable file object (scorer.batch.split); ``row_groups``:
     only these (a part of a split input).
 
     A Parquet file can hold far more than its size: a 1 KB file whose one text value of
@@ -698,7 +698,7 @@ class OutputWriter:
         self._fmt = fmt
         self._delimiter = delimiter
         self._decimal = decimal
-        self._header = header  # False: a CSV part whose header another writer writes (scorer.split)
+        self._header = header  # False: a CSV part whose header another writer writes (scorer.batch.split)
         self._writer = None
         self._stream = None
         self.schema: pa.Schema | None = None

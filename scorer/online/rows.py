@@ -6,7 +6,7 @@
     merge(preps) / split(...)          several requests' rows through one predict() call
     records(...)                       predictions as one JSON object per scored row
 
-Validation is scorer.frames.prepare, as for blobs: the same messages, the same rejected
+Validation is scorer.data.frames.prepare, as for blobs: the same messages, the same rejected
 rows (numbered from 1 in the request's order).
 """
 
@@ -22,9 +22,9 @@ import orjson
 import pyarrow as pa
 
 from scorer.errors import InputFormatError
-from scorer.formats import CsvOptions, open_input
-from scorer.frames import Prepared, RColumn, layout
-from scorer.pool import Answer
+from scorer.data.formats import CsvOptions, open_input
+from scorer.data.frames import Prepared, RColumn, layout
+from scorer.r.pool import Answer
 
 
 def table_from_json(body: bytes, where: str) -> pa.Table:

@@ -10,7 +10,7 @@ copies the tests compare against):
     DELETE .../containerGroups/{name}?api-version=2023-05-01        200 with the group; its container is stopped
     GET    .../containerGroups/{name}/containers/{c}/logs?tail=N     {"content": "..."}
 
-The container runs on this machine through a backend (scorer.azure.backends). States
+The container runs on this machine through a backend (scorer.twin.backends). States
 follow ACI's: provisioningState Pending, then Succeeded once the container runs (or
 Failed when its image cannot be pulled, with instanceView.state left Pending and an
 event saying why); instanceView.state Running, then Succeeded or Failed when the
@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from scorer.azure.backends import Backend
+from scorer.twin.backends import Backend
 
 API_VERSIONS = ("2023-05-01",)
 _PATH = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"

@@ -1,10 +1,10 @@
 """predict() on every core: R worker processes beside the job's own R.
 
-One R runs one call at a time (rbridge.py, "Threads"), so the job's R uses one core.
+One R runs one call at a time (scorer/r/bridge.py, "Threads"), so the job's R uses one core.
 When a model's predict() is slow, the job starts R workers: each is a process of its
-own (``python -m scorer.pool``) with its own R and the model loaded, fed one prepared
+own (``python -m scorer.r.pool``) with its own R and the model loaded, fed one prepared
 piece at a time over a socket, in Arrow IPC both ways, and answering with the result
-of the same ``scoring.predict_rows`` the job's R runs. Pieces wait in one queue
+of the same ``scorer.r.predict.predict_rows`` the job's R runs. Pieces wait in one queue
 (``Waiting``); each worker's thread takes the next as soon as its worker is free, and
 the job's own R takes them between reading batches; scoring.score_stream writes the
 results in input order.
@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer import errors
-from scorer.frames import Prepared, RColumn
+from scorer.data.frames import Prepared, RColumn
 
 log = logging.getLogger("scorer.pool")
 
@@ -91,7 +91,7 @@ def _read_ipc(data: bytes) -> pa.RecordBatch:
 
 
 def encode_columns(columns: dict[str, RColumn], nrows: int) -> bytes:
-    """Prepared columns (scorer.frames.RColumn) as one Arrow batch; each field's
+    """Prepared columns (scorer.data.frames.RColumn) as one Arrow batch; each field's
     metadata keeps what Arrow's type does not (kind, levels, tz)."""
     fields, arrays = [], []
     for name, col in columns.items():
@@ -210,7 +210,7 @@ class Worker:
         self.conn = ours
         env = dict(os.environ, SCORER_WORKER=str(number))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scorer.pool", str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=env,
+            [sys.executable, "-m", "scorer.r.pool", str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=env,
             stdin=subprocess.DEVNULL, stdout=2)  # the job's stdout is its JSON log: a worker writes to stderr
         theirs.close()
         self.ready = threading.Event()
@@ -255,7 +255,7 @@ class Worker:
 
     def feed(self, waiting: Waiting, spec: Any) -> None:
         """Once started, take pieces from ``waiting`` and predict them with ``spec``
-        (scoring.PredictSpec) until it closes, or until this worker fails."""
+        (scorer.r.predict.PredictSpec) until it closes, or until this worker fails."""
         before = self._feeder
 
         def run() -> None:
@@ -367,8 +367,8 @@ def _recv(conn: socket.socket) -> tuple[dict, bytes] | None:
 
 def serve(fd: int) -> None:
     """A worker: start R (first, on the main thread), then answer until the socket closes."""
-    from scorer import rbridge
-    from scorer.scoring import PredictSpec, predict_rows
+    from scorer.r import bridge as rbridge
+    from scorer.r.predict import PredictSpec, predict_rows
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job's to handle; it closes the pool
     rbridge.start()

@@ -26,13 +26,14 @@ import pyarrow as pa
 from azure.core.exceptions import ResourceExistsError
 
 from scorer import __version__
-from scorer.cards import Options, describe_function, describe_model
+from scorer.models.cards import Options, describe_function, describe_model
 from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
                            PredictError, ScorerError)
-from scorer.formats import CsvOptions, format_of, open_input
-from scorer.frames import check_columns, na_kept
+from scorer.data.formats import CsvOptions, format_of, open_input
+from scorer.data.frames import check_columns, na_kept
 from scorer.log import now
-from scorer.scoring import PredictSpec, profile_reference
+from scorer.models.profile import profile_reference
+from scorer.r.predict import PredictSpec
 from scorer.storage import Store
 
 log = logging.getLogger("scorer.models")
@@ -41,7 +42,7 @@ log = logging.getLogger("scorer.models")
 # are safe in blob names, URLs and file systems.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
-#: the drift profile's name beside a version's card (scorer.drift)
+#: the drift profile's name beside a version's card (scorer.monitoring.drift)
 PROFILE = "profile.json"
 
 
@@ -101,7 +102,7 @@ class Registry:
     @property
     def r(self) -> Any:
         if self._r is None:
-            from scorer.rbridge import bridge
+            from scorer.r.bridge import bridge
             self._r = bridge()
         return self._r
 
@@ -188,7 +189,7 @@ class Registry:
         what = _what(card)
         prefix = f"{card['name']}/v{card['version']}"
         try:
-            self.r  # started before the download's thread, if not already: see "Threads" in rbridge.py
+            self.r  # started before the download's thread, if not already: see "Threads" in scorer/r/bridge.py
             if data is None:
                 data = self.fetch(card)
             missing = self.r.missing_packages(list(card.get("packages") or {}))
@@ -208,7 +209,7 @@ class Registry:
                 model = self.r.load_script(where / card["source_file"], what)
             else:
                 self.r.attach(card.get("attach") or [])
-                # kept for the run: R worker processes (scorer.pool) read the model from it
+                # kept for the run: R worker processes (scorer.r.pool) read the model from it
                 path = Path(self._workdir()) / f"{card['name']}.v{card['version']}.rds"
                 path.write_bytes(data)
                 self._files[key] = path
@@ -249,7 +250,7 @@ class Registry:
     def publish(self, path: Path, name: str, opts: Options | None = None) -> Published:
         """Publish ``path`` as the next version of ``name``.
 
-        Reads the model in R to build its card (scorer.cards). Raises ConfigError
+        Reads the model in R to build its card (scorer.models.cards). Raises ConfigError
         for a bad name, file or option, ModelLoadError when R cannot read it,
         ModelError when it cannot be scored as it is.
         """
@@ -304,7 +305,7 @@ class Registry:
         return self._store_version(name, data, card, warnings, extra=extra)
 
     def _profile(self, model: Any, fields: dict, opts: Options) -> tuple[dict | None, list[str]]:
-        """The drift profile (scorer.drift) of the reference rows: ``--reference``, else
+        """The drift profile (scorer.monitoring.drift) of the reference rows: ``--reference``, else
         the data the model keeps (glm's data, lm's and glm's model frame), else none."""
         spec = PredictSpec.from_card(fields)
         r = self.r

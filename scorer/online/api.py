@@ -16,7 +16,7 @@ A published R function gets the whole frame, once, as a file would: ``scored`` i
 frame its score() returns, ``rejected`` empty.
 
 R starts in this process on first use, on the calling thread, which must be the
-process's main thread (rbridge.py, "Threads"). Models are loaded once per process.
+process's main thread (scorer/r/bridge.py, "Threads"). Models are loaded once per process.
 A published model's name needs the storage settings `scorer run` reads
 (AZURE_STORAGE_CONNECTION_STRING, or SCORER_ACCOUNT_URL).
 """
@@ -31,18 +31,20 @@ from typing import Any
 import pyarrow as pa
 
 from scorer.errors import ConfigError, InputFormatError
-from scorer.frames import check_columns, prediction_names, prepare
-from scorer.online import outcome
-from scorer.pool import Answer
-from scorer.scoring import PredictSpec, RejectedRows, function_schema, predict_rows, seed_for
+from scorer.data.frames import check_columns, prediction_names, prepare
+from scorer.online.rows import outcome
+from scorer.r.pool import Answer
+from scorer.data.frames import function_schema
+from scorer.data.rejected import RejectedRows
+from scorer.r.predict import PredictSpec, predict_rows, seed_for
 
 _loaded: dict[tuple, tuple[Any, PredictSpec, dict]] = {}
 _registry: list[Any] = []
 
 
 def _from_rds(path: Path) -> tuple[Any, PredictSpec]:
-    from scorer.cards import Options, describe_model
-    from scorer.rbridge import bridge
+    from scorer.models.cards import Options, describe_model
+    from scorer.r.bridge import bridge
 
     key = ("file", str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _loaded:
@@ -56,7 +58,7 @@ def _from_rds(path: Path) -> tuple[Any, PredictSpec]:
 
 
 def _published(name: str, version: int | None) -> tuple[Any, PredictSpec]:
-    from scorer.models import Registry
+    from scorer.models.registry import Registry
     from scorer.settings import Settings
     from scorer.storage import Store, connect
 
@@ -87,7 +89,7 @@ def predict(model: str | Path, frame: Any, version: int | None = None) -> tuple[
     """Score ``frame`` with ``model``; see the module's docstring. Raises ScorerError:
     ModelNotFound, ModelLoadError, SchemaError (a missing or mistyped column),
     PredictError (R's predict() failed)."""
-    from scorer.rbridge import bridge
+    from scorer.r.bridge import bridge
 
     is_file = isinstance(model, Path) or str(model).lower().endswith(".rds")
     if is_file and version is not None:

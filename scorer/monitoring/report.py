@@ -46,11 +46,11 @@ class InputReport:
     quarantined_to: str | None = None
     error: dict | None = None
     warnings: list[str] = field(default_factory=list)
-    #: the input against its model's reference profile (scorer.drift), or why not computed
+    #: the input against its model's reference profile (scorer.monitoring.drift), or why not computed
     drift: dict | None = None
     #: batches each R session predicted, when R workers helped: {"job": 40, "1": 38}
     r_sessions: dict | None = None
-    #: a split input (scorer.split): the parts this job scored, or, for the job that
+    #: a split input (scorer.batch.split): the parts this job scored, or, for the job that
     #: finished it, every part with who scored it
     parts: list[dict] = field(default_factory=list)
     attempt: int | None = None
