@@ -504,3 +504,8 @@ class StagedBlob(io.RawIOBase):
     def close(self) -> None:
         # Closing (pyarrow closes its sinks) must not commit: only commit() does.
         super().close()
+
+
+def etag_of(props: Any) -> str:
+    """The blob's ETag without quotes: listings and property reads differ in quoting."""
+    return (props.etag or "").strip('"')

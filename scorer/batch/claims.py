@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
+from scorer.errors import OutOfDisk, OutOfMemory, PoisonInput
+
 log = logging.getLogger("scorer.claims")
 
 ATTEMPTS_TAG = "scorer-attempts"
@@ -243,3 +245,20 @@ class Claim:
             self.lease.release()
         except Exception:  # the blob is gone (archived) or the lease lapsed: nothing to give back
             pass
+
+
+def poison(name: str, record: Attempts) -> PoisonInput:
+    started = record.number - 1
+    history = record.history(started)
+    codes = set(record.outcomes.values())
+    if "no-space" in codes:
+        hint = OutOfDisk.hint.split(";")[0] + ", then drop it again."
+    elif "out-of-memory" in codes:
+        hint = OutOfMemory.hint.split(";")[0] + ", then drop it again."
+    elif "stopped" in codes:
+        hint = "Give the job more time (jobTimeout) or split the file, then drop it again."
+    else:
+        hint = ("Check the job's logs for those runs; split the file or give the container more memory "
+                "(memoryInGB) or time (jobTimeout), then drop it again.")
+    return PoisonInput(f"{name}: scoring this input was started {started} times and never finished: "
+                       + "; ".join(history) + ".", hint=hint, attempts=history)

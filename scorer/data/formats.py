@@ -772,3 +772,7 @@ def _r_numbers(batch: pa.RecordBatch, decimal: str) -> pa.RecordBatch:
             changed = True
         cols.append(c)
     return pa.RecordBatch.from_arrays(cols, names=batch.schema.names) if changed else batch
+
+
+def content_type(fmt: str) -> str:
+    return {"csv": "text/csv", "csv.gz": "application/gzip", "parquet": "application/vnd.apache.parquet"}[fmt]

@@ -10,6 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
+#: an input's rejected rows are <input>.rejected.csv beside its output
+REJECTED_SUFFIX = ".rejected.csv"
+
 
 class RejectedRows:
     """Collects rejected rows into a CSV writer created on the first reject."""

@@ -1,0 +1,131 @@
+"""The layout is the architecture (docs/architecture.md): packages by capability in
+layers, a lower layer never importing a higher one, siblings never each other, no import
+circles, and functions short enough to read in one screen. Every import counts, those
+inside functions too: a lazy import is still a dependency."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SCORER = ROOT / "scorer"
+
+#: package (or ground module) -> layer; a module may import its own package and lower layers
+LAYERS = {
+    "errors": 0, "settings": 0, "log": 0, "storage": 0,  # the ground, shared by all
+    "data": 1, "azure": 1,
+    "r": 2, "monitoring": 2,
+    "models": 3,
+    "batch": 4, "online": 4,
+    "twin": 5,
+    "cli": 6, "__main__": 6, "__init__": 6,  # the top: the commands, which may use everything
+}
+TOP = 6
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(SCORER.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The scorer modules ``path`` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scorer":
+            for alias in node.names:  # `from scorer.r import bridge` imports the module scorer.r.bridge
+                if node.module == "scorer" and alias.name == "__version__":
+                    continue  # a constant, not a dependency on the top
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in known else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "scorer"}
+    return found
+
+
+def place(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+GRAPH = {m: imports(p, set(modules())) for m, p in modules().items()}
+
+
+def test_every_package_is_in_a_layer_and_says_what_it_owns_and_may_import():
+    for module, path in modules().items():
+        assert place(module) in LAYERS, f"{module}: no layer (add it to LAYERS and docs/architecture.md)"
+        if path.name == "__init__.py" and module != "scorer":
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            assert "May import:" in doc, f"{module}: its docstring says what it owns and what it may import"
+
+
+def test_no_module_imports_a_layer_above_it_or_a_sibling():
+    wrong = []
+    for module, deps in GRAPH.items():
+        mine = place(module)
+        for dep in deps:
+            theirs = place(dep)
+            if theirs != mine and not LAYERS[theirs] < LAYERS[mine] and 0 < LAYERS[mine] < TOP:
+                wrong.append(f"{module} imports {dep}")
+    assert wrong == []
+
+
+def test_the_ground_imports_nothing_above_it():
+    for module, deps in GRAPH.items():
+        if LAYERS[place(module)] == 0:
+            assert {d for d in deps if LAYERS[place(d)] > 0} == set(), module
+
+
+def test_no_import_circles():
+    seen, stack, circles = set(), [], []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            circles.append(stack[stack.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for d in sorted(GRAPH.get(m, ())):
+            visit(d)
+        stack.pop()
+
+    for m in sorted(GRAPH):
+        visit(m)
+    circles = [c for c in circles if not (len(c) == 2)]  # a module's own name
+    assert circles == [], "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_only_the_bridge_imports_rpy2():
+    users = {m for m, p in modules().items() if "rpy2" in {
+        (n.module or "").split(".")[0] for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom)} | {
+        a.name.split(".")[0] for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Import) for a in n.names}}
+    assert users == {"scorer.r.bridge"}
+
+
+#: functions and classes over the limits, each with the reason it stays whole
+LONG = {
+}
+FUNCTION_LINES, CLASS_LINES = 60, 400
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_functions_read_in_one_screen(module):
+    tree = ast.parse(modules()[module].read_text())
+    over = []
+    for node in ast.walk(tree):
+        n = node.end_lineno - node.lineno + 1 if hasattr(node, "end_lineno") else 0
+        name = f"{module}.{getattr(node, 'name', '')}"
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and n > FUNCTION_LINES and name not in LONG:
+            over.append(f"{name}: {n} lines")
+        if isinstance(node, ast.ClassDef) and n > CLASS_LINES and name not in LONG:
+            over.append(f"class {name}: {n} lines")
+    assert over == []
