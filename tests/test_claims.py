@@ -13,7 +13,7 @@ import pytest
 from azure.storage.blob import BlobLeaseClient
 
 from scorer.batch.claims import ATTEMPTS_TAG
-from scorer.batch.job import SOURCE_ETAG
+from scorer.batch.outcomes import SOURCE_ETAG
 
 from conftest import env_for
 

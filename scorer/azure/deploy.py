@@ -466,9 +466,8 @@ Deployed. Next:
             -d '{{"rows": [...]}}' {outputs['apiUrl']}/v1/models/NAME/predict""" if outputs.get("apiUrl") else "")
 
 
-def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
-    definition = wf.load()["definition"]
-    values = wf.settings(definition, _overrides(args))
+def _check_up(args: argparse.Namespace, values: dict) -> None:
+    """`up`'s arguments refused before anything is deployed, each with what to do."""
     cores = values["parallelJobs"] * float(values["cpuCores"])
     if cores > args.cores_quota:
         raise DeployError(
@@ -487,23 +486,36 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
     if args.skip_build and args.r_packages:
         raise DeployError("--r-packages adds packages while building the image; with --skip-build nothing is built. "
                           "Leave one of them out.")
+
+
+def _up_parameters(args: argparse.Namespace, values: dict, definition: dict, oid: str, ptype: str, tag: str,
+                   state: str) -> dict:
+    """The template's parameters for an `up` deploying image ``scorer:<tag>`` with the
+    workflow ``state`` (Enabled or Disabled)."""
+    params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
+                                 operator_principal_id=oid, location=args.location)
+    params["operatorPrincipalType"] = {"value": ptype}
+    params["registrySku"] = {"value": args.registry_sku}
+    params["workflowState"] = {"value": state}
+    if args.with_api:
+        params["withApi"] = {"value": True}
+        params["apiClientId"] = {"value": args.api_client_id}
+        params["modelsContainer"] = {"value": wf.models_container(values)}
+        params["apiMaxReplicas"] = {"value": args.api_max_replicas}
+    return params
+
+
+def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
+    definition = wf.load()["definition"]
+    values = wf.settings(definition, _overrides(args))
+    _check_up(args, values)
     extra_debs = r_debs(args.r_packages) if args.r_packages else ""  # refused here, before anything is deployed
     oid, ptype = ("", "User") if args.no_grant_me else signed_in_principal(clients.credential)
     template = load_template()
     new_tag = args.image_tag or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
     def parameters(tag: str, state: str) -> dict:
-        params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
-                                     operator_principal_id=oid, location=args.location)
-        params["operatorPrincipalType"] = {"value": ptype}
-        params["registrySku"] = {"value": args.registry_sku}
-        params["workflowState"] = {"value": state}
-        if args.with_api:
-            params["withApi"] = {"value": True}
-            params["apiClientId"] = {"value": args.api_client_id}
-            params["modelsContainer"] = {"value": wf.models_container(values)}
-            params["apiMaxReplicas"] = {"value": args.api_max_replicas}
-        return params
+        return _up_parameters(args, values, definition, oid, ptype, tag, state)
 
     if args.what_if:
         if not clients.resources.resource_groups.check_existence(args.resource_group):

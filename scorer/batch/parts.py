@@ -157,7 +157,7 @@ class Parts:
             self._fail_plan(plan, exc.as_dict())
             self._finish(plan, props, None, ir)
         except LeaseLost as exc:  # the input's or the plan's: another job settles it
-            self.job.lease_lost(ir, exc)
+            self.job.outcomes.lease_lost(ir, exc)
         except (ResourceModifiedError, ResourceNotFoundError):  # replaced (or removed) under its parts
             self.drop(plan.input)
             ir.status = "left_pending"
@@ -167,7 +167,7 @@ class Parts:
                 "event": "split_input_replaced", "blob": plan.input})
         except TRANSPORT_ERRORS + (StorageError, HttpResponseError) as exc:
             if is_outage(exc):
-                self.job.storage_failed(exc, ir)
+                self.job.outcomes.storage_failed(exc, ir)
             else:
                 raise
 
@@ -199,52 +199,19 @@ class Parts:
     def _score_part(self, plan: split.Plan, k: int, card: dict, model: Any, claim: Claim, ir: InputReport) -> bool:
         """Score part ``k``; write its record under its lease. Returns False when the
         plan can go no further (given up for a quoted field across lines, or failed)."""
-        s = self.settings
-        part = plan.parts[k]
+        scoring = self.job.scoring
         where = f"{plan.input} (part {k + 1} of {len(plan.parts)})"
         t0 = time.monotonic()
         counts = Counts()
         sinks: list[Any] = []
         streams: list[Any] = []
-        check = None
         try:
-            if plan.fmt == "parquet":
-                source = split.RangeFile(self.store, s.input_container, plan.input, plan.size, plan.etag)
-                table = open_parquet_part(source, list(range(*part["row_groups"])), where, s.batch_rows,
-                                          s.max_input_bytes)
-            else:
-                # by the plan's ETag: an input replaced while its parts are scored fails the
-                # part (412) rather than mix the two files in one output (issue 26)
-                raw = self.store.open_read(s.input_container, plan.input, offset=part["start"],
-                                           length=part["end"] - part["start"], prefix=plan.header.encode("latin-1"),
-                                           etag=plan.etag)
-                check = split.QuoteCheck(raw)
-                streams.append(check)
-                options = dataclasses.replace(CsvOptions.of(s, plan.input, self.job.na_kept(card)), decimal=plan.decimal,
-                                              delimiter=plan.delimiter)
-                table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, options)
-            streams.append(table)
-            # a block prefix of this attempt's own: a part taken over never commits a dead job's blocks
-            prefix = f"p{k:05d}{uuid.uuid4().hex[:10]}"
-            if plan.fmt == "parquet":
-                out_sink = self.store.staged(s.output_container, plan.blob("out", k))
-                out = OutputWriter(out_sink, "parquet")
-            else:
-                # each part's share of the output blob's blocks, one left for the header
-                out_sink = self.store.staged(s.output_container, plan.input, prefix=prefix,
-                                             max_blocks=(MAX_BLOCKS - 1) // len(plan.parts))
-                out = OutputWriter(out_sink, "csv", plan.delimiter, plan.decimal, header=False,
-                                   encoding=s.csv_encoding)
-            sinks.append(out_sink)
-            rej_sink = self.store.staged(s.output_container, plan.blob("rejected", k))
-            sinks.append(rej_sink)
-            rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
-            if plan.fmt == "parquet":  # its first row's number is known: rows numbered as the input's
-                rejected.base = part["first_row"]
-            tally = self.job.drift_tally(card, ir)
-            score_stream(table, self.job.spec(card, plan.input), model, self.registry.r, out, rejected, where, counts,
-                         on_first_scored=self.job.first_row, check_stop=check_stop, drift=tally,
-                         workers=self.job.workers(card))
+            table, check = self._open_part(plan, k, card, where, streams)
+            out, out_sink, rejected, rej_sink = self._part_writers(plan, k, sinks)
+            tally = scoring.drift_tally(card, ir)
+            score_stream(table, scoring.spec(card, plan.input), model, self.registry.r, out, rejected, where, counts,
+                         on_first_scored=scoring.first_row, check_stop=check_stop, drift=tally,
+                         workers=scoring.workers(card))
             out.close()
             if rejected.writer is not None:
                 rejected.writer.close()
@@ -268,7 +235,7 @@ class Parts:
                 "by": {"run_id": self.job.report.run_id, "host": self.job.report.host}, "seconds": seconds})
             ir.parts.append({"part": k + 1, "rows_read": counts.rows_read, "rows_scored": counts.rows_scored,
                              "rows_rejected": counts.rows_rejected, "seconds": seconds})
-            self.job.r_warnings(ir, counts)
+            scoring.r_warnings(ir, counts)
             return True
         except QuotingError:  # a cut inside a quoted value, or bad quoting: the whole file's reader says which
             self._give_up(plan, f"part {k + 1} of {len(plan.parts)} does not read as CSV on its own (a quoted "
@@ -283,6 +250,52 @@ class Parts:
                 sink.abandon()
             for stream in reversed(streams):
                 stream.close()
+
+    def _open_part(self, plan: split.Plan, k: int, card: dict, where: str, streams: list) -> tuple[Any, Any]:
+        """Part ``k`` of the input, opened for reading: (its table, the quote check of a
+        CSV part, or None)."""
+        s, part = self.settings, plan.parts[k]
+        if plan.fmt == "parquet":
+            source = split.RangeFile(self.store, s.input_container, plan.input, plan.size, plan.etag)
+            table = open_parquet_part(source, list(range(*part["row_groups"])), where, s.batch_rows,
+                                      s.max_input_bytes)
+            streams.append(table)
+            return table, None
+        # by the plan's ETag: an input replaced while its parts are scored fails the
+        # part (412) rather than mix the two files in one output (issue 26)
+        raw = self.store.open_read(s.input_container, plan.input, offset=part["start"],
+                                   length=part["end"] - part["start"], prefix=plan.header.encode("latin-1"),
+                                   etag=plan.etag)
+        check = split.QuoteCheck(raw)
+        streams.append(check)
+        options = dataclasses.replace(CsvOptions.of(s, plan.input, self.job.scoring.na_kept(card)),
+                                      decimal=plan.decimal, delimiter=plan.delimiter)
+        table = open_input(check, "csv", where, s.batch_rows, s.max_input_bytes, options)
+        streams.append(table)
+        return table, check
+
+    def _part_writers(self, plan: split.Plan, k: int, sinks: list) -> tuple[OutputWriter, Any, RejectedRows, Any]:
+        """Part ``k``'s output (a Parquet file of its own, or its share of the CSV output's
+        blocks) and rejected rows, staged: (writer, sink, rejected rows, their sink)."""
+        s = self.settings
+        # a block prefix of this attempt's own: a part taken over never commits a dead job's blocks
+        prefix = f"p{k:05d}{uuid.uuid4().hex[:10]}"
+        if plan.fmt == "parquet":
+            out_sink = self.store.staged(s.output_container, plan.blob("out", k))
+            out = OutputWriter(out_sink, "parquet")
+        else:
+            # each part's share of the output blob's blocks, one left for the header
+            out_sink = self.store.staged(s.output_container, plan.input, prefix=prefix,
+                                         max_blocks=(MAX_BLOCKS - 1) // len(plan.parts))
+            out = OutputWriter(out_sink, "csv", plan.delimiter, plan.decimal, header=False,
+                               encoding=s.csv_encoding)
+        sinks.append(out_sink)
+        rej_sink = self.store.staged(s.output_container, plan.blob("rejected", k))
+        sinks.append(rej_sink)
+        rejected = RejectedRows(lambda: OutputWriter(rej_sink, "csv"))
+        if plan.fmt == "parquet":  # its first row's number is known: rows numbered as the input's
+            rejected.base = plan.parts[k]["first_row"]
+        return out, out_sink, rejected, rej_sink
 
     def _give_up(self, plan: split.Plan, reason: str) -> None:
         """The input is scored whole after all (its parts are left for the clean-up)."""
@@ -333,14 +346,14 @@ class Parts:
                 raise ResourceModifiedError(f"{plan.input} was replaced while its parts were scored")
             if failed or plan.state == "failed":
                 error = failed[0]["error"] if failed else json.loads(plan.reason or "{}")
-                self.job.quarantine(props, input_claim, ir, PartError(error))
+                self.job.outcomes.quarantine(props, input_claim, ir, PartError(error))
                 self.drop(plan.input, keep_lease=plan_claim)
                 return
             self._commit_parts(plan, props, card, records, ir)
-            self.job.archive(props, input_claim, ir)
+            self.job.outcomes.archive(props, input_claim, ir)
             self.drop(plan.input, keep_lease=plan_claim)
         except (InputError, ModelError) as exc:  # the whole's own check (too many rejected rows, no rows)
-            self.job.quarantine(props, input_claim, ir, exc)
+            self.job.outcomes.quarantine(props, input_claim, ir, exc)
             self.drop(plan.input, keep_lease=plan_claim)
         finally:
             if input_claim is not None:
@@ -362,24 +375,19 @@ class Parts:
             firsts.first += [dict(x, row=x["row"] + shift) for x in r.get("first_rejects") or []]
         firsts.first = firsts.first[:RejectedRows.FIRST]
         ir.rows_read, ir.rows_scored, ir.rows_rejected = counts.rows_read, counts.rows_scored, counts.rows_rejected
-        self.job.check_counts(name, counts, firsts)
+        self.job.scoring.check_counts(name, counts, firsts)
         output_before = self.store.submit(self.store.properties, s.output_container, name)
         rejected_before = self.store.submit(self.store.properties, s.output_container, name + REJECTED_SUFFIX)
-        meta = self.job.output_metadata(props, card, counts.rows_rejected)
-        parts_rejected = [(k, self.store.read_bytes(s.output_container, plan.blob("rejected", k)))
-                          for k, r in enumerate(records) if r["rejected"]]
-        rejected = None
-        if parts_rejected:  # staged here, committed after the output (see _commit)
-            rejected = self.store.staged(s.output_container, name + REJECTED_SUFFIX)
-            if plan.fmt == "parquet":  # numbered as the input's rows already: the files one after another
-                for i, (_, data) in enumerate(parts_rejected):
-                    rejected.write(data if i == 0 else data[data.index(b"\n") + 1:])
-            else:  # CSV parts numbered their rows from 1; every other column is text, read back as it was
-                w = OutputWriter(rejected, "csv")
-                for k, data in parts_rejected:
-                    for b in split.renumbered_rejects(data, int(offsets[k])).to_batches():
-                        w.write(b)
-                w.close()
+        meta = self.job.outcomes.output_metadata(props, card, counts.rows_rejected)
+        rejected = _rejected_of_parts(self.store, self.settings, plan, records, offsets)
+        self._output_of_parts(plan, records, meta, rejected, output_before.result(), rejected_before.result())
+        self._record_parts(plan, card, records, counts, rejected is not None, ir)
+
+    def _output_of_parts(self, plan: split.Plan, records: list[dict], meta: dict, rejected: Any | None,
+                         output_before: Any, rejected_before: Any) -> None:
+        """Commit the parts' outputs as the input's one output: Parquet parts copied into
+        one file; CSV parts' blocks committed after a header block, nothing copied."""
+        s, name = self.settings, plan.input
         if plan.fmt == "parquet":
             sink = self.store.staged(s.output_container, name)
             w = OutputWriter(sink, "parquet")
@@ -392,31 +400,36 @@ class Parts:
                 for batch in table.batches:
                     w.write(batch)
             w.close()
-            self.job.commit(name, lambda seen: sink.commit(metadata=meta, content_type=content_type("parquet"),
-                                                        conditions=seen),
-                         output_before.result(), rejected, meta, rejected_before.result())
+            self.job.outcomes.commit(name, lambda seen: sink.commit(
+                metadata=meta, content_type=content_type("parquet"), conditions=seen),
+                output_before, rejected, meta, rejected_before)
         else:
             names = next(r["names"] for r in records if r["names"])
             sink = self.store.staged(s.output_container, name, prefix=f"h{plan.id:0<15.15}")
             sink.write(split.csv_header_bytes(names, plan.delimiter).decode().encode(s.csv_encoding, errors="replace"))
             blocks = sink.flush_blocks() + [b for r in records for b in r["blocks"]]
-            self.job.commit(name, lambda seen: sink.commit(metadata=meta, content_type=content_type("csv"), blocks=blocks,
-                                                        conditions=seen),
-                         output_before.result(), rejected, meta, rejected_before.result())
-        if rejected is not None:
+            self.job.outcomes.commit(name, lambda seen: sink.commit(
+                metadata=meta, content_type=content_type("csv"), blocks=blocks, conditions=seen),
+                output_before, rejected, meta, rejected_before)
+
+    def _record_parts(self, plan: split.Plan, card: dict, records: list[dict], counts: Counts, rejected: bool,
+                      ir: InputReport) -> None:
+        """The committed input's record: its outputs, parts, drift and warnings."""
+        s, name = self.settings, plan.input
+        if rejected:
             ir.rejected_rows = f"{s.output_container}/{name}{REJECTED_SUFFIX}"
         ir.output = f"{s.output_container}/{name}"
         ir.csv = {"delimiter": plan.delimiter, "decimal": plan.decimal} if plan.fmt != "parquet" else None
         ir.parts = [{"part": k + 1, "rows_read": r["rows_read"], "rows_scored": r["rows_scored"],
                      "rows_rejected": r["rows_rejected"], "seconds": r["seconds"], "by": r["by"]}
                     for k, r in enumerate(records)]
-        tally = self.job.drift_tally(card, ir)
+        tally = self.job.scoring.drift_tally(card, ir)
         if tally is not None:
             for r in records:
                 if r.get("drift"):
                     tally.absorb(r["drift"])
-            self.job.drift(ir, tally)
-        self.job.r_warnings(ir, counts)
+            self.job.scoring.drift(ir, tally)
+        self.job.scoring.r_warnings(ir, counts)
         ir.status = "scored"
         log.info("input scored", extra={"event": "input_scored", "blob": name, "rows_scored": ir.rows_scored,
                                         "rows_rejected": ir.rows_rejected, "parts": len(records),
@@ -437,3 +450,23 @@ class Parts:
                 self.store.delete(s.output_container, b.name)
         self.store.delete(s.output_container, f"{folder}/plan.json",
                           lease=keep_lease.lease if keep_lease is not None else None)
+
+
+def _rejected_of_parts(store: Any, s: Any, plan: split.Plan, records: list[dict], offsets: Any) -> Any | None:
+    """The parts' rejected rows as one file, staged (committed after the output, see
+    Outcomes.commit), numbered as rows of the input; None when no row was rejected."""
+    parts_rejected = [(k, store.read_bytes(s.output_container, plan.blob("rejected", k)))
+                      for k, r in enumerate(records) if r["rejected"]]
+    if not parts_rejected:
+        return None
+    rejected = store.staged(s.output_container, plan.input + REJECTED_SUFFIX)
+    if plan.fmt == "parquet":  # numbered as the input's rows already: the files one after another
+        for i, (_, data) in enumerate(parts_rejected):
+            rejected.write(data if i == 0 else data[data.index(b"\n") + 1:])
+    else:  # CSV parts numbered their rows from 1; every other column is text, read back as it was
+        w = OutputWriter(rejected, "csv")
+        for k, data in parts_rejected:
+            for b in split.renumbered_rejects(data, int(offsets[k])).to_batches():
+                w.write(b)
+        w.close()
+    return rejected

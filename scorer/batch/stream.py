@@ -100,36 +100,123 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
     predict() failed on rows without missing values).
     """
-    schema = spec.schema
-    check_columns(table.names, schema, where)
-    counts = counts if counts is not None else Counts()
-    names: list[str] | None = None
-    batches = iter(table.batches)
+    check_columns(table.names, spec.schema, where)
+    stream = _Stream(table, spec, model, r, out, rejected, where, counts if counts is not None else Counts(),
+                     on_first_scored, check_stop, drift, workers)
+    stream.run()
+    return stream.counts
 
-    def read_next() -> tuple[pa.RecordBatch, Prepared | None] | None:
-        batch = next(batches, None)
+
+class _Stream:
+    """score_stream's three stages and the R workers' queue (see its docstring)."""
+
+    def __init__(self, table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
+                 where: str, counts: Counts, on_first_scored: Callable[[], None] | None,
+                 check_stop: Callable[[], None] | None, drift: Tally | None, workers: Workers | None) -> None:
+        self.table, self.spec, self.model, self.r, self.out, self.rejected = table, spec, model, r, out, rejected
+        self.where, self.counts, self.on_first_scored, self.check_stop = where, counts, on_first_scored, check_stop
+        self.drift, self.workers = drift, workers
+        self.names: list[str] | None = None
+        self.batches = iter(table.batches)
+        self.written: Future | None = None
+        self.piece_rows: int | None = None  # None: whole batches, the job's R alone
+        self.probed = workers is None or workers.size <= 1  # nothing to decide
+        self.waiting = Waiting()
+        self.inflight: deque[Turn] = deque()
+        # shutdown(cancel_futures) on the way out: an error or a stop waits for at most
+        # the one batch each stage is working on, never for the rest of the file.
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
+
+    def run(self) -> None:
+        counts = self.counts
+        try:
+            ahead = self.reader.submit(self.read_next)
+            while True:
+                item = ahead.result()  # re-raises the reader's errors, in input order
+                if item is None:
+                    break
+                ahead = self.reader.submit(self.read_next)
+                if self.check_stop:
+                    self.check_stop()  # raises Interrupted when the job was asked to stop
+                batch, prep = item
+                offset = counts.rows_read
+                counts.rows_read += batch.num_rows
+                if prep is None:
+                    continue
+                if not self.probed and prep.n_kept:
+                    pieces = self.probe(batch, prep, offset)
+                else:
+                    pieces = _cut(batch, prep, offset, self.piece_rows)
+                for piece_batch, piece, piece_offset in pieces:
+                    turn = Turn(piece_batch, piece, piece_offset)
+                    self.inflight.append(turn)
+                    if piece.n_kept:
+                        self.waiting.put(turn)
+                    else:
+                        turn.finish("job")  # nothing to predict: every row was rejected
+                # this process's share of the pieces, while the workers take theirs
+                while (turn := self.waiting.take(block=False, leave_for_idle=True)) is not None:
+                    self.here(turn)
+                    self.emit_done()
+                self.emit_done()
+            while (turn := self.waiting.take(block=False)) is not None:  # what no worker took
+                self.here(turn)
+            while self.inflight:  # the workers' last pieces
+                self.emit(self.inflight.popleft())
+            if self.written is not None:
+                self.written.result()
+        finally:
+            self.waiting.close()  # the workers stop taking pieces; they stay up for the next input
+            self.reader.shutdown(wait=True, cancel_futures=True)
+            self.writer.shutdown(wait=True, cancel_futures=True)
+
+    def probe(self, batch: pa.RecordBatch, prep: Prepared, offset: int) -> list:
+        """Time predict() on the first rows; a first batch as slow as SCORER_R_WORKERS_AFTER
+        starts the workers, and then batches go in pieces, so that every R session stays
+        busy to the end of the file. Returns the rest of the batch's pieces."""
+        self.probed = True
+        (head, head_prep, _), *rest = _cut(batch, prep, offset, PROBE_ROWS)
+        # one row first, untimed: R's first predict() in a session loads the functions it
+        # calls (model.frame, ...), which would make any model look slow
+        if head_prep.n_kept:
+            first = int(np.flatnonzero(head_prep.keep)[0])
+            try:
+                predict_rows(self.r, self.model, head_prep.rows(first, first + 1), self.spec, Counter())
+            except ScorerError:
+                pass  # a warm-up only: the batch's own call says what is wrong
+        turn = Turn(head, head_prep, offset)
+        self.inflight.append(turn)
+        seconds = self.here(turn)
+        workers = self.workers
+        # the batch as it is, not a full one: a 10-row input never waits for workers
+        if head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
+            workers.start(workers.size - 1, self.waiting, self.spec)
+            self.piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
+        return [cut for part in rest for cut in _cut(*part, self.piece_rows)]
+
+    def read_next(self) -> tuple[pa.RecordBatch, Prepared | None] | None:
+        batch = next(self.batches, None)
         if batch is None:
             return None
-        prep = prepare(batch, schema, where, table.decimal) if batch.num_rows else None
-        if drift is not None and prep is not None:
-            drift.add_features(observe_batch(batch, prep))
+        prep = prepare(batch, self.spec.schema, self.where, self.table.decimal) if batch.num_rows else None
+        if self.drift is not None and prep is not None:
+            self.drift.add_features(observe_batch(batch, prep))
         return batch, prep
 
-    def write(batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
+    def write(self, batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
               arrays: list[pa.Array], out_names: list[str], result_names: list[str]) -> None:
-        rejected.add(batch, np.flatnonzero(~keep).tolist(), offset, details)
+        self.rejected.add(batch, np.flatnonzero(~keep).tolist(), offset, details)
         if not keep.any():
             return
-        if drift is not None:
-            drift.add_predictions(observe_predictions(list(zip(result_names, arrays))))
+        if self.drift is not None:
+            self.drift.add_predictions(observe_predictions(list(zip(result_names, arrays))))
         scored = batch.filter(pa.array(keep)) if not keep.all() else batch
-        out.write(pa.RecordBatch.from_arrays(list(scored.columns) + arrays,
-                                             names=scored.schema.names + out_names))
+        self.out.write(pa.RecordBatch.from_arrays(list(scored.columns) + arrays,
+                                                  names=scored.schema.names + out_names))
 
-    written: Future | None = None
-
-    def emit(turn: Turn) -> None:
-        nonlocal names, written
+    def emit(self, turn: Turn) -> None:
+        counts = self.counts
         batch, prep = turn.batch, turn.prep
         answer = turn.result()  # a worker's error, raised here in input order
         if turn.by is not None:
@@ -147,100 +234,30 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
                 keep[kept_rows[answer.dropped]] = False
         n_keep = int(keep.sum())
         counts.rows_rejected += batch.num_rows - n_keep
-        if n_keep and names is None:
-            names = prediction_names(results, batch.schema.names)
-        if written is not None:
-            written.result()  # one batch written behind; re-raises the writer's errors
-        written = writer.submit(write, batch, keep, details, turn.offset, [a for _, a in results],
-                                names if n_keep else [], [n for n, _ in results])
+        if n_keep and self.names is None:
+            self.names = prediction_names(results, batch.schema.names)
+        if self.written is not None:
+            self.written.result()  # one batch written behind; re-raises the writer's errors
+        self.written = self.writer.submit(self.write, batch, keep, details, turn.offset, [a for _, a in results],
+                                          self.names if n_keep else [], [n for n, _ in results])
         if n_keep:
-            if counts.rows_scored == 0 and on_first_scored:
-                on_first_scored()
+            if counts.rows_scored == 0 and self.on_first_scored:
+                self.on_first_scored()
             counts.rows_scored += n_keep
 
-    def here(turn: Turn) -> float:
+    def here(self, turn: Turn) -> float:
         """Predict a piece with this process's R; returns the seconds it took."""
         t = time.monotonic()
         try:
             warned: Counter = Counter()
-            turn.finish("job", Answer(*predict_rows(r, model, turn.prep, spec, warned), warned))
+            turn.finish("job", Answer(*predict_rows(self.r, self.model, turn.prep, self.spec, warned), warned))
         except BaseException as exc:
             turn.finish("job", error=exc)
         return time.monotonic() - t
 
-    def emit_done() -> None:
-        while inflight and inflight[0].done():
-            emit(inflight.popleft())
-
-    # shutdown(cancel_futures) on the way out: an error or a stop waits for at most
-    # the one batch each stage is working on, never for the rest of the file.
-    reader = ThreadPoolExecutor(1, thread_name_prefix="score-read")
-    writer = ThreadPoolExecutor(1, thread_name_prefix="score-write")
-    piece_rows: int | None = None   # None: whole batches, the job's R alone
-    probed = workers is None or workers.size <= 1  # nothing to decide
-    waiting = Waiting()
-    inflight: deque[Turn] = deque()
-    try:
-        ahead = reader.submit(read_next)
-        while True:
-            item = ahead.result()  # re-raises the reader's errors, in input order
-            if item is None:
-                break
-            ahead = reader.submit(read_next)
-            if check_stop:
-                check_stop()  # raises Interrupted when the job was asked to stop
-            batch, prep = item
-            offset = counts.rows_read
-            counts.rows_read += batch.num_rows
-            if prep is None:
-                continue
-            if not probed and prep.n_kept:
-                # time predict() on the first rows; a first batch as slow as SCORER_R_WORKERS_AFTER
-                # starts the workers, and then batches go in pieces, so that every R session
-                # stays busy to the end of the file
-                probed = True
-                (head, head_prep, _), *rest = _cut(batch, prep, offset, PROBE_ROWS)
-                # one row first, untimed: R's first predict() in a session loads the functions it
-                # calls (model.frame, ...), which would make any model look slow
-                if head_prep.n_kept:
-                    first = int(np.flatnonzero(head_prep.keep)[0])
-                    try:
-                        predict_rows(r, model, head_prep.rows(first, first + 1), spec, Counter())
-                    except ScorerError:
-                        pass  # a warm-up only: the batch's own call says what is wrong
-                turn = Turn(head, head_prep, offset)
-                inflight.append(turn)
-                seconds = here(turn)
-                # the batch as it is, not a full one: a 10-row input never waits for workers
-                if head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
-                    workers.start(workers.size - 1, waiting, spec)
-                    piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
-                pieces = [cut for part in rest for cut in _cut(*part, piece_rows)]
-            else:
-                pieces = _cut(batch, prep, offset, piece_rows)
-            for piece_batch, piece, piece_offset in pieces:
-                turn = Turn(piece_batch, piece, piece_offset)
-                inflight.append(turn)
-                if piece.n_kept:
-                    waiting.put(turn)
-                else:
-                    turn.finish("job")  # nothing to predict: every row was rejected
-            # this process's share of the pieces, while the workers take theirs
-            while (turn := waiting.take(block=False, leave_for_idle=True)) is not None:
-                here(turn)
-                emit_done()
-            emit_done()
-        while (turn := waiting.take(block=False)) is not None:  # what no worker took
-            here(turn)
-        while inflight:  # the workers' last pieces
-            emit(inflight.popleft())
-        if written is not None:
-            written.result()
-    finally:
-        waiting.close()  # the workers stop taking pieces; they stay up for the next input
-        reader.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
-    return counts
+    def emit_done(self) -> None:
+        while self.inflight and self.inflight[0].done():
+            self.emit(self.inflight.popleft())
 
 
 def whole_file(batches: Any, max_bytes: int, where: str, why: str,

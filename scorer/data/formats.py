@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.errors import InputFormatError
 from scorer.data.frames import check_columns
+from scorer.errors import InputFormatError
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "csv", ".tsv.gz": "csv.gz", ".parquet": "parquet",
            ".pq": "parquet"}

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from scorer.errors import ConfigError, ModelError, PredictError
 from scorer.data.frames import RColumn
+from scorer.errors import ConfigError, ModelError, PredictError
 
 #: predict() type used when the publisher gives none, per R class. glm's own default
 #: ("link") is rarely what a scoring user wants.
@@ -331,6 +331,44 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
     formals = None if missing else r.predict_formals(model)
     if not missing:
         r.attach(desc["attach"])  # ns() from splines: the test predictions below call the formula, as the job does
+    _refuse_unscorable(model, formals, missing, warnings)
+    schema = desc["input_schema"]
+    _refuse_matrices(schema)
+    _given_levels_and_zones(schema, opts)
+    _check_schema(schema, warnings)
+    args = [parse_predict_arg(a) for a in opts.predict_args]
+    predict_type = opts.predict_type
+    unnamed = _unnamed_arguments(formals, args, predict_type, model)
+    if predict_type is None:
+        predict_type = next((DEFAULT_PREDICT_TYPE[c] for c in model.r_class if c in DEFAULT_PREDICT_TYPE), None)
+    if schema:
+        _loosen_grouping(schema, args)
+        if "coxph" in model.r_class and predict_type in ("expected", "survival"):  # they need the outcome too
+            have = {f["name"] for f in schema}
+            schema += [{"name": v, "class": "numeric", "levels": None} for v in r.response_variables(model)
+                       if v not in have]
+    prediction_columns, rowwise, random = _test_predictions(r, model, schema, predict_type, args, unnamed, formals,
+                                                            warnings)
+    outputs = opts.output_columns
+    _check_outputs(outputs, prediction_columns)
+    _check_image_packages(top, available, opts, warnings)
+    return {
+        "r_class": model.r_class,
+        "packages": packages,
+        "top_packages": top,
+        "attach": desc["attach"],
+        "predict_type": predict_type,
+        "predict_args": args,
+        "output_columns": outputs,
+        "prediction_columns": prediction_columns,
+        "input_schema": schema,
+        "rowwise": rowwise,
+        "random": random,
+    }, warnings
+
+
+def _refuse_unscorable(model: Any, formals: dict | None, missing: list[str], warnings: list[str]) -> None:
+    """Models scorer cannot score as saved, refused with the way that works."""
     if missing:
         warnings.append(f"R package(s) {', '.join(missing)} are not installed here, so the model could not be "
                         "checked for a predict() method or test-scored.")
@@ -355,13 +393,19 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             hint="Publish an R scoring function instead, e.g. a file glmnet_score.R with "
             "fit <- readRDS('model.rds') and score <- function(data) data.frame(prediction = as.vector(predict(fit, "
             "newx = as.matrix(data[, rownames(fit$glmnet.fit$beta)]), s = 'lambda.min'))); see docs/models.md.")
-    schema = desc["input_schema"]
+
+
+def _refuse_matrices(schema: list[dict] | None) -> None:
     matrices = [f["name"] for f in schema or [] if f["class"] == "matrix"]
     if matrices:
         raise ModelError(f"the model takes {', '.join(map(repr, matrices))} as a matrix of columns (I(matrix) in the "
                          "training data frame), which rows of a file cannot hold as R held it.",
                          hint="Fit the model on the matrix's columns as variables of their own, or publish an R "
                          "function that builds the matrix from the file's columns and calls predict().")
+
+
+def _given_levels_and_zones(schema: list[dict] | None, opts: Options) -> None:
+    """--levels and --tz into the schema, where the model records none of its own."""
     given = parse_levels(opts.levels)
     if given:
         known = {f["name"]: f for f in schema or []}
@@ -390,6 +434,11 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             raise ConfigError(f"--tz {text!r}: the model itself records {field_['tz']} for {name!r}.",
                               hint="Leave --tz out for this input: the model's own record is used.")
         field_["class"], field_["tz"] = "POSIXct", zone.strip()
+
+
+def _check_schema(schema: list[dict] | None, warnings: list[str]) -> None:
+    """Factors without levels refused; levels spelled like a missing value, inputs of
+    unknown type and a model without a schema said."""
     if schema:
         unlevelled = [f["name"] for f in schema if f["class"] in ("factor", "ordered") and not f.get("levels")]
         if unlevelled:
@@ -416,8 +465,11 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             "R exposes no input schema for this model: every column of an input is sent to predict(), typed by "
             "inference (numbers, ISO dates and date-times, else text), and no column is checked. Families with a "
             f"schema: {SCHEMA_FAMILIES}.")
-    args = [parse_predict_arg(a) for a in opts.predict_args]
-    predict_type = opts.predict_type
+
+
+def _unnamed_arguments(formals: dict | None, args: list[dict], predict_type: str | None, model: Any) -> list[str]:
+    """The arguments predict()'s method does not name, which its ... takes (a test
+    prediction decides); an argument a method without ... does not take is refused."""
     unnamed: list[str] = []  # arguments the method does not name, which its ... takes: a test prediction decides
     if formals is not None:
         takes = set(formals["names"])
@@ -438,14 +490,15 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
         if predict_type is not None and formals["type_choices"] and predict_type not in formals["type_choices"]:
             raise ConfigError(f"--predict-type {predict_type}: {formals['method']}() accepts type "
                               f"{', '.join(formals['type_choices'])}.", hint="Choose one of those.")
-    if predict_type is None:
-        predict_type = next((DEFAULT_PREDICT_TYPE[c] for c in model.r_class if c in DEFAULT_PREDICT_TYPE), None)
-    if schema:
-        _loosen_grouping(schema, args)
-        if "coxph" in model.r_class and predict_type in ("expected", "survival"):  # they need the outcome too
-            have = {f["name"] for f in schema}
-            schema += [{"name": v, "class": "numeric", "levels": None} for v in r.response_variables(model)
-                       if v not in have]
+    return unnamed
+
+
+def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_type: str | None, args: list[dict],
+                      unnamed: list[str], formals: dict | None, warnings: list[str]
+                      ) -> tuple[list[str] | None, bool, bool]:
+    """Predictions on made-up rows: the result's columns, whether the arguments are used,
+    whether rows are predicted alike alone and together, and whether predict() draws.
+    Returns (prediction columns or None, rowwise, random)."""
     prediction_columns = None
     rowwise, random = True, False
     if formals is not None and schema:
@@ -471,13 +524,20 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             if random:
                 warnings.append("predict() draws random numbers: R's seed is set from each input's name before "
                                 "it, so that a file scored again is scored the same (R itself differs run to run).")
-    outputs = opts.output_columns
+    return prediction_columns, rowwise, random
+
+
+def _check_outputs(outputs: list[str] | None, prediction_columns: list[str] | None) -> None:
     if outputs and prediction_columns is not None:
         absent = [c for c in outputs if c not in prediction_columns]
         if absent:
             raise ConfigError(f"--output-columns names {', '.join(map(repr, absent))}, which predict() does not "
                               f"return (it returns {', '.join(map(repr, prediction_columns))}).",
                               hint="Name columns of the result, without the prediction_ prefix.")
+
+
+def _check_image_packages(top: list[str], available: set[str] | None, opts: Options, warnings: list[str]) -> None:
+    """A warning for R packages the scoring image will not have."""
     if available is not None:
         absent_pkgs = sorted(p for p in top if p.lower() not in available)
         if absent_pkgs:
@@ -486,16 +546,3 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
                 "(nor anything there depends on), so the scoring image will not have them: add "
                 + ", ".join(f"r-cran-{p.lower()}" for p in absent_pkgs)
                 + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
-    return {
-        "r_class": model.r_class,
-        "packages": packages,
-        "top_packages": top,
-        "attach": desc["attach"],
-        "predict_type": predict_type,
-        "predict_args": args,
-        "output_columns": outputs,
-        "prediction_columns": prediction_columns,
-        "input_schema": schema,
-        "rowwise": rowwise,
-        "random": random,
-    }, warnings

@@ -26,12 +26,12 @@ import pyarrow as pa
 from azure.core.exceptions import ResourceExistsError
 
 from scorer import __version__
-from scorer.models.cards import Options, describe_function, describe_model
-from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
-                           PredictError, ScorerError)
 from scorer.data.formats import CsvOptions, format_of, open_input
 from scorer.data.frames import check_columns, na_kept
+from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError, ModelLoadError, ModelNotFound,
+                           PredictError, ScorerError)
 from scorer.log import now
+from scorer.models.cards import Options, describe_function, describe_model
 from scorer.models.profile import profile_reference
 from scorer.r.predict import PredictSpec
 from scorer.storage import Store

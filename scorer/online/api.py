@@ -30,12 +30,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from scorer.errors import ConfigError, InputFormatError
 from scorer.data.frames import check_columns, prediction_names, prepare
-from scorer.online.rows import outcome
-from scorer.r.pool import Answer
 from scorer.data.frames import function_schema
 from scorer.data.rejected import RejectedRows
+from scorer.errors import ConfigError, InputFormatError
+from scorer.online.rows import outcome
+from scorer.r.pool import Answer
 from scorer.r.predict import PredictSpec, predict_rows, seed_for
 
 _loaded: dict[tuple, tuple[Any, PredictSpec, dict]] = {}

@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from scorer.errors import InputFormatError
 from scorer.data.formats import CsvOptions, open_input
 from scorer.data.frames import Prepared, RColumn, layout
+from scorer.errors import InputFormatError
 from scorer.r.pool import Answer
 
 

@@ -43,13 +43,13 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
-from scorer.data.frames import Prepared, check_columns, na_kept, prediction_names, prepare
-from scorer.log import redact_obj
 from scorer.data.formats import CsvOptions
+from scorer.data.frames import Prepared, check_columns, na_kept, prediction_names, prepare
+from scorer.data.frames import function_schema
+from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
+from scorer.log import redact_obj
 from scorer.online.rows import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
 from scorer.r.pool import Answer
-from scorer.data.frames import function_schema
 from scorer.r.predict import PredictSpec, predict_rows, seed_for
 
 log = logging.getLogger("scorer.serve")

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scorer.errors import ModelLoadError, OutOfDisk, OutOfMemory, PredictError
 from scorer.data.frames import RColumn, layout, result_name
+from scorer.errors import ModelLoadError, OutOfDisk, OutOfMemory, PredictError
 
 log = logging.getLogger("scorer.r")
 

@@ -46,12 +46,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from scorer.azure import workflow as wf
-from scorer.twin.backends import Backend, choose
-from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
 from scorer.azure.expressions import iso_duration_seconds
-from scorer.twin.standin import ArmStandIn, Faults, LocalIdentity
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
+from scorer.twin.backends import Backend, choose
+from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+from scorer.twin.standin import ArmStandIn, Faults, LocalIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
