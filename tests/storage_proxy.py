@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import threading
+import time
 from urllib.parse import unquote, urlsplit
 
 from scorer.storage import MAX_BLOB_NAME, name_length
@@ -33,6 +34,7 @@ class StorageProxy:
         self.slow_copy: dict[str, int] = {}  # "container/blob" -> reads left that show its copy pending
         self.seen: list[tuple[str, str, str]] = []
         self.answers: dict[int, int] = {}  # request's index in seen -> the status it was answered with
+        self.forwarded: dict[int, float] = {}  # request's index in seen -> when it went to storage (monotonic)
         # called with (index, method, blob, query) before a request is forwarded; it may block,
         # which holds the request (and the job that sent it) as long as it likes, and may
         # return "drop": the request then never reaches storage
@@ -68,6 +70,7 @@ class StorageProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                proxy.forwarded[index] = time.monotonic()
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 conn.request(self.command, self.path, body=body, headers=headers)

@@ -135,3 +135,44 @@ def test_functions_read_in_one_screen(module):
         if isinstance(node, ast.ClassDef) and n > CLASS_LINES and name not in LONG:
             over.append(f"class {name}: {n} lines")
     assert over == []
+
+
+def _resolve(token: str):
+    """The object a dotted name in docs/architecture.md stands for: a module path under
+    scorer (``batch.job.Job.run``), or a class or function named first (``Claim.take``)."""
+    import importlib
+
+    parts = token.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module("scorer." + ".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for p in parts[i:]:
+            obj = getattr(obj, p)
+        return obj
+    for module in modules():
+        if module.endswith("__main__"):  # importing it runs the command line
+            continue
+        mod = importlib.import_module(module)
+        if hasattr(mod, parts[0]) and not isinstance(getattr(mod, parts[0]), type(importlib)):
+            obj = getattr(mod, parts[0])
+            for p in parts[1:]:
+                obj = getattr(obj, p)
+            return obj
+    raise AttributeError(token)
+
+
+def test_the_walk_names_functions_that_exist():
+    import re
+
+    walk = (ROOT / "docs" / "architecture.md").read_text().split("## One input", 1)[1]
+    tokens = {t for t in re.findall(r"`([A-Za-z_][\w.]*)`", walk) if "." in t and not t.endswith((".R", ".csv", ".json"))}
+    assert len(tokens) > 30
+    missing = []
+    for t in sorted(tokens):
+        try:
+            _resolve(t)
+        except AttributeError:
+            missing.append(t)
+    assert missing == []

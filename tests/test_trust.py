@@ -138,6 +138,7 @@ def test_a_job_paused_past_its_lease_at_any_request_never_writes_over_the_run_th
         for k, p, proxy, proc, paused, resume in scenarios:
             assert paused.wait(120) or proc.poll() is not None, f"step {k} was never reached"
         time.sleep(gamma.settings.lease_seconds + 1)  # every paused job's lease lapses
+        lapsed = time.monotonic()
         took_over = {k: p.run() for k, p, *_ in scenarios}  # another run, in between
         for k, p, proxy, proc, paused, resume in scenarios:
             held = len(proxy.seen)
@@ -154,9 +155,13 @@ def test_a_job_paused_past_its_lease_at_any_request_never_writes_over_the_run_th
             etag = p.store.properties(p.settings.archive_container, "g/day.csv").metadata["scorer_source_etag"]
             for n in expected:
                 assert p.store.properties(p.settings.output_container, n).metadata["scorer_source_etag"] == etag
-            # the fences: once resumed, none of the paused job's writes changed a blob
+            # the fences: once resumed, none of the paused job's writes changed a blob. A
+            # request another thread of the job sent as it was stopped may reach storage
+            # before the lease lapsed (found in a full run): only those after are fenced
             for i in range(k, held):
                 method, blob, query = proxy.seen[i]
+                if proxy.forwarded.get(i, lapsed) < lapsed:
+                    continue
                 if (method in ("PUT", "DELETE") and not blob.startswith(p.settings.reports_container)
                         and "comp=block&" not in query + "&" and "restype=container" not in query):
                     assert proxy.answers.get(i, 0) >= 400, (step, proxy.seen[i], proxy.answers.get(i),

@@ -54,7 +54,7 @@ def score_with(pipeline, forest, sessions: int, name: str):
 def test_one_two_and_three_r_sessions_write_the_same_bytes(pipeline, forest, caplog):
     pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
     one, out1, rej1 = score_with(pipeline, forest, 1, "one")
-    caplog.set_level("INFO", logger="scorer.r.pool")
+    caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
     two, out2, rej2 = score_with(pipeline, forest, 2, "two")
     assert any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
@@ -75,7 +75,7 @@ def test_one_two_and_three_r_sessions_write_the_same_bytes(pipeline, forest, cap
 def test_workers_start_only_when_a_batch_is_slow_never_for_a_fast_model_or_a_small_input(pipeline, forest, caplog):
     pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
     pipeline.drop("rf/a.csv", (forest / "in.csv").read_bytes())
-    caplog.set_level("INFO", logger="scorer.r.pool")
+    caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
     pipeline.run(r_workers=2, r_workers_after=3600.0, batch_rows=500)
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
@@ -92,7 +92,7 @@ def test_the_workers_of_one_input_score_the_next_input_of_the_model_without_star
     pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
     for name in ("a", "b", "c"):
         pipeline.drop(f"rf/{name}.csv", (forest / "in.csv").read_bytes())
-    caplog.set_level("INFO", logger="scorer.r.pool")
+    caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
     report = pipeline.run(r_workers=2, r_workers_after=0.0, batch_rows=500)
     assert [r.workers for r in caplog.records if getattr(r, "event", None) == "r_workers_starting"] == [1]
