@@ -260,8 +260,9 @@ class ArmStandIn:
                                        f"'{body.get('location')}'. Limit: '{cpu}', Usage: '{cpu}', Requested: '{cpu}'.")
             group = _Group(name, body, index)
             self.groups[name] = group
+        view = self._view(group)  # as created: Pending, before its life starts (a fast start raced the answer)
         threading.Thread(target=self._lifecycle, args=(group,), name=f"group:{name}", daemon=True).start()
-        return 201, {}, self._view(group)
+        return 201, {}, view
 
     def _lifecycle(self, group: _Group) -> None:
         props = group.body["properties"]
