@@ -174,3 +174,14 @@ from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
 _hypothesis_settings.register_profile("scorer", database=DirectoryBasedExampleDatabase(str(ROOT / "tests" / "hypothesis-db")))
 _hypothesis_settings.load_profile("scorer")
+
+
+#: the longest files, first: with two test processes (scripts/test), each starts on one of
+#: them and the rest of the suite runs beside, instead of after (the start-up loop alone is
+#: some 5 to 13 minutes)
+LONGEST_FIRST = ("test_startup.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

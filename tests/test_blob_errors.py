@@ -195,6 +195,7 @@ def test_every_quarantine_note_says_what_to_do(gamma, fitted):
         assert gamma.read_json("quarantine", n).get("what_to_do"), n
 
 
+@pytest.mark.slow
 def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitted, tmp_path):
     az = Azurite(tmp_path / "azurite")  # on disk, so a restart keeps the blobs
     az.start()
@@ -233,6 +234,7 @@ def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitt
         az.stop()
 
 
+@pytest.mark.slow
 def test_an_outage_shorter_than_the_retry_budget_is_ridden_out(fitted, tmp_path):
     """Each storage request retries with back-off for about 30 s: storage that comes
     back within that time costs the run nothing but the wait."""

@@ -37,6 +37,7 @@ def test_input_leased_by_another_job_is_skipped_and_left_pending(gamma):
     assert gamma.run().inputs[0].status == "scored"
 
 
+@pytest.mark.slow
 def test_a_dead_jobs_claim_lapses_within_the_lease_time(gamma):
     gamma.drop("g/a.csv", ROW)
     BlobLeaseClient(gamma.store.blob(gamma.settings.input_container, "g/a.csv")).acquire(lease_duration=15)
@@ -110,6 +111,7 @@ def test_attempts_are_counted_on_the_input_while_it_is_worked_on(gamma):
     assert report.inputs[0].attempt == 2 and report.inputs[0].status == "scored"
 
 
+@pytest.mark.slow
 def test_four_concurrent_jobs_score_each_of_120_inputs_exactly_once(gamma):
     for i in range(120):
         gamma.drop(f"g/batch/{i:03d}.csv", ROW)
@@ -153,6 +155,7 @@ def test_a_stop_signal_mid_input_leaves_it_pending_unclaimed_and_without_output(
     assert report["exit_code"] == 130 and report["inputs"][0]["status"] == "left_pending"
 
 
+@pytest.mark.slow
 def test_claim_is_renewed_while_an_input_takes_longer_than_the_lease(gamma):
     from scorer.batch.claims import Claim
 

@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 from conftest import CLEAN_ENV, ROOT, Pipeline
 from test_model_families import predict_types, read_csv_text
 
+pytestmark = pytest.mark.slow  # R as the oracle for 14 families, over the blob path and HTTP: minutes
+
 
 def read_as_text(data: bytes) -> pa.Table:
     """A CSV with every column as text, only an empty cell missing (NaN is a value)."""

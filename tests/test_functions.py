@@ -46,6 +46,7 @@ def script(tmp_path, body: str, name: str = "fn.R"):
     return path
 
 
+@pytest.mark.slow
 def test_a_forecast_fitted_on_each_file_equals_the_same_code_in_plain_rscript(pipeline, tmp_path):
     card = pipeline.publish(EXAMPLES / "forecast_prophet.R", "daily", params=["horizon=28"])
     assert card["kind"] == "function" and card["params"] == [{"name": "horizon", "type": "double", "value": 28.0}]
@@ -203,6 +204,7 @@ def test_files_published_with_a_function_are_in_its_working_directory(pipeline, 
     assert got.to_pydict() == {"code": ["A", "B"], "amount": [7, 5], "rate": [0.1, 0.2]}
 
 
+@pytest.mark.slow
 def test_sigkill_during_score_leaves_the_input_pending_and_a_rerun_scores_it_once(pipeline, tmp_path):
     pipeline.publish(script(tmp_path, "score <- function(data) {\n  Sys.sleep(4)\n  data\n}\n", "slow.R"), "slow")
     pipeline.drop("slow/a.csv", b"x\n1\n2\n")
@@ -254,6 +256,7 @@ def test_the_glmnet_example_scores_with_the_model_published_beside_it(pipeline, 
         assert math.isclose(g, e, rel_tol=1e-12)
 
 
+@pytest.mark.slow
 def test_sigterm_during_score_finishes_the_call_then_stops_with_130_leaving_the_input_pending(pipeline, tmp_path):
     """R cannot be interrupted inside score(): the stop is seen when the call returns, the
     output is not committed, and the input stays for the next run."""

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT, env_for
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.slow]  # builds and runs the image
 
 
 def _engine() -> tuple[list[str], dict[str, str]] | None:

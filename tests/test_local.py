@@ -125,6 +125,7 @@ def test_failed_job_quarantines_its_input_keeps_its_logs_and_the_runner_carries_
     assert gamma.names("output") == ["g/good.csv"]
 
 
+@pytest.mark.slow
 def test_schedule_fires_at_the_configured_interval(gamma):
     r = Runner(gamma.settings, "--engine", "process", "--poll", "0.3", "--interval", "2")
     try:

@@ -210,6 +210,7 @@ def duckdb_reads(data: bytes, tmp: Path) -> list[tuple]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(parquet_files())
 def test_the_parquet_reader_reads_what_duckdb_reads(tmp_path, case):
     """scorer's Parquet reader (text stored as dictionaries read as dictionaries, batches

@@ -44,6 +44,7 @@ def test_r_code_in_model_names_is_refused_before_r_sees_it(pipeline, fitted, mar
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_account_key_never_appears_in_logs_reports_or_error_notes(settings, fitted, store):
     scorer_cli(settings, "models", "publish", str(fitted / "lm.rds"), "--name", "cars", check=True)
     store.put_bytes(settings.input_container, "cars/ok.csv", b"wt,cyl,hp\n2.6,6,110\n")

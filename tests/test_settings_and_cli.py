@@ -115,6 +115,7 @@ def test_bad_setting_exits_2_with_a_message_not_a_traceback(settings):
     assert "SCORER_MAX_REJECTED_FRACTION" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_storage_exits_4_with_inputs_untouched(settings):
     dead = settings.connection_string.replace(settings.connection_string.split(":")[-1].split("/")[0], "9")
     out = scorer_cli(settings, "run", AZURE_STORAGE_CONNECTION_STRING=dead, timeout=120)

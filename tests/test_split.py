@@ -62,6 +62,7 @@ def single_run(p, name: str, data: bytes) -> tuple[bytes, bytes]:
     return p.read("output", f"infert/{name}"), p.read("output", f"infert/{name}.rejected.csv")
 
 
+@pytest.mark.slow
 def test_three_groups_score_one_csv_in_parts_and_write_the_bytes_one_process_writes(infert):
     data = big_csv()
     expected, expected_rejected = single_run(infert, "whole.csv", data)
@@ -82,6 +83,7 @@ def test_three_groups_score_one_csv_in_parts_and_write_the_bytes_one_process_wri
     assert all(e["exit_code"] == 0 for log in logs for e in events(log) if e["event"] == "run_finished")
 
 
+@pytest.mark.slow
 def test_three_groups_score_one_parquet_in_parts_and_write_what_one_process_writes(infert):
     table = pacsv.read_csv(io.BytesIO(big_csv(seed=5)))
     buf = io.BytesIO()
@@ -98,6 +100,7 @@ def test_three_groups_score_one_parquet_in_parts_and_write_what_one_process_writ
     assert len(report["parts"]) >= 3
 
 
+@pytest.mark.slow
 def test_a_csv_whose_quoted_field_spans_lines_is_scored_whole_saying_why(infert):
     data = big_csv(quoted_newline=True)
     expected, _ = single_run(infert, "whole.csv", data)
@@ -132,6 +135,7 @@ def test_the_quote_check_is_the_same_wherever_the_reads_fall(data, spans):
         assert check.odd_line is spans, f"reads of {size} bytes"
 
 
+@pytest.mark.slow
 def test_a_group_killed_mid_part_leaves_nothing_visible_and_the_rerun_scores_each_row_once(infert):
     data = big_csv(rows=60_000, seed=9)
     expected, expected_rejected = single_run(infert, "whole.csv", data)

@@ -180,6 +180,7 @@ def _through(proxy: StorageProxy, settings, azurite):
     return dataclasses.replace(settings, connection_string=proxy.connection_string(azurite.connection_string))
 
 
+@pytest.mark.slow
 def test_a_storage_stall_past_the_lease_leaves_a_good_input_pending_not_quarantined(gamma, azurite):
     """Every request stalls for longer than the lease while the attempt is recorded: the
     expired lease on that write is the claim's loss, not the file's fault. It used to
@@ -210,6 +211,7 @@ def test_a_storage_stall_past_the_lease_leaves_a_good_input_pending_not_quaranti
     assert gamma.run().inputs[0].status == "scored"  # the next run scores it
 
 
+@pytest.mark.slow
 def test_rejected_rows_are_never_visible_without_their_output(gamma, azurite):
     """The output is committed first; a job killed between the two commits leaves the
     output, whose metadata counts the rejected rows, and the next run scores the input

@@ -116,6 +116,7 @@ def test_a_group_that_never_leaves_pending_is_deleted_at_the_job_timeout(gamma, 
     assert twin.standin.groups[state["name"]].deleted and outcome.run.status == "Failed"
 
 
+@pytest.mark.slow
 def test_throttling_is_retried_by_the_actions_retry_policy(gamma, make_twin):
     gamma.drop("g/a.csv", ROW)
     twin = make_twin("throttle:1")

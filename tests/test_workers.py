@@ -51,6 +51,7 @@ def score_with(pipeline, forest, sessions: int, name: str):
     return item, out, rejected
 
 
+@pytest.mark.slow
 def test_one_two_and_three_r_sessions_write_the_same_bytes(pipeline, forest, caplog):
     pipeline.publish(forest / "rf.rds", "rf", predict_type="prob")
     one, out1, rej1 = score_with(pipeline, forest, 1, "one")
@@ -86,6 +87,7 @@ def test_workers_start_only_when_a_batch_is_slow_never_for_a_fast_model_or_a_sma
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_the_workers_of_one_input_score_the_next_input_of_the_model_without_starting_again(pipeline, forest, caplog):
     """Workers take about a second to start: a run's inputs (and a split input's parts)
     of one model share them."""
@@ -101,6 +103,7 @@ def test_the_workers_of_one_input_score_the_next_input_of_the_model_without_star
     assert pipeline.read("output", "rf/a.csv") == pipeline.read("output", "rf/b.csv") == pipeline.read("output", "rf/c.csv")
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_leaves_the_input_pending(pipeline, forest):
     """A worker killed while it predicts (it is busy all the time on this input: a
     batch takes it some 50 ms, and a new one comes as soon as it answers) fails the
