@@ -17,7 +17,7 @@ from scorer.errors import ConfigError, ModelError
 
 from conftest import CLEAN_ENV, ROOT
 from test_model_families import read_csv_text
-from test_model_zoo import largest_difference
+from test_model_zoo import largest_difference, score
 
 #: case -> publish options (scorer.models.cards.Options fields)
 CASES = {
@@ -53,14 +53,6 @@ def zoo3(tmp_path_factory):
                           text=True, env=dict(CLEAN_ENV, TZ="UTC"))
     assert done.returncode == 0, done.stderr
     return out
-
-
-def score(pipeline, zoo3, case: str, **options):
-    card = pipeline.publish(zoo3 / f"{case}.rds", case.replace("_", "-"), **options)
-    name = f"{card['name']}/new.csv"
-    pipeline.drop(name, (zoo3 / f"{case}.csv").read_bytes())
-    report = pipeline.run()
-    return card, report.inputs[0], name
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -148,14 +148,7 @@ def describe_function(r: Any, script: Any, opts: Options, available: set[str] | 
     base = {"base", "stats", "utils", "methods", "graphics", "grDevices", "datasets", "splines", "tools",
             "parallel", "stats4", "grid", "tcltk", "compiler"}
     needed = [p for p in script.packages if p not in base]
-    if available is not None:
-        absent = sorted(p for p in needed if p.lower() not in available)
-        if absent:
-            warnings.append(
-                f"the script uses R package(s) {', '.join(absent)}, which {opts.package_list} does not list (nor "
-                "anything there depends on), so the scoring image will not have them: add "
-                + ", ".join(f"r-cran-{p.lower()}" for p in absent)
-                + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
+    _check_image_packages(needed, available, opts, warnings, "the script uses")
     return {"kind": "function", "packages": {p: versions[p] for p in needed}, "top_packages": needed,
             "params": params, "arguments": script.args, "text_columns": list(opts.text)}, warnings
 
@@ -536,13 +529,16 @@ def _check_outputs(outputs: list[str] | None, prediction_columns: list[str] | No
                               hint="Name columns of the result, without the prediction_ prefix.")
 
 
-def _check_image_packages(top: list[str], available: set[str] | None, opts: Options, warnings: list[str]) -> None:
-    """A warning for R packages the scoring image will not have."""
-    if available is not None:
-        absent_pkgs = sorted(p for p in top if p.lower() not in available)
-        if absent_pkgs:
-            warnings.append(
-                f"the model needs R package(s) {', '.join(absent_pkgs)}, which {opts.package_list} does not list "
-                "(nor anything there depends on), so the scoring image will not have them: add "
-                + ", ".join(f"r-cran-{p.lower()}" for p in absent_pkgs)
-                + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
+def _check_image_packages(packages: list[str], available: set[str] | None, opts: Options, warnings: list[str],
+                          who: str = "the model needs") -> None:
+    """A warning for R packages the scoring image will not have (``available``: what it
+    has, or None when unknown)."""
+    if available is None:
+        return
+    absent = sorted(p for p in packages if p.lower() not in available)
+    if absent:
+        warnings.append(
+            f"{who} R package(s) {', '.join(absent)}, which {opts.package_list} does not list (nor anything there "
+            "depends on), so the scoring image will not have them: add "
+            + ", ".join(f"r-cran-{p.lower()}" for p in absent)
+            + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
