@@ -132,6 +132,8 @@ def test_schedule_fires_at_the_configured_interval(gamma):
         start = r.wait_for("schedule: next run")
         r.wait_for(r"\] trigger: schedule$", timeout=30)
         r.wait_for(r"\] trigger: schedule$", timeout=30)
+        # the second run's job, which under load starts a moment after its trigger's line
+        r.wait_for(r"job scorer-\S+ started \(process\)", timeout=30)
     finally:
         r.stop()
     fired = [t for t, line in zip(r.times, r.lines) if line.endswith("] trigger: schedule")]

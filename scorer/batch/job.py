@@ -1,15 +1,17 @@
 """One run of the scoring job, from claim to report.
 
     run()
-      list pending inputs under input/ (all, one model's, or one blob)
-      for each input:
-        claim it (blob lease, renewed in the background)      batch.claims
-        resolve and load its model (checksum-verified)        models.registry
-        download, validate, score batch by batch              data.formats, data.frames, batch.stream
-        commit the output (and rejected rows) atomically      storage.StagedBlob
-        archive the input; or quarantine it with a note       _archive / _quarantine
-      write the run report                                     monitoring.report
-      return the exit status
+      list pending inputs under input/ (all, one model's, or one blob)    _pending
+      for each input:                                                      _take
+        claim it (blob lease, renewed in the background)                   batch.claims.Claim
+        record the attempt; check name, format, size                       _process: _admit
+        in parts across the run's container groups, if large              batch.parts.Parts
+        or whole: load the model, score batch by batch, commit             batch.scoring.Scoring
+        archive the input; or quarantine it with a note                    batch.outcomes.Outcomes
+      write the run report                                                 _write_report
+      return the exit status                                               _exit_code
+
+docs/architecture.md walks one input through these, naming each function.
 
 Nothing is lost: an input leaves input/ only after its copy in archive/ or
 quarantine/ has been written, and only by the job holding its lease. An output
