@@ -218,3 +218,24 @@ def test_an_r_function_gets_text_columns_as_text_and_writes_a_difftime_in_its_un
     monkeypatch.setattr(api, "_registry", [])
     got, rejected = scorer.predict("codes", pa.table({"code": ["00017"], "hours": [3.0]}))
     assert got.to_pylist() == [{"code": "00017", "kind": "character", "gap": 3.0}] and rejected.num_rows == 0
+
+
+def test_quantile_regression_columns_are_named_by_their_tau(pipeline, tmp_path):
+    """quantreg's predict() names its columns "tau= 0.1", "tau= 0.5": the trial found them
+    written with R's raw names (prediction_tau= 0.1); they are prediction_tau_0.1, ..."""
+    fit = tmp_path / "fit.R"
+    fit.write_text("suppressMessages(library(quantreg)); a <- commandArgs(TRUE)\n"
+                   "m <- rq(mpg ~ wt, tau = c(0.1, 0.5), data = mtcars); saveRDS(m, a[[1]])\n"
+                   "d <- mtcars[1:5, 'wt', drop = FALSE]; write.csv(d, a[[2]], row.names = FALSE)\n"
+                   "p <- predict(m, d); write.csv(data.frame(lo = formatC(p[, 1], digits = 17, format = 'g'),\n"
+                   "  mid = formatC(p[, 2], digits = 17, format = 'g')), a[[3]], row.names = FALSE)\n")
+    rds, data, want = tmp_path / "rq.rds", tmp_path / "new.csv", tmp_path / "want.csv"
+    subprocess.run(["Rscript", str(fit), str(rds), str(data), str(want)], check=True, env=CLEAN_ENV)
+    pipeline.publish(rds, "rq")
+    pipeline.drop("rq/new.csv", data.read_bytes())
+    assert pipeline.run().inputs[0].status == "scored"
+    got = pacsv.read_csv(io.BytesIO(pipeline.read("output", "rq/new.csv")))
+    assert got.column_names == ["wt", "prediction_tau_0.1", "prediction_tau_0.5"]
+    r = pacsv.read_csv(want)
+    expected = pa.table({"prediction_tau_0.1": r["lo"], "prediction_tau_0.5": r["mid"]})
+    print(f"\nzoo3 rq_taus: largest relative difference from R {largest_difference(got, expected, 'rq', 1e-9):.2e}")
