@@ -44,7 +44,7 @@ class Outcomes:
         self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
     def commit(self, name: str, commit_output: Callable[[dict], Any], output_before: Any,
-                rejected: Any | None, meta: dict, rejected_before: Any) -> None:
+               rejected: Any | None, meta: dict, rejected_before: Any) -> None:
         """Commit an input's output, then its rejected rows (``rejected``: their staged
         blob, or None when no row was rejected: a file left by an earlier version of the
         input is deleted). The output comes first: a kill between them leaves an output

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from scorer.batch.claims import Claim, LeaseLost
+from scorer.batch.outcomes import Outcomes
 from scorer.batch.stopping import check as check_stop
 from scorer.batch.stream import Counts, Workers, run_function, score_stream, whole_file
 from scorer.data.formats import CsvOptions, InputTable, OutputWriter, content_type, open_input
@@ -41,7 +42,8 @@ log = logging.getLogger("scorer.job")
 class Scoring:
     """What scoring needs across one run's inputs (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, store: Store, registry: Registry, outcomes: Any, started: float) -> None:
+    def __init__(self, settings: Settings, store: Store, registry: Registry, outcomes: Outcomes,
+                 started: float) -> None:
         self.settings, self.store, self.registry, self.outcomes = settings, store, registry, outcomes
         self.started = started  # the run's start (time.monotonic), for the first row's log line
         self._first_row_logged = False
