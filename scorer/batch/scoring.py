@@ -25,7 +25,7 @@ from scorer.batch.outcomes import Outcomes
 from scorer.batch.stopping import check as check_stop
 from scorer.batch.stream import Counts, Workers, run_function, score_stream, whole_file
 from scorer.data.formats import CsvOptions, InputTable, OutputWriter, content_type, open_input
-from scorer.data.frames import na_kept
+from scorer.data.frames import na_kept, prediction_names
 from scorer.data.rejected import REJECTED_SUFFIX, RejectedRows
 from scorer.errors import ScorerError, TooManyRejected
 from scorer.models.registry import Registry
@@ -296,13 +296,10 @@ class Work:
         self.ir.durations_s["total"] = round(time.monotonic() - self.t0, 3)
 
 
-def no_rows(table: Any, card: dict) -> pa.RecordBatch:
+def no_rows(table: InputTable, card: dict) -> pa.RecordBatch:
     """An output of no rows for an input of none: its columns, then the prediction
     columns the model gave at publish (their types unknown without a prediction)."""
-    from scorer.data.frames import prediction_names
-
-    schema = table.schema or pa.schema([(n, pa.string()) for n in table.names])
-    results = [(n, None) for n in card.get("prediction_columns") or [""]]
-    names = prediction_names(results, schema.names)
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema] + [pa.array([], pa.null()) for _ in names],
-                                      names=schema.names + names)
+    empty = table.no_rows()
+    names = prediction_names([(n, None) for n in card.get("prediction_columns") or [""]], empty.schema.names)
+    return pa.RecordBatch.from_arrays(list(empty.columns) + [pa.array([], pa.null()) for _ in names],
+                                      names=empty.schema.names + names)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer.data.formats import InputTable
-from scorer.data.frames import Prepared, check_columns, function_schema, prediction_names, prepare
+from scorer.data.frames import Prepared, check_columns, function_frame, prediction_names, prepare
 from scorer.data.rejected import RejectedRows
 from scorer.errors import InputFormatError, ScorerError
 from scorer.monitoring.drift import Tally, observe_batch, observe_predictions
@@ -296,10 +296,9 @@ def run_function(table: InputTable, script: Any, r: Any, params: list[dict], out
     """
     whole = whole_file(table.batches, max_bytes, where, "an R function gets the whole file at once", check_stop)
     if whole is None:  # a header and no rows: score() gets a data frame of none, as read.csv would give it
-        schema = table.schema or pa.schema([(n, pa.string()) for n in table.names])
-        whole = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+        whole = table.no_rows()
     counts.rows_read += whole.num_rows
-    prep = prepare(whole, function_schema(whole.schema.names, text), where, table.decimal)
+    prep = function_frame(whole, text, where, table.decimal)
     if check_stop:
         check_stop()
     results, warnings = r.call_score(script, prep.columns, whole.num_rows, params, seed_for(where))

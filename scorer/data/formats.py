@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from scorer.data.frames import check_columns
+from scorer.data.frames import check_columns, empty_batch
 from scorer.errors import InputFormatError
 
 FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "csv", ".tsv.gz": "csv.gz", ".parquet": "parquet",
@@ -105,6 +105,11 @@ class InputTable:
         the GIL) before anything frees it.
         """
         self._close()
+
+    def no_rows(self) -> pa.RecordBatch:
+        """A batch of none of the input's rows, with its columns (typed as read; when no
+        batch was read, as text): what a file of a header alone holds."""
+        return empty_batch(self.schema or pa.schema([(n, pa.string()) for n in self.names]))
 
 
 def open_input(source: Path | BinaryIO, fmt: str, where: str, batch_rows: int, max_bytes: int,

@@ -552,7 +552,22 @@ def prediction_names(results: list[tuple[str, pa.Array]], taken: list[str]) -> l
     return out
 
 
-def function_schema(names: list[str], text: list[str] | None) -> list[Field] | None:
-    """How an R function's input columns are typed: by inference (numbers, dates, text),
-    but for the ``text`` columns, which stay text (--text at publish)."""
-    return [Field(n, "character" if n in text else "any") for n in names] if text else None
+def one_batch(table: pa.Table) -> pa.RecordBatch:
+    """Every row of ``table`` as one batch; with no rows, its columns empty (as read.csv
+    gives a file of a header alone)."""
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else empty_batch(table.schema)
+
+
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of no rows with ``schema``'s columns."""
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+
+
+def function_frame(batch: pa.RecordBatch, text: list[str] | None, where: str, decimal: str = ".") -> Prepared:
+    """An input as an R function's score(data, ...) gets it, whole in one batch: every
+    column typed by inference (numbers, ISO dates and date-times, text), but the ``text``
+    columns (--text at publish), which stay text. One rule for a blob, an HTTP request
+    and scorer.predict."""
+    schema = [Field(n, "character" if n in text else "any") for n in batch.schema.names] if text else None
+    return prepare(batch, schema, where, decimal)

@@ -30,8 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from scorer.data.frames import check_columns, prediction_names, prepare
-from scorer.data.frames import function_schema
+from scorer.data.frames import check_columns, function_frame, one_batch, prediction_names, prepare
 from scorer.data.rejected import RejectedRows
 from scorer.errors import ConfigError, InputFormatError
 from scorer.online.rows import outcome
@@ -104,8 +103,8 @@ def predict(model: str | Path, frame: Any, version: int | None = None) -> tuple[
         raise InputFormatError(f"{where}: the frame has no rows.", hint="Pass at least one row.")
     r = bridge()
     if card.get("kind") == "function":  # the whole frame, once, through score(data, ...)
-        whole = table.combine_chunks().to_batches()[0]
-        prep = prepare(whole, function_schema(whole.schema.names, card.get("text_columns")), where)
+        whole = one_batch(table)
+        prep = function_frame(whole, card.get("text_columns"), where)
         got, _ = r.call_score(loaded, prep.columns, whole.num_rows, card.get("params") or [], seed_for(where))
         result = pa.table([a for _, a in got], names=[n for n, _ in got])
         empty = _Collect().table(table.schema)

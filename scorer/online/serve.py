@@ -44,8 +44,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from scorer.data.formats import CsvOptions
-from scorer.data.frames import Prepared, check_columns, na_kept, prediction_names, prepare
-from scorer.data.frames import function_schema
+from scorer.data.frames import (Prepared, check_columns, function_frame, na_kept, one_batch, prediction_names,
+                                prepare)
 from scorer.errors import ConfigError, InputError, ModelNotFound, PredictError, SchemaError, ScorerError
 from scorer.log import redact_obj
 from scorer.online.rows import Scored, merge, outcome, signature, split, table_from_csv, table_from_json
@@ -382,10 +382,8 @@ class Server:
         """An R function's answer to a request: the request's rows are the file score(data, ...)
         gets, typed as the batch job types a file (run_function); its data frame is the
         answer, rows and columns of its own (numbered from 1 as its rows, not the request's)."""
-        whole = table.combine_chunks()
-        batch = (whole.to_batches()[0] if whole.num_rows else
-                 pa.RecordBatch.from_arrays([pa.array([], f.type) for f in whole.schema], schema=whole.schema))
-        prep = prepare(batch, function_schema(batch.schema.names, loaded.card.get("text_columns")), where, decimal)
+        batch = one_batch(table)
+        prep = function_frame(batch, loaded.card.get("text_columns"), where, decimal)
         results = await self._to_r(lambda deliver: _Call(loaded, prep, batch.num_rows, deliver))
         names = [n for n, _ in results]
         columns = [a for _, a in results]

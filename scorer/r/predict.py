@@ -109,18 +109,17 @@ def predict_rows(r: Any, model: Any, prep: Prepared, spec: PredictSpec, warned: 
                 return results, refused, (which, f"R's predict() refused this row: {message}")
         if not incomplete.any():
             raise
+        which = [k for k, m in masks.items() if m.any()]
         if incomplete.all():
             # R's message may be about something else (a level a formula's factor() never saw)
             raise PredictError(
-                f"{exc} Every row also has a missing value, in column(s) "
-                f"{', '.join(repr(k) for k, m in masks.items() if m.any())}, which this model's predict() may "
-                "not accept.",
+                f"{exc} Every row also has a missing value, in column(s) {', '.join(map(repr, which))}, which this "
+                "model's predict() may not accept.",
                 hint="Read R's message first; if it is about missing values, fill them before scoring.",
             ) from None
         complete = ~incomplete
         cols = {k: c.take(complete) for k, c in prep.columns.items()}
         results = call(cols, int(complete.sum()))
-        which = [k for k, m in masks.items() if m.any()]
         return results, incomplete, (
             ", ".join(which), f"missing or infinite value in column(s) {', '.join(map(repr, which))}, and this "
                               f"model's predict() does not accept them ({exc})")
