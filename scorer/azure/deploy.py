@@ -88,26 +88,66 @@ class Clients:
     credential: Any
     client_kwargs: dict  # passed to data-plane clients built later (blob), e.g. transport=
     poll_seconds: float = 5.0
+    blob_credential: Any = None  # for Blob Storage when it is not ``credential`` (the local Azure's Azurite)
 
 
-def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float = 5.0, **client_kwargs: Any) -> Clients:
-    """Build every management client with ``credential``; ``client_kwargs`` (e.g. transport=) go to all."""
+def make_clients(credential: Any, subscription_id: str, *, poll_seconds: float = 5.0, management: dict | None = None,
+                 blob_credential: Any = None, **client_kwargs: Any) -> Clients:
+    """Build every management client with ``credential``; ``client_kwargs`` (e.g. transport=) go to all,
+    ``management`` (e.g. base_url=) to the management clients only."""
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
     from azure.mgmt.logic import LogicManagementClient
     from azure.mgmt.resource.resources import ResourceManagementClient
     from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 
+    mgmt = {**client_kwargs, **(management or {})}
     return Clients(
-        resources=ResourceManagementClient(credential, subscription_id, **client_kwargs),
-        deployments=DeploymentsMgmtClient(credential, subscription_id, **client_kwargs),
-        acr_tasks=ContainerRegistryTasksMgmtClient(credential, subscription_id, **client_kwargs),
-        acr=ContainerRegistryManagementClient(credential, subscription_id, **client_kwargs),
-        logic=LogicManagementClient(credential, subscription_id, **client_kwargs),
+        resources=ResourceManagementClient(credential, subscription_id, **mgmt),
+        deployments=DeploymentsMgmtClient(credential, subscription_id, **mgmt),
+        acr_tasks=ContainerRegistryTasksMgmtClient(credential, subscription_id, **mgmt),
+        acr=ContainerRegistryManagementClient(credential, subscription_id, **mgmt),
+        logic=LogicManagementClient(credential, subscription_id, **mgmt),
         credential=credential,
         client_kwargs=client_kwargs,
         poll_seconds=poll_seconds,
+        blob_credential=blob_credential,
     )
+
+
+class LocalCredential:
+    """Signs in to the local Azure (scorer.twin.arm) as its operator: its /local/token
+    endpoint stands for Entra ID, as `az login` does for Azure."""
+
+    def __init__(self, url: str, cert: str):
+        self.url, self.cert = url, cert
+
+    def get_token(self, *scopes: str, **kwargs: Any):
+        import requests
+        from azure.core.credentials import AccessToken
+
+        resp = requests.post(f"{self.url}local/token", json={"scope": scopes[0] if scopes else self.url},
+                             verify=self.cert, timeout=30)
+        resp.raise_for_status()
+        return AccessToken(resp.json()["access_token"], int(time.time()) + 3600)
+
+
+def local_clients(directory: Path | None = None, poll_seconds: float = 1.0) -> Clients:
+    """Clients for the local Azure whose address ``directory``/endpoint.json gives (started by
+    `scorer azure`): the same clients as for Azure, with its endpoint and its sign-in. Raises
+    DeployError when none is running."""
+    directory = directory or Path(os.environ.get("SCORER_LOCAL_AZURE", ROOT / ".scorer-local" / "azure"))
+    try:
+        endpoint = json.loads((directory / "endpoint.json").read_text())
+    except (OSError, ValueError):
+        raise DeployError(f"No local Azure is running ({directory / 'endpoint.json'} is missing): start one with "
+                          "`scorer azure` (or `scripts/demo`), then run this again with --local.") from None
+    url, cert = endpoint["url"], endpoint["cert"]
+    return make_clients(LocalCredential(url, cert), endpoint["subscription"], poll_seconds=poll_seconds,
+                        management={"base_url": url, "credential_scopes": [f"{url}.default"]},
+                        blob_credential={"account_name": endpoint["storage_account"],
+                                         "account_key": endpoint["storage_key"]},
+                        connection_verify=cert)
 
 
 # --- what gets deployed ---------------------------------------------------------------------
@@ -223,16 +263,35 @@ def deploy_template(clients: Clients, group: str, deployment: str, template: dic
 
     Raises DeployError when ARM reports a provisioning state other than Succeeded.
     """
-    poller = clients.deployments.deployments.begin_create_or_update(
-        group, deployment,
-        {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}},
-        polling_interval=clients.poll_seconds)
-    result = poller.result()
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        poller = clients.deployments.deployments.begin_create_or_update(
+            group, deployment,
+            {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}},
+            polling_interval=clients.poll_seconds)
+        result = poller.result()
+    except HttpResponseError as exc:
+        raise DeployError(f"Deployment {deployment} failed: {_arm_error(clients, group, deployment, exc)} "
+                          "See the resource group's Deployments blade in the portal.") from None
     props = result.get("properties", {})
     if props.get("provisioningState") != "Succeeded":
         raise DeployError(f"Deployment {deployment} ended {props.get('provisioningState')}: {props.get('error')}. "
                           f"See the resource group's Deployments blade in the portal.")
     return _outputs(props)
+
+
+def _arm_error(clients: Clients, group: str, deployment: str, exc: Any) -> str:
+    """What ARM said went wrong: the refusal itself (a template ARM would not accept), or
+    the failed deployment's own error and its details (which resource, and why)."""
+    if exc.status_code and exc.status_code >= 400 and exc.error is not None and exc.error.code != "DeploymentFailed":
+        return f"{exc.error.code}: {exc.error.message}"
+    try:
+        error = clients.deployments.deployments.get(group, deployment).get("properties", {}).get("error") or {}
+    except Exception:  # the deployment cannot be read: say what the SDK said
+        return str(exc.message or exc)
+    details = "; ".join(f"{d.get('code')}: {d.get('message')}" for d in error.get("details") or [])
+    return f"{error.get('code')}: {details or error.get('message')}"
 
 
 def deployment_outputs(clients: Clients, group: str, deployment: str) -> dict[str, Any]:
@@ -395,7 +454,8 @@ def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, run: s
     are not read from its actions.)"""
     from azure.storage.blob import BlobServiceClient
 
-    service = BlobServiceClient(blob_endpoint, credential=clients.credential, **clients.client_kwargs)
+    service = BlobServiceClient(blob_endpoint, credential=clients.blob_credential or clients.credential,
+                                **clients.client_kwargs)
     container = service.get_container_client(logs_container)
     out: dict[str, str] = {}
     for blob in container.list_blobs(name_starts_with=f"{run}/"):
@@ -599,6 +659,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deploy.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--subscription", help="subscription ID (default: AZURE_SUBSCRIPTION_ID)")
     p.add_argument("--prefix", default="scorer", help="name prefix of the resources and of the ARM deployment")
+    p.add_argument("--local", action="store_true",
+                   help="deploy to the local Azure on this machine (`scorer azure`), not to Azure: a rehearsal")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="deploy or update everything, build and push the image")
@@ -664,6 +726,8 @@ def main(argv: list[str] | None = None, clients: Clients | None = None) -> int:
         print("error: --publish-model needs --model-name", file=sys.stderr)
         return 2
     try:
+        if clients is None and args.local:
+            clients = local_clients()
         if clients is None:
             from azure.identity import DefaultAzureCredential
             subscription = args.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")

@@ -34,6 +34,7 @@ import queue
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -85,8 +86,10 @@ class TwinTransport:
     request must carry ``x-ms-version`` and ``x-ms-date``, and its audience must be
     https://storage.azure.com/. Nothing else is reachable."""
 
-    def __init__(self, identity: LocalIdentity, arm_url: str, blob_endpoint: str, account: str, key: str):
+    def __init__(self, identity: LocalIdentity, arm_url: str, blob_endpoint: str, account: str, key: str,
+                 tls: ssl.SSLContext | None = None):
         self.identity = identity
+        self.tls = tls  # trusts the local Azure's certificate, when ARM is it (https)
         self.arm_url = arm_url
         self.blob_endpoint = blob_endpoint
         self.account, self.key = account, key
@@ -114,7 +117,8 @@ class TwinTransport:
         else:
             raise OSError(f"the twin reaches only the ARM stand-in and Azurite, not {uri}")
         parts = urlsplit(uri)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=self.tls) \
+            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         try:
             conn.request(request.method, parts.path + ("?" + parts.query if parts.query else ""), body=request.body,
                          headers=headers)

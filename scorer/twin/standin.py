@@ -67,10 +67,12 @@ class LocalIdentity:
     def __init__(self):
         self._key = secrets.token_bytes(32)
 
-    def token(self, identity: str, audience: str, seconds: int = 3600) -> str:
+    def token(self, identity: str, audience: str, seconds: int = 3600, claims: dict | None = None) -> str:
+        """A token for a managed identity (``identity`` its resource ID), or, with
+        ``claims``, for whoever they name (the local Azure's signed-in user)."""
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = _b64(json.dumps({"aud": audience, "xms_mirid": identity, "oid": hashlib.sha1(identity.encode()).hexdigest(),
-                                "idtyp": "app", "exp": int(time.time()) + seconds}).encode())
+                                "idtyp": "app", "exp": int(time.time()) + seconds, **(claims or {})}).encode())
         sig = _b64(hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest())
         return f"{head}.{body}.{sig}"
 
@@ -150,13 +152,17 @@ class ArmStandIn:
     hears of jobs starting and ending, for the console."""
 
     def __init__(self, backend: Backend, identity: LocalIdentity, subscription: str, resource_group: str,
-                 faults: Faults | None = None, on_event: Callable[[str, str, dict], None] | None = None):
+                 faults: Faults | None = None, on_event: Callable[[str, str, dict], None] | None = None,
+                 audience: str | None = None, identity_environment: dict[str, str] | None = None):
         self.backend = backend
         self.identity = identity
         self.subscription = subscription
         self.resource_group = resource_group
         self.faults = faults or Faults()
         self.on_event = on_event or (lambda group, what, detail: None)
+        # what a group with a user-assigned identity gets in its environment: here, the
+        # Azurite connection string stands for the access the identity's roles give
+        self.identity_environment = identity_environment or {}
         self.groups: dict[str, _Group] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), for tests
         self._created = 0
@@ -184,11 +190,14 @@ class ArmStandIn:
 
             do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve
 
+        self.server: http.server.ThreadingHTTPServer | None = None
+        if audience is not None:  # served by the local Azure (scorer.twin.arm), on its address
+            self.url = audience
+            return
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="arm-standin", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self.server.serve_forever, name="arm-standin", daemon=True).start()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -280,6 +289,8 @@ class ArmStandIn:
         if self.faults.pending:
             return
         env = {e["name"]: e.get("value", e.get("secureValue", "")) for e in container.get("environmentVariables") or []}
+        if (group.body.get("identity") or {}).get("userAssignedIdentities"):
+            env.update(self.identity_environment)
         requests = container["resources"]["requests"]
         try:
             group.handle = self.backend.start(group.name, image, env, float(requests["cpu"]),
@@ -387,8 +398,9 @@ class ArmStandIn:
         for group in list(self.groups.values()):
             if not group.deleted:
                 self._delete(group.name)
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 def _error(code: str, message: str) -> dict:

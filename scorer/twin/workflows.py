@@ -1,0 +1,286 @@
+"""Microsoft.Logic/workflows in the local Azure: each deployed workflow is run by the
+workflow engine with the parameters its deployment gave it, and its container groups by
+the Container Instances stand-in.
+
+- PUT: the definition is loaded by the engine (a definition it refuses fails the
+  deployment with InvalidWorkflowDefinition, naming what); ``state`` is kept.
+- listCallbackUrl on a Request trigger: ``{local Azure}/local/workflows/{name}/triggers/
+  {trigger}/paths/invoke?api-version=2016-10-01&sp=...&sv=1.0&sig=...``. A call there
+  starts a run as Logic Apps does: at most the trigger's ``concurrency.runs`` at a time,
+  the others waiting (at most 10 + runs, then 429); the caller waits for the run's
+  Response, at most 120 s (then 504). A Disabled workflow answers 400
+  WorkflowTriggerIsNotEnabled and starts nothing.
+- POST triggers/{t}/run fires a trigger now (`deploy.py trigger`); GET runs lists runs
+  (`deploy.py runs`), newest first, with WorkflowRuns_List's shape.
+- Recurrence triggers fire on their schedule while the workflow is Enabled.
+
+Container groups the runs create (Microsoft.ContainerInstance) are the twin's stand-in
+(scorer.twin.standin) on this same server; a group whose identity is a user-assigned
+identity gets the Azurite connection string in its environment, as a managed identity
+would give it access to the account.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import secrets
+import ssl
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from scorer.twin.arm import ArmError
+from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+
+#: Logic Apps' limit on runs waiting for a trigger with a concurrency limit, beyond the running ones
+MAX_WAITING_RUNS = 10
+CALLER_WAIT_S = 120
+
+
+class Hosted:
+    """One deployed workflow: its engine, trigger queues and runs."""
+
+    def __init__(self, owner: "Workflows", view: dict):
+        self.owner = owner
+        self.view = view
+        self.name = view["name"]
+        props = view["properties"]
+        self.definition = props.get("definition") or {}
+        params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
+        identities = list(((view.get("identity") or {}).get("userAssignedIdentities") or {}))
+        self.transport = Transport(owner, identities[0] if identities else "system")
+        self.stopping = threading.Event()
+        self.engine = Engine(self.definition, params, transport=self.transport, name=self.name,
+                             sleep=self.stopping.wait)
+        self.sig = secrets.token_urlsafe(16)
+        self.runs: list[Run] = []
+        self.queues: dict[str, _Queue] = {}
+        for trigger, spec in (self.definition.get("triggers") or {}).items():
+            limit = int(((spec.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("runs", 25))
+            self.queues[trigger] = _Queue(self, trigger, limit)
+        self._schedules = [threading.Thread(target=self._recur, args=(t,), daemon=True, name=f"recurrence:{t}")
+                           for t, spec in (self.definition.get("triggers") or {}).items()
+                           if str(spec.get("type", "")).lower() == "recurrence"]
+        for t in self._schedules:
+            t.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self.view["properties"].get("state", "Enabled") == "Enabled"
+
+    def execute(self, trigger: str, outputs: dict, respond=None) -> Run:
+        run = self.engine.run(trigger, outputs, respond)
+        self.runs.append(run)
+        return run
+
+    def _recur(self, trigger: str) -> None:
+        from scorer.twin.local import next_fire
+
+        recurrence = self.definition["triggers"][trigger].get("recurrence") or {}
+        due = next_fire(recurrence, datetime.now(timezone.utc))
+        while not self.stopping.wait(1.0):
+            if datetime.now(timezone.utc) >= due:
+                if self.enabled:
+                    done = self.queues[trigger].fire({"headers": {}, "body": None})
+                    if done is not None:
+                        done.wait()
+                due = next_fire(recurrence, datetime.now(timezone.utc))
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.engine.stop()
+
+
+class _Queue:
+    """Runs of one trigger: at most ``limit`` at once, the others waiting."""
+
+    def __init__(self, hosted: Hosted, trigger: str, limit: int):
+        self.hosted, self.trigger, self.limit = hosted, trigger, limit
+        self.waiting: queue.Queue = queue.Queue()
+        for i in range(limit):
+            threading.Thread(target=self._work, daemon=True, name=f"runs:{hosted.name}:{trigger}:{i}").start()
+
+    def fire(self, outputs: dict, respond=None) -> threading.Event | None:
+        if self.waiting.qsize() >= MAX_WAITING_RUNS:
+            return None
+        done = threading.Event()
+        self.waiting.put((outputs, respond, done))
+        return done
+
+    def _work(self) -> None:
+        while not self.hosted.stopping.is_set():
+            try:
+                outputs, respond, done = self.waiting.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.hosted.execute(self.trigger, outputs, respond)
+            except Exception as exc:  # a defect in one run must not end the trigger's worker
+                if respond is not None:
+                    respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
+            finally:
+                done.set()
+
+
+class Transport:
+    """The workflow's Http actions: to the local Azure with a token for the action's
+    managed identity and audience; to Azurite with an account SAS (Azurite reads no
+    tokens), after checking what Azure Storage checks of a token request."""
+
+    def __init__(self, owner: "Workflows", identity: str):
+        self.owner, self.identity = owner, identity
+
+    def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        from scorer.twin.local import TwinTransport
+
+        azure = self.owner.azure
+        parts = dict(p.split("=", 1) for p in azure.azurite.split(";") if "=" in p)
+        inner = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
+                              parts["AccountName"], parts["AccountKey"],
+                              tls=ssl.create_default_context(cafile=str(azure.cert)))
+        return inner.send(request, timeout)
+
+
+class Workflows:
+    """Every deployed workflow of the local Azure, and the container groups their runs create."""
+
+    def __init__(self, types: Any):
+        self.types = types
+        self.azure = types.azure
+        self.hosted: dict[str, Hosted] = {}
+        self.standins: dict[str, Any] = {}
+
+    # -- the resource ---------------------------------------------------------------------
+
+    def workflow(self, view: dict, existing: dict | None) -> None:
+        props = view["properties"]
+        state = props.get("state", "Enabled")
+        if state not in ("Enabled", "Disabled"):
+            raise ArmError(400, "InvalidWorkflowState", f"The workflow state '{state}' is not Enabled or Disabled.")
+        try:
+            Engine(props.get("definition") or {}, {k: (v.get("value") if isinstance(v, dict) else v)
+                                                    for k, v in (props.get("parameters") or {}).items()})
+        except DefinitionRefused as exc:
+            raise ArmError(400, "InvalidWorkflowDefinition", f"The workflow definition is not valid: {exc}.") from None
+        props.update({"createdTime": props.get("createdTime") or _now(), "changedTime": _now(), "version": _now(),
+                      "accessEndpoint": f"{self.azure.url}local/workflows/{view['name']}"})
+
+    def deployed(self, view: dict, existing: dict | None) -> None:
+        old = self.hosted.pop(view["id"].lower(), None)
+        if old is not None:
+            old.close()
+        self.hosted[view["id"].lower()] = Hosted(self, view)
+
+    def removed(self, view: dict) -> None:
+        old = self.hosted.pop(view["id"].lower(), None)
+        if old is not None:
+            old.close()
+
+    def _hosted(self, workflow_id: str) -> Hosted:
+        found = self.hosted.get(workflow_id.lower())
+        if found is None:
+            raise ArmError(404, "ResourceNotFound", f"The Resource 'Microsoft.Logic/workflows/"
+                           f"{workflow_id.rpartition('/')[2]}' was not found.")
+        return found
+
+    def callback(self, trigger_id: str) -> dict:
+        """listCallbackUrl on ``.../workflows/{w}/triggers/{t}``."""
+        workflow_id, _, trigger = trigger_id.rpartition("/triggers/")
+        hosted = self._hosted(workflow_id)
+        spec = (hosted.definition.get("triggers") or {}).get(trigger)
+        if spec is None or str(spec.get("type", "")).lower() != "request":
+            raise ArmError(400, "WorkflowTriggerNotFound", f"The workflow has no Request trigger '{trigger}'.")
+        base = f"{self.azure.url}local/workflows/{hosted.name}/triggers/{trigger}/paths/invoke"
+        query = f"api-version=2016-10-01&sp=%2Ftriggers%2F{trigger}%2Frun&sv=1.0&sig={hosted.sig}"
+        return {"value": f"{base}?{query}", "method": "POST", "basePath": base,
+                "queries": {"api-version": "2016-10-01", "sp": f"/triggers/{trigger}/run", "sv": "1.0",
+                            "sig": hosted.sig}}
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, query: dict, headers: dict, body: Any):
+        m = re.fullmatch(r"(.*/providers/Microsoft\.Logic/workflows/[^/]+)/(triggers/([^/]+)/(run|listCallbackUrl)"
+                         r"|runs)", path, re.I)
+        if not m:
+            return None
+        hosted = self._hosted(m[1])
+        if m[2].lower() == "runs" and method == "GET":
+            return 200, {}, {"value": [self._run_view(hosted, r) for r in reversed(hosted.runs)]}
+        if m[4] and m[4].lower() == "listcallbackurl" and method == "POST":
+            return 200, {}, self.callback(f"{m[1]}/triggers/{m[3]}")
+        if m[4] and m[4].lower() == "run" and method == "POST":
+            if not hosted.enabled:
+                raise ArmError(409, "WorkflowNotEnabled", f"The workflow '{hosted.name}' is disabled.")
+            if m[3] not in hosted.queues:
+                raise ArmError(404, "WorkflowTriggerNotFound", f"The workflow has no trigger '{m[3]}'.")
+            hosted.queues[m[3]].fire({"headers": {}, "body": None})
+            return 202, {}, None
+        raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on {path}.")
+
+    def _run_view(self, hosted: Hosted, run: Run) -> dict:
+        return {"id": f"{hosted.view['id']}/runs/{run.name}", "name": run.name,
+                "type": "Microsoft.Logic/workflows/runs",
+                "properties": {"startTime": run.started, "endTime": run.ended or None, "status": run.status,
+                               "error": run.error, "trigger": {"name": run.trigger}}}
+
+    def invoke(self, method: str, path: str, query: dict, headers: dict, body: Any, raw: bytes):
+        """A call to a Request trigger's callback URL."""
+        m = re.fullmatch(r"/local/workflows/([^/]+)/triggers/([^/]+)/paths/invoke", path)
+        if not m:
+            return None
+        hosted = next((h for h in self.hosted.values() if h.name == m[1]), None)
+        if hosted is None or query.get("sig") != hosted.sig:
+            raise ArmError(401, "DirectApiAuthorizationRequired", "The request must be authenticated only by "
+                           "Shared Access scheme.")
+        if not hosted.enabled:
+            raise ArmError(400, "WorkflowTriggerIsNotEnabled", f"Could not trigger workflow '{hosted.name}': its "
+                           "state is Disabled, so its triggers are not enabled.")
+        answer: dict = {}
+        got = threading.Event()
+
+        def respond(a: dict) -> None:
+            answer.update(a)
+            got.set()
+        outputs = {"headers": dict(headers), "body": body, "queries": dict(query)}
+        if hosted.queues[m[2]].fire(outputs, respond) is None:
+            return 429, {"Retry-After": "10"}, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
+                                                          "message": "too many waiting runs"}}
+        if not got.wait(CALLER_WAIT_S):
+            return 504, {}, {"error": {"code": "GatewayTimeout", "message": "no response in 120 s"}}
+        return answer.get("statusCode", 202), answer.get("headers") or {}, answer.get("body")
+
+    def container_groups(self, method: str, path: str, query: dict, headers: dict, body: Any):
+        """Microsoft.ContainerInstance requests, answered by one stand-in per resource group."""
+        m = re.match(r"/subscriptions/[^/]+/resourcegroups/([^/]+)/providers/microsoft\.containerinstance/", path, re.I)
+        if not m:
+            return None
+        standin = self._standin(m[1])
+        target = path + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        status, out_headers, payload = standin.handle(method, target, headers,
+                                                      json.dumps(body).encode() if body is not None else b"")
+        return status, out_headers, payload
+
+    def _standin(self, group: str) -> Any:
+        from scorer.twin.backends import ProcessBackend
+        from scorer.twin.standin import ArmStandIn
+
+        key = group.lower()
+        if key not in self.standins:
+            backend = self.types.options.backend or ProcessBackend()
+            standin = ArmStandIn(backend, self.azure.identity, self.azure.subscription, group,
+                                 audience=self.azure.url,
+                                 identity_environment={"AZURE_STORAGE_CONNECTION_STRING": self.azure.azurite})
+            self.standins[key] = standin
+        return self.standins[key]
+
+    def close(self) -> None:
+        for hosted in self.hosted.values():
+            hosted.close()
+        for standin in self.standins.values():
+            standin.close()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
