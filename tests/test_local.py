@@ -71,7 +71,7 @@ def logs_of(p, job_line: str, run_line: str) -> list[dict]:
     """The job's log lines, as the workflow saved them (logs/<run>/<group>.log)."""
     group = re.search(r"job (scorer-\S+) finished", job_line).group(1)
     run = re.search(r"run (\d+) ", run_line).group(1)
-    text = p.store.read_bytes("logs", f"{run}/{group}.log").decode()
+    text = p.store.read_bytes("logs", f"runs/{run}/{group}.log").decode()
     return [json.loads(x) for x in text.splitlines() if x.startswith('{"ts"')]
 
 

@@ -49,7 +49,7 @@ def job_states(outcome) -> list[dict]:
 
 
 def saved_log(p, outcome, group: str) -> str:
-    return p.store.read_bytes("logs", f"{outcome.run.name}/{group}.log").decode()
+    return p.store.read_bytes("logs", f"runs/{outcome.run.name}/{group}.log").decode()
 
 
 def test_a_run_scores_saves_logs_with_the_groups_state_records_success_and_deletes_the_group(gamma, make_twin):

@@ -42,6 +42,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[2]
 
 from scorer.azure import workflow as wf  # noqa: E402
+from scorer.azure.template import split_id  # noqa: E402
 
 TEMPLATE_PATH = ROOT / "arm_templates" / "main.json"
 DOCKERFILE = "docker/Dockerfile"
@@ -69,6 +70,7 @@ TEARDOWN_ORDER = (
     "Microsoft.ContainerRegistry/registries",
     "Microsoft.Storage/storageAccounts",
     "Microsoft.ManagedIdentity/userAssignedIdentities",
+    "Microsoft.Authorization/roleDefinitions",   # in the subscription; only once no assignment uses it
 )
 
 
@@ -281,6 +283,27 @@ def deploy_template(clients: Clients, group: str, deployment: str, template: dic
     return _outputs(props)
 
 
+#: how Container Apps reports a pull with an identity whose AcrPull assignment has not
+#: taken effect yet (Azure/azure-dev#3138); a deployment failing so is tried again
+ROLE_NOT_YET = ("UNAUTHORIZED", "unable to pull image")
+
+
+def deploy_after_roles(clients: Clients, group: str, deployment: str, template: dict, parameters: dict,
+                       progress: Callable[[str], None] = print, attempts: int = 10) -> dict[str, Any]:
+    """deploy_template, tried again while it fails only because a new role assignment has
+    not taken effect (minutes at times on Azure): ``attempts`` tries, ``poll_seconds`` × 10 apart."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return deploy_template(clients, group, deployment, template, parameters)
+        except DeployError as exc:
+            if attempt == attempts or not any(s in str(exc) for s in ROLE_NOT_YET):
+                raise
+            progress(f"the image pull was refused: waiting for the role assignments to take effect "
+                     f"(try {attempt} of {attempts})")
+            time.sleep(max(clients.poll_seconds * 10, 0.5))
+    raise AssertionError("unreachable")
+
+
 def _arm_error(clients: Clients, group: str, deployment: str, exc: Any) -> str:
     """What ARM said went wrong: the refusal itself (a template ARM would not accept), or
     the failed deployment's own error and its details (which resource, and why)."""
@@ -295,7 +318,8 @@ def _arm_error(clients: Clients, group: str, deployment: str, exc: Any) -> str:
 
 
 def deployment_outputs(clients: Clients, group: str, deployment: str) -> dict[str, Any]:
-    """Outputs of the last `up` in this group. Raises DeployError when there is none."""
+    """Outputs of the last `up` in this group ({} when it failed: ARM keeps no outputs of a
+    failed deployment). Raises DeployError when there is none."""
     from azure.core.exceptions import ResourceNotFoundError
     try:
         result = clients.deployments.deployments.get(group, deployment)
@@ -391,7 +415,7 @@ def build_image(clients: Clients, group: str, registry: str, context: bytes, ima
         status = clients.acr_tasks.runs.get(group, registry, run_id).properties.status
     if status != "Succeeded":
         link = clients.acr_tasks.runs.get_log_sas_url(group, registry, run_id).log_link
-        raise DeployError(f"Image build {run_id} ended {status}. Build log: {link}")
+        raise DeployError(f"Image build {run_id} ended {getattr(status, 'value', status)}. Build log: {link}")
     return run_id
 
 
@@ -449,7 +473,7 @@ def recent_runs(clients: Clients, group: str, logic_app: str, top: int = 10) -> 
 
 def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, run: str) -> dict[str, str]:
     """The logs a run saved, by container group: the workflow writes each group's log
-    (with its last polled state) to <logs container>/<run name>/<group>.log. (The Logic
+    (with its last polled state) to <logs container>/runs/<run name>/<group>.log. (The Logic
     Apps API gives an action's outputs only behind outputsLink, so the run's group names
     are not read from its actions.)"""
     from azure.storage.blob import BlobServiceClient
@@ -458,7 +482,7 @@ def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, run: s
                                 **clients.client_kwargs)
     container = service.get_container_client(logs_container)
     out: dict[str, str] = {}
-    for blob in container.list_blobs(name_starts_with=f"{run}/"):
+    for blob in container.list_blobs(name_starts_with=f"runs/{run}/"):
         out[blob.name] = container.get_blob_client(blob.name).download_blob().readall().decode("utf-8", "replace")
     return out
 
@@ -466,34 +490,44 @@ def saved_logs(clients: Clients, blob_endpoint: str, logs_container: str, run: s
 # --- teardown -------------------------------------------------------------------------------
 
 def resources_to_delete(clients: Clients, group: str, deployment: str) -> list[str]:
-    """IDs of what the deployment created, in an order that deletes dependants first."""
-    result = clients.deployments.deployments.get(group, deployment)
+    """IDs of what the deployment created, in an order that deletes dependants first
+    ([] when there is no such deployment)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        result = clients.deployments.deployments.get(group, deployment)
+    except ResourceNotFoundError:
+        return []
     ids = [r["id"] for r in result.get("properties", {}).get("outputResources") or []]
-
-    def rtype(rid: str) -> str:
-        parts = rid.split("/providers/", 1)[1].split("/")
-        return "/".join([parts[0], parts[1]] + parts[3::2])
-
     rank = {t.lower(): i for i, t in enumerate(TEARDOWN_ORDER)}
-    chosen = [rid for rid in ids if rtype(rid).lower() in rank]
-    return sorted(chosen, key=lambda rid: rank[rtype(rid).lower()])
+    chosen = [rid for rid in ids if split_id(rid)[1].lower() in rank]
+    return sorted(chosen, key=lambda rid: rank[split_id(rid)[1].lower()])
 
 
 def teardown(clients: Clients, group: str, deployment: str, progress: Callable[[str], None] = print) -> None:
-    """Delete what `up` created: the whole group if `up` created it, else the deployment's resources."""
-    rg = clients.resources.resource_groups.get(group)
+    """Delete what `up` created: the whole group if `up` created it, else the deployment's
+    resources; and, either way, what it created outside the group (the custom role
+    definition lives in the subscription: deleting the group leaves it behind)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        rg = clients.resources.resource_groups.get(group)
+    except ResourceNotFoundError:
+        progress(f"resource group {group} does not exist: nothing to delete")
+        return
+    doomed = resources_to_delete(clients, group, deployment)
+    api = {r["type"].lower(): r["apiVersion"] for r in load_template()["resources"]}
+    inside = f"/resourcegroups/{group.lower()}/"
     if (rg.tags or {}).get(CREATED_TAG):
         progress(f"deleting resource group {group} (created by deploy.py)")
         clients.resources.resource_groups.begin_delete(group, polling_interval=clients.poll_seconds).result()
-        return
-    api = {r["type"].lower(): r["apiVersion"] for r in load_template()["resources"]}
-    for rid in resources_to_delete(clients, group, deployment):
-        rtype = "/".join([rid.split("/providers/", 1)[1].split("/")[0]] +
-                         rid.split("/providers/", 1)[1].split("/")[1::2])
+        doomed = [rid for rid in doomed if inside not in rid.lower()]
+    for rid in doomed:
         progress(f"deleting {rid}")
         clients.resources.resources.begin_delete_by_id(
-            rid, api_version=api[rtype.lower()], polling_interval=clients.poll_seconds).result()
-    clients.deployments.deployments.begin_delete(group, deployment, polling_interval=clients.poll_seconds).result()
+            rid, api_version=api[split_id(rid)[1].lower()], polling_interval=clients.poll_seconds).result()
+    if not (rg.tags or {}).get(CREATED_TAG):
+        clients.deployments.deployments.begin_delete(group, deployment, polling_interval=clients.poll_seconds).result()
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -550,19 +584,39 @@ def _check_up(args: argparse.Namespace, values: dict) -> None:
 
 def _up_parameters(args: argparse.Namespace, values: dict, definition: dict, oid: str, ptype: str, tag: str,
                    state: str) -> dict:
-    """The template's parameters for an `up` deploying image ``scorer:<tag>`` with the
-    workflow ``state`` (Enabled or Disabled)."""
+    """The template's parameters for an `up` deploying image ``scorer:<tag>``; ``state``
+    Disabled when that image is not built yet (imageReady false: the workflow stays
+    Disabled and nothing that needs the image is created)."""
     params = template_parameters(values, definition, prefix=args.prefix, image_name=f"scorer:{tag}",
                                  operator_principal_id=oid, location=args.location)
     params["operatorPrincipalType"] = {"value": ptype}
     params["registrySku"] = {"value": args.registry_sku}
-    params["workflowState"] = {"value": state}
+    params["imageReady"] = {"value": state == "Enabled"}
     if args.with_api:
         params["withApi"] = {"value": True}
         params["apiClientId"] = {"value": args.api_client_id}
         params["modelsContainer"] = {"value": wf.models_container(values)}
         params["apiMaxReplicas"] = {"value": args.api_max_replicas}
     return params
+
+
+def running_tag(clients: Clients, group: str, prefix: str, previous: dict | None) -> str | None:
+    """The image tag the workflow runs now, or None when it runs none (a first deployment,
+    or a workflow left Disabled). Read from the last deployment's outputs; when that
+    deployment failed (no outputs), from the Logic App itself, so that a failed update never
+    turns a working workflow off while its next image builds."""
+    if previous:
+        return previous.get("image", "").rpartition(":")[2] or None
+    if previous is None:
+        return None
+    from azure.core.exceptions import ResourceNotFoundError
+    try:  # the template's logicAppName: format('{0}-runner', namePrefix) (tests/test_arm_templates.py pins it)
+        workflow = clients.logic.workflows.get(group, f"{prefix}-runner")
+    except ResourceNotFoundError:
+        return None
+    image = (workflow.parameters or {}).get("image")
+    value = getattr(image, "value", None) if image is not None else None
+    return str(value).rpartition(":")[2] if value and workflow.state == "Enabled" else None
 
 
 def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
@@ -590,15 +644,20 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         previous = deployment_outputs(clients, args.resource_group, args.prefix)
     except DeployError:  # a first deployment
         previous = None
-    current = (previous or {}).get("image", "").rpartition(":")[2] or None
+    current = running_tag(clients, args.resource_group, args.prefix, previous)
     print(f"deploying {TEMPLATE_PATH.relative_to(ROOT)} to {args.resource_group} ...")
     if args.skip_build:
+        if previous == {} and not args.image_pushed:
+            raise DeployError(f"The last deployment {args.prefix} in {args.resource_group} did not succeed, so it "
+                              "has no registry to check scorer:{tag} in. Run `up` without --skip-build (it builds "
+                              "the image), or add --image-pushed if you pushed that tag yourself."
+                              .replace("{tag}", new_tag))
         if not args.image_pushed and (previous is None or new_tag not in built_tags(
                 clients, args.resource_group, previous["registryName"])):
             raise DeployError(f"No ACR Tasks run built scorer:{new_tag} in this deployment's registry, so deploying it "
                               "would point the workflow at an image that may not exist. Build it (run `up` without "
                               "--skip-build), or, if you pushed it yourself, add --image-pushed.")
-        outputs = deploy_template(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
+        outputs = deploy_after_roles(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
     else:
         # The workflow keeps the image it runs (or, on a first deployment, stays disabled)
         # until the new one is built: a run during the build, or after a failed build,
@@ -610,7 +669,7 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         build_image(clients, args.resource_group, outputs["registryName"], build_context(),
                     [f"scorer:{new_tag}", "scorer:latest"], base_image=base,
                     extra_r_packages=extra_debs)
-        outputs = deploy_template(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
+        outputs = deploy_after_roles(clients, args.resource_group, args.prefix, template, parameters(new_tag, "Enabled"))
         print(f"image {outputs['image']} built; the workflow runs it")
     if args.publish_model:
         env = dict(os.environ, SCORER_ACCOUNT_URL=outputs["blobEndpoint"])

@@ -429,7 +429,7 @@ class Twin:
         outcome = Outcome(run, time.monotonic() - t)
         self.runs.append(outcome)
         error = f": {run.error.get('code')}: {run.error.get('message', '')[:300]}" if run.error else ""
-        logs = f"; logs: {self.values['logsContainer']}/{run.name}/" if run.variables.get("groupNames") else ""
+        logs = f"; logs: {self.values['logsContainer']}/runs/{run.name}/" if run.variables.get("groupNames") else ""
         _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{logs}{error}")
         self._show_pages()
         return outcome

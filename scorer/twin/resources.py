@@ -215,6 +215,10 @@ class ResourceTypes:
         if method == "GET":
             return 200, {}, _public(found)
         if method == "DELETE":
+            if rtype.lower() == "microsoft.authorization/roledefinitions" and \
+                    any(a["role"] == name.lower() for a in self.assignments):
+                raise ArmError(409, "RoleDefinitionHasAssignments", "There are existing role assignments "
+                               "referencing role (code: RoleDefinitionHasAssignments).")
             self.delete(found["id"])
             return 200, {}, None
         raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on {rtype}.")
@@ -281,9 +285,10 @@ class ResourceTypes:
         if custom and not any(scope.lower().startswith(s.lower()) for s in custom["properties"]["assignableScopes"]):
             raise ArmError(403, "AuthorizationFailed", f"The role definition '{role}' may not be assigned at "
                            f"'{scope}': it is not under its assignableScopes.")
-        self.assignments = [a for a in self.assignments if a["id"].lower() != view["id"].lower()]
-        self.assignments.append({"id": view["id"], "scope": scope, "role": role.rpartition("/")[2].lower(),
-                                 "principal": principal, "from": time.monotonic() + self.options.rbac_delay})
+        same = next((a for a in self.assignments if a["id"].lower() == view["id"].lower()), None)
+        if same is None:  # sending an existing assignment again changes nothing, its propagation included
+            self.assignments.append({"id": view["id"], "scope": scope, "role": role.rpartition("/")[2].lower(),
+                                     "principal": principal, "from": time.monotonic() + self.options.rbac_delay})
 
     def holds(self, principal: str, role_guid: str, scope: str) -> bool:
         """Whether ``principal`` holds the role at ``scope`` (an assignment there or above it

@@ -66,6 +66,13 @@ class Hosted:
         for t in self._schedules:
             t.start()
 
+    def update(self, view: dict) -> None:
+        props = view["properties"]
+        self.view, self.definition = view, props.get("definition") or {}
+        params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
+        self.engine = Engine(self.definition, params, transport=self.transport, name=self.name,
+                             sleep=self.stopping.wait)
+
     @property
     def enabled(self) -> bool:
         return self.view["properties"].get("state", "Enabled") == "Enabled"
@@ -168,10 +175,14 @@ class Workflows:
                       "accessEndpoint": f"{self.azure.url}local/workflows/{view['name']}"})
 
     def deployed(self, view: dict, existing: dict | None) -> None:
-        old = self.hosted.pop(view["id"].lower(), None)
-        if old is not None:
-            old.close()
-        self.hosted[view["id"].lower()] = Hosted(self, view)
+        """A workflow created or updated. An update changes what new runs do; runs under way
+        go on with the definition they started with, and the trigger's queue (its waiting
+        runs and concurrency) is the same, as in Logic Apps."""
+        hosted = self.hosted.get(view["id"].lower())
+        if hosted is None:
+            self.hosted[view["id"].lower()] = Hosted(self, view)
+        else:
+            hosted.update(view)
 
     def removed(self, view: dict) -> None:
         old = self.hosted.pop(view["id"].lower(), None)

@@ -1,0 +1,215 @@
+"""`scripts/deploy.py` rehearsed against the local Azure (scorer.twin.arm): the real
+arm_templates/main.json, deployed as ARM deploys it, with the checks Azure makes when each
+resource is created (Event Grid's handshake, Container Apps' image and AcrPull, role
+assignments' principals), and the real workflow run by the engine. These are NOT Azure:
+what they show is what the local Azure checks (docs/twin.md says which checks, and what it
+cannot reproduce); each defect the review found has its test here."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from scorer.azure import deploy
+from scorer.twin.arm import LocalAzure
+from scorer.twin.resources import Options
+
+API_CLIENT = "11111111-2222-3333-4444-555555555555"
+
+
+class Rehearsal:
+    """A local Azure and deploy.py's commands against it."""
+
+    def __init__(self, azure: LocalAzure, directory, group: str):
+        self.azure, self.directory, self.group = azure, directory, group
+
+    def deploy(self, *args: str) -> int:
+        clients = deploy.local_clients(self.directory, poll_seconds=0.1)
+        return deploy.main(["--local", *args[:1], "-g", self.group, *args[1:]], clients=clients)
+
+    def up(self, *args: str) -> int:
+        return self.deploy("up", "-l", "local", "--poll-seconds", "1", *args)
+
+    def resource(self, rtype: str, name: str) -> dict | None:
+        suffix = f"/providers/{rtype}/{name}".lower()
+        return next((v for k, v in self.azure.resources.items() if k.endswith(suffix)), None)
+
+    def deployment(self) -> dict:
+        return self.azure.deployments[(self.group.lower(), "scorer")].view(self.azure.subscription)["properties"]
+
+    def workflow(self):
+        return next(iter(self.azure.types.workflows.hosted.values()))
+
+
+@pytest.fixture
+def rehearsal(azurite, tmp_path):
+    made = []
+
+    def make(**options) -> Rehearsal:
+        azure = LocalAzure(tmp_path / f"azure{len(made)}", azurite.connection_string,
+                           Options(**{"handshake_seconds": 5.0, "event_poll": 0.3, **options}))
+        r = Rehearsal(azure, tmp_path / f"azure{len(made)}", f"rg-{uuid.uuid4().hex[:6]}")
+        made.append(r)
+        return r
+    yield make
+    for r in made:
+        r.deploy("teardown", "--yes")
+        r.azure.close()
+
+
+def test_a_first_up_deploys_builds_and_enables_the_workflow_with_its_event_subscription_validated(rehearsal, capsys):
+    """Before the fix the first deployment created the event subscription against the
+    workflow it had deployed Disabled: the handshake got 400 and the deployment failed."""
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    assert r.deployment()["provisioningState"] == "Succeeded"
+    assert r.resource("Microsoft.Logic/workflows", "scorer-runner")["properties"]["state"] == "Enabled"
+    assert r.resource("Microsoft.EventGrid/systemTopics", "scorer-storage-events/eventSubscriptions/input-blob-created")
+    handshakes = r.azure.types.events.handshakes
+    assert [status for _, status, _ in handshakes] == [200]
+    outputs = {k: v["value"] for k, v in r.deployment()["outputs"].items()}
+    assert outputs["image"].endswith("/scorer:" + outputs["image"].rpartition(":")[2])
+    assert "Deployed. Next:" in capsys.readouterr().out
+
+
+def test_a_reference_inside_a_resource_whose_condition_is_false_is_evaluated_as_the_arm_docs_say(rehearsal, capsys):
+    """ARM's conditional-deployment page: reference() is evaluated even where the resource
+    is not deployed. Before the fix main.json read the API identity's principalId without
+    --with-api, and the deployment failed with ResourceNotFound."""
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    assert r.resource("Microsoft.ManagedIdentity/userAssignedIdentities", "scorer-api") is None
+
+
+def test_a_deployment_that_fails_says_which_resource_and_why_not_a_traceback(rehearsal, capsys):
+    r = rehearsal(directory_delay=600)  # the identities are not in the directory yet: role assignments fail
+    assert r.up() == 1
+    err = capsys.readouterr().err
+    assert "PrincipalNotFound" in err and "replication delay" in err and "Traceback" not in err
+
+
+def test_skip_build_after_a_failed_deployment_says_what_to_do(rehearsal, capsys):
+    """Before the fix: a failed deployment has no outputs, so `previous` was {} and
+    `up --skip-build` ended in KeyError: 'registryName'."""
+    r = rehearsal(directory_delay=600)
+    assert r.up() == 1
+    capsys.readouterr()
+    assert r.up("--skip-build", "--image-tag", "t1") == 1
+    err = capsys.readouterr().err
+    assert "KeyError" not in err and "did not succeed" in err and "without --skip-build" in err
+
+
+def test_a_failed_build_leaves_the_workflow_disabled_and_links_the_build_log(rehearsal, capsys):
+    r = rehearsal(build_fails=True)
+    assert r.up() == 1
+    err = capsys.readouterr().err
+    assert "ended Failed" in err and "Build log: http" in err
+    assert r.resource("Microsoft.Logic/workflows", "scorer-runner")["properties"]["state"] == "Disabled"
+    assert r.resource("Microsoft.EventGrid/systemTopics", "scorer-storage-events/eventSubscriptions/input-blob-created") \
+        is None
+    r.azure.types.options.build_fails = False
+    assert r.up() == 0, capsys.readouterr().err
+
+
+def test_with_api_on_a_first_deployment_creates_the_app_after_its_image_is_built(rehearsal, capsys):
+    """Before the fix the Container App was created pointing at scorer:<new tag> in the
+    first deployment, before ACR Tasks had built it: MANIFEST_UNKNOWN."""
+    r = rehearsal()
+    assert r.up("--with-api", "--api-client-id", API_CLIENT) == 0, capsys.readouterr().err
+    app = r.resource("Microsoft.App/containerApps", "scorer-api")
+    assert app["properties"]["runningStatus"] == "Running"
+    assert "HTTP API: https://scorer-api." in capsys.readouterr().out
+
+
+def test_with_api_waits_out_an_acrpull_assignment_that_has_not_taken_effect(rehearsal, capsys):
+    """Azure/azure-dev#3138: a pull right after the AcrPull assignment fails until the role
+    propagates. Here it takes effect 4 s after it is created."""
+    r = rehearsal(rbac_delay=4.0)
+    assert r.up("--with-api", "--api-client-id", API_CLIENT) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert r.resource("Microsoft.App/containerApps", "scorer-api")["properties"]["runningStatus"] == "Running"
+    assert "waiting for the role assignments to take effect" in out
+
+
+def test_teardown_deletes_the_group_and_the_custom_role_definition_outside_it(rehearsal, capsys):
+    """The custom role definition lives in the subscription, not the group: before the
+    fix deleting the group left it behind."""
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    roles = [k for k in r.azure.resources if "/roledefinitions/" in k]
+    assert len(roles) == 1
+    assert r.deploy("teardown", "--yes") == 0
+    assert not r.azure.resources, list(r.azure.resources)
+
+
+def test_a_second_up_while_an_event_job_runs_is_answered_within_the_handshake_window(rehearsal, azurite, capsys):
+    """Event Grid revalidates the endpoint on every update. Before the fix the Request
+    trigger ran one run at a time, so the handshake waited behind the running event
+    run (here: a job that never leaves Pending) and the second `up` failed."""
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    standin_faults(r).pending = True
+    drop(azurite, "input", "m/a.csv", b"x\n1\n")
+    wait_for(lambda: any(run.status == "Running" for run in r.workflow().runs) or running_runs(r), 20)
+    assert r.up("--skip-build", "--image-tag", current_tag(r)) == 0, capsys.readouterr().err
+    assert r.azure.types.events.handshakes[-1][1] == 200
+
+
+def test_a_post_that_is_not_from_event_grid_starts_no_job(rehearsal, capsys):
+    import requests
+
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    url = r.azure.types.workflows.callback(r.resource("Microsoft.Logic/workflows", "scorer-runner")["id"]
+                                           + "/triggers/When_an_input_blob_is_created")["value"]
+    resp = requests.post(url, json=[{"eventType": "Microsoft.EventGrid.SubscriptionDeletedEvent"}],
+                         headers={"aeg-event-type": "SubscriptionDeletion"}, verify=str(r.azure.cert), timeout=30)
+    assert resp.status_code < 500
+    wait_for(lambda: r.workflow().runs, 10)
+    assert not any(run.variables.get("groupNames") for run in r.workflow().runs)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def wait_for(condition, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def standin_faults(r: Rehearsal):
+    return r.azure.types.workflows._standin(r.group).faults
+
+
+def running_runs(r: Rehearsal) -> bool:
+    return any(g for s in r.azure.types.workflows.standins.values() for g in s.groups.values() if not g.deleted)
+
+
+def current_tag(r: Rehearsal) -> str:
+    return r.deployment()["outputs"]["image"]["value"].rpartition(":")[2]
+
+
+def drop(azurite, container: str, name: str, data: bytes) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(container, name) \
+        .upload_blob(data, overwrite=True)
+
+
+def test_the_lifecycle_rule_deletes_old_run_logs_and_nothing_else(rehearsal, capsys):
+    """Before the fix the rule matched logs/scorer-, while logs are saved under the run's
+    name: no log was ever deleted, though the docs say 30 days."""
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    account = r.resource("Microsoft.Storage/storageAccounts", r.deployment()["outputs"]["storageAccountName"]["value"])
+    storage = r.azure.types.storage
+    deleted = storage.lifecycle_deletes(account["id"], [
+        ("logs/runs/08584123/scorer-20260101-abc.log", 31), ("logs/runs/08584124/scorer-20260102-abc.log", 3),
+        ("logs/_state/last-success.json", 90), ("output/m/a.csv", 90)])
+    assert deleted == ["logs/runs/08584123/scorer-20260101-abc.log"]
