@@ -322,7 +322,9 @@ def test_the_api_is_conditional_scales_to_zero_and_admits_no_anonymous_caller():
                                         "Microsoft.App/containerApps/authConfigs"}
     for r in t["resources"]:
         if r["type"].startswith("Microsoft.App/") or "apiIdentity" in json.dumps(r):
-            assert r.get("condition") == "[parameters('withApi')]", r["type"]
+            # the app and its auth config also wait for the image (imageReady: deploy.py's first deployment)
+            assert r.get("condition") in ("[parameters('withApi')]",
+                                          "[and(parameters('withApi'), parameters('imageReady'))]"), r["type"]
     app = next(r for r in t["resources"] if r["type"] == "Microsoft.App/containerApps")
     assert app["properties"]["template"]["scale"]["minReplicas"] == 0
     (container,) = app["properties"]["template"]["containers"]
@@ -333,4 +335,4 @@ def test_the_api_is_conditional_scales_to_zero_and_admits_no_anonymous_caller():
     auth = next(r for r in t["resources"] if r["type"] == "Microsoft.App/containerApps/authConfigs")
     assert auth["properties"]["globalValidation"]["unauthenticatedClientAction"] == "Return401"
     assert auth["properties"]["identityProviders"]["azureActiveDirectory"]["enabled"] is True
-    assert t["outputs"]["apiUrl"]["condition"] == "[parameters('withApi')]"
+    assert t["outputs"]["apiUrl"]["condition"] == "[and(parameters('withApi'), parameters('imageReady'))]"

@@ -216,9 +216,9 @@ def test_a_first_up_registers_providers_deploys_disabled_builds_then_enables_the
     assert rg["tags"] == {deploy.CREATED_TAG: "deploy.py"}
     first, second = transport.bodies("PUT", DEPLOYMENTS)
     # no run can start before the image exists: disabled, then enabled with the built tag
-    assert first["properties"]["parameters"]["workflowState"]["value"] == "Disabled"
+    assert first["properties"]["parameters"]["imageReady"]["value"] is False
     p = second["properties"]["parameters"]
-    assert p["workflowState"]["value"] == "Enabled" and p["imageName"]["value"] == "scorer:t1"
+    assert p["imageReady"]["value"] is True and p["imageName"]["value"] == "scorer:t1"
     assert p["location"]["value"] == "westeurope" and p["registrySku"]["value"] == "Basic"
     assert p["workflowParameterValues"]["value"]["parallelJobs"] == {"value": 3}
     order = [("PUT" if "deployments" in u else "BUILD") for m, u, _ in transport.sent
@@ -250,7 +250,7 @@ def test_a_failed_build_leaves_the_workflow_on_the_image_it_had_and_links_the_lo
     assert log["logLink"] in capsys.readouterr().err
     (only,) = transport.bodies("PUT", DEPLOYMENTS)
     assert only["properties"]["parameters"]["imageName"]["value"] == "scorer:old"
-    assert only["properties"]["parameters"]["workflowState"]["value"] == "Enabled"
+    assert only["properties"]["parameters"]["imageReady"]["value"] is True
 
 
 def test_skip_build_needs_a_tag_an_acr_run_built_or_one_pushed_by_hand(capsys):
@@ -311,7 +311,7 @@ def test_acr_tasks_refused_by_the_subscription_says_how_to_build_elsewhere(capsy
     err = capsys.readouterr().err
     assert "TasksOperationsNotAllowed" in err and "--skip-build --image-tag TAG --image-pushed" in err
     (only,) = transport.bodies("PUT", DEPLOYMENTS)
-    assert only["properties"]["parameters"]["workflowState"]["value"] == "Disabled"
+    assert only["properties"]["parameters"]["imageReady"]["value"] is False
 
 
 def test_import_base_image_copies_it_into_the_registry_and_builds_from_the_copy():
@@ -414,11 +414,11 @@ def test_logs_lists_the_logs_the_workflow_saved_under_the_runs_name(azurite):
     cred = AzureNamedKeyCredential("devstoreaccount1", ACCOUNT_KEY)
     service = BlobServiceClient(endpoint, credential=cred)
     service.create_container("logs-deploy")
-    service.get_blob_client("logs-deploy", "08585/scorer-1.log").upload_blob(b"scored 3 inputs\n")
+    service.get_blob_client("logs-deploy", "runs/08585/scorer-1.log").upload_blob(b"scored 3 inputs\n")
     service.get_blob_client("logs-deploy", "08584/scorer-0.log").upload_blob(b"another run\n")
     clients = deploy.Clients(None, None, None, None, None, cred, {})
     logs = deploy.saved_logs(clients, endpoint, "logs-deploy", "08585")
-    assert logs == {"08585/scorer-1.log": "scored 3 inputs\n"}
+    assert logs == {"runs/08585/scorer-1.log": "scored 3 inputs\n"}
     assert deploy.saved_logs(clients, endpoint, "logs-deploy", "09999") == {}
 
 
@@ -452,10 +452,17 @@ def test_teardown_deletes_a_resource_group_it_created():
     clients, transport = clients_with([
         ("GET", rf"/resourcegroups/{RG}\?", 200, {"id": f"/subscriptions/{SUB}/resourceGroups/{RG}", "name": RG,
                                                   "location": "westeurope", "tags": {deploy.CREATED_TAG: "deploy.py"}}, {}),
+        ("GET", DEPLOYMENTS, 200, deployment_response(output_resources=[ROLE_DEFINITION]), {}),
         ("DELETE", rf"/resourcegroups/{RG}\?", 200, None, {}),
+        ("DELETE", r"/providers/Microsoft\.Authorization/roleDefinitions/", 200, None, {}),
     ])
     assert deploy.main(["teardown", "-g", RG, "--yes"], clients=clients) == 0
-    assert [m for m, _, _ in transport.sent] == ["GET", "DELETE"]
+    # the custom role definition lives in the subscription: deleting the group leaves it
+    assert [(m, "roleDefinitions" in u) for m, u, _ in transport.sent] == [
+        ("GET", False), ("GET", False), ("DELETE", False), ("DELETE", True)]
+
+
+ROLE_DEFINITION = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/4e79e181-1178-5807-bb3c-1d8371e87d44"
 
 
 def teardown_in_existing_group(created: list[str], providers: str):

@@ -82,7 +82,7 @@ def test_dropped_file_is_scored_and_the_jobs_logs_and_report_are_kept(gamma):
         gamma.drop("g/a.csv", ROW)
         r.wait_for(r"trigger: blob created: .*/g/a\.csv")
         done = r.wait_for(r"job scorer-\S+ finished: Succeeded \(exit 0\) in [\d.]+ s")
-        ran = r.wait_for(r"run \d+ \(blob created\) finished: Succeeded in [\d.]+ s; logs: logs/\d+/")
+        ran = r.wait_for(r"run \d+ \(blob created\) finished: Succeeded in [\d.]+ s; logs: logs/runs/\d+/")
     finally:
         assert r.stop() == 130
     assert gamma.names("output") == ["g/a.csv"] and gamma.names("input") == []

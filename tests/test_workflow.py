@@ -316,7 +316,7 @@ def test_logs_are_saved_as_logs_container_slash_run_slash_group_dot_log(definiti
     uri = ex.render(save["uri"], {"parameters": {"blobEndpoint": "https://a.blob.core.windows.net/", "logsContainer": "logs"},
                                   "items": {"Clean_up_each_group": "scorer-20260102030405-0123abcd"},
                                   "workflow": {"run": {"name": "08585"}}})
-    assert uri == "https://a.blob.core.windows.net/logs/08585/scorer-20260102030405-0123abcd.log"
+    assert uri == "https://a.blob.core.windows.net/logs/runs/08585/scorer-20260102030405-0123abcd.log"
     assert save["headers"]["x-ms-blob-type"] == "BlockBlob"
     assert save["authentication"]["audience"] == "https://storage.azure.com/"
 
