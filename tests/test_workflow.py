@@ -356,12 +356,25 @@ def test_run_succeeds_only_when_every_group_succeeded_with_exit_code_zero(defini
     assert _job_succeeded(definition, states, parallel) is ok
 
 
-def test_failed_job_terminates_the_run_as_failed_after_cleanup(definition):
+def test_failed_job_terminates_the_run_as_failed_after_cleanup_and_the_lock_release(definition):
     acts = actions_by_name(definition)
-    branch = acts["If_every_job_succeeded"]
-    (terminate,) = branch["else"]["actions"].values()
+    branch = acts["If_a_job_failed"]
+    (terminate,) = branch["actions"].values()
     assert terminate["type"] == "Terminate" and terminate["inputs"]["runStatus"] == "Failed"
-    assert "Failed_groups" in branch["runAfter"]
+    assert "Release_the_job_lock" in branch["runAfter"]
+    assert "If_every_job_succeeded" in acts["Release_the_job_lock"]["runAfter"]  # after the success marker
+
+
+@pytest.mark.parametrize("states, parallel", [
+    ([{"state": "Succeeded", "exitCode": 0}], 1), ([{"state": "Failed", "exitCode": 3}], 1), ([], 1),
+    ([{"state": "Succeeded", "exitCode": 0}], 2), ([{"state": "Succeeded", "exitCode": 0}] * 2, 2)])
+def test_a_run_either_records_success_or_terminates_failed_never_both(definition, states, parallel):
+    failed = [s for s in states if _failed(definition, s)]
+    ctx = {"variables": {"jobStates": states}, "parameters": {"parallelJobs": parallel},
+           "outputs": {"Failed_groups": {"body": failed}}}
+    terminates = any(ex.render(c["not"]["equals"][0], ctx) != ex.render(c["not"]["equals"][1], ctx)
+                     for c in actions_by_name(definition)["If_a_job_failed"]["expression"]["or"])
+    assert terminates is not _job_succeeded(definition, states, parallel)
 
 
 def test_failed_groups_filter_counts_any_non_zero_exit_or_unfinished_group(definition):
@@ -389,5 +402,19 @@ def test_event_runs_skip_only_when_a_later_job_already_succeeded(definition):
     assert newer("2026-01-02T03:00:00Z", {"startedAt": "2026-01-02T04:00:00Z"}) is False
     assert newer("2026-01-02T05:00:00Z", {"startedAt": "2026-01-02T04:00:00Z"}) is True
     assert newer("2026-01-02T05:00:00Z", None) is True  # no marker yet (404): always run
-    gate = acts["If_started_by_a_blob_event"]["expression"]["and"][0]["equals"]
+    gate = acts["If_an_event_grid_notification"]["expression"]["and"][0]["equals"]
     assert gate == ["@triggerOutputs()?['headers']?['aeg-event-type']", "Notification"]
+    assert acts["If_started_by_events"]["runAfter"] == {"Start_the_clock": ["Succeeded"]}  # checked holding the lock
+
+
+def test_the_request_trigger_never_queues_and_every_job_holds_the_lock(definition):
+    """Event Grid wants its handshake and each delivery answered within 30 s: the Request
+    trigger has no concurrency limit, so no call waits behind a running job; the job lock
+    (a blob lease, renewed at every poll) keeps one job at a time instead."""
+    assert "runtimeConfiguration" not in definition["triggers"][wf.BLOB_TRIGGER]
+    acts = actions_by_name(definition)
+    assert acts["Create_container_groups"]["runAfter"] == {"If_started_by_events": ["Succeeded", "Failed"]}
+    assert acts["Acquire_the_job_lock"]["inputs"]["headers"]["x-ms-lease-duration"] == "60"
+    assert acts["Renew_the_job_lock"]["inputs"]["headers"]["x-ms-lease-action"] == "renew"
+    assert set(acts["Release_the_job_lock"]["runAfter"]["If_every_job_succeeded"]) == {
+        "Succeeded", "Failed", "Skipped", "TimedOut"}

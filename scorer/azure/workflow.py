@@ -82,6 +82,10 @@ def _check(values: dict[str, Any]) -> None:
     except ValueError:
         raise WorkflowSettingsError(f"jobTimeout={values['jobTimeout']!r} must be an ISO 8601 duration such as "
                                     "PT1H.") from None
+    poll = values["pollSeconds"]
+    if not isinstance(poll, int) or isinstance(poll, bool) or not 1 <= poll <= 45:
+        raise WorkflowSettingsError(f"pollSeconds={poll!r} must be a whole number from 1 to 45: the job lock's "
+                                    "60-second lease is renewed at every poll.")
     if not isinstance(values["parallelJobs"], int) or not 1 <= values["parallelJobs"] <= 50:
         raise WorkflowSettingsError("parallelJobs must be a whole number from 1 to 50.")
     if not 0 < float(values["cpuCores"]) <= 4:

@@ -150,30 +150,39 @@ class TwinTransport:
 
 class TriggerQueue:
     """Runs of one trigger, at most ``runs`` at a time (its runtimeConfiguration),
-    the others waiting, at most MAX_WAITING_RUNS of them."""
+    the others waiting, at most MAX_WAITING_RUNS of them; with ``runs`` None
+    (concurrency control off, Logic Apps' default) every run starts at once."""
 
-    def __init__(self, twin: "Twin", name: str, runs: int):
+    def __init__(self, twin: "Twin", name: str, runs: int | None):
         self.twin = twin
         self.name = name
+        self.runs = runs
         self.waiting: queue.Queue = queue.Queue()
-        self.workers = [threading.Thread(target=self._work, name=f"runs:{name}", daemon=True) for _ in range(runs)]
+        self.workers = [threading.Thread(target=self._work, name=f"runs:{name}", daemon=True)
+                        for _ in range(runs or 0)]
         for w in self.workers:
             w.start()
 
     def fire(self, outputs: dict, respond=None, label: str = "") -> threading.Event | None:
+        done = threading.Event()
+        if self.runs is None:
+            threading.Thread(target=self._one, args=(outputs, respond, label, done), name=f"run:{self.name}",
+                             daemon=True).start()
+            return done
         if self.waiting.qsize() >= MAX_WAITING_RUNS:
             return None
-        done = threading.Event()
         self.waiting.put((outputs, respond, label, done))
         return done
 
     def _work(self) -> None:
         while True:
-            outputs, respond, label, done = self.waiting.get()
-            try:
-                self.twin.execute(self.name, outputs, respond, label)
-            finally:
-                done.set()
+            self._one(*self.waiting.get())
+
+    def _one(self, outputs: dict, respond, label: str, done: threading.Event) -> None:
+        try:
+            self.twin.execute(self.name, outputs, respond, label)
+        finally:
+            done.set()
 
 
 class RequestTrigger:
@@ -389,8 +398,8 @@ class Twin:
         self.runs: list[Outcome] = []
         self._active = 0
         self._active_lock = threading.Lock()
-        self.queues = {name: TriggerQueue(self, name, int(((t.get("runtimeConfiguration") or {}).get("concurrency")
-                                                           or {}).get("runs", 25)))
+        self.queues = {name: TriggerQueue(self, name, ((t.get("runtimeConfiguration") or {}).get("concurrency")
+                                                       or {}).get("runs"))
                        for name, t in self.definition["triggers"].items()}
         self.request_trigger = RequestTrigger(self, wf.BLOB_TRIGGER)
         self.watcher = EventGridWatcher(self, self.request_trigger.url, watch_poll)

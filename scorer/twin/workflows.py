@@ -58,8 +58,8 @@ class Hosted:
         self.runs: list[Run] = []
         self.queues: dict[str, _Queue] = {}
         for trigger, spec in (self.definition.get("triggers") or {}).items():
-            limit = int(((spec.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("runs", 25))
-            self.queues[trigger] = _Queue(self, trigger, limit)
+            limit = ((spec.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("runs")
+            self.queues[trigger] = _Queue(self, trigger, int(limit) if limit else None)
         self._schedules = [threading.Thread(target=self._recur, args=(t,), daemon=True, name=f"recurrence:{t}")
                            for t, spec in (self.definition.get("triggers") or {}).items()
                            if str(spec.get("type", "")).lower() == "recurrence"]
@@ -101,18 +101,24 @@ class Hosted:
 
 
 class _Queue:
-    """Runs of one trigger: at most ``limit`` at once, the others waiting."""
+    """Runs of one trigger: at most ``limit`` at once, the others waiting (at most
+    MAX_WAITING_RUNS); with no limit (concurrency control off, Logic Apps' default) every
+    run starts at once."""
 
-    def __init__(self, hosted: Hosted, trigger: str, limit: int):
+    def __init__(self, hosted: Hosted, trigger: str, limit: int | None):
         self.hosted, self.trigger, self.limit = hosted, trigger, limit
         self.waiting: queue.Queue = queue.Queue()
-        for i in range(limit):
+        for i in range(limit or 0):
             threading.Thread(target=self._work, daemon=True, name=f"runs:{hosted.name}:{trigger}:{i}").start()
 
     def fire(self, outputs: dict, respond=None) -> threading.Event | None:
+        done = threading.Event()
+        if self.limit is None:
+            threading.Thread(target=self._one, args=(outputs, respond, done), daemon=True,
+                             name=f"run:{self.hosted.name}:{self.trigger}").start()
+            return done
         if self.waiting.qsize() >= MAX_WAITING_RUNS:
             return None
-        done = threading.Event()
         self.waiting.put((outputs, respond, done))
         return done
 
@@ -122,13 +128,16 @@ class _Queue:
                 outputs, respond, done = self.waiting.get(timeout=0.5)
             except queue.Empty:
                 continue
-            try:
-                self.hosted.execute(self.trigger, outputs, respond)
-            except Exception as exc:  # a defect in one run must not end the trigger's worker
-                if respond is not None:
-                    respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
-            finally:
-                done.set()
+            self._one(outputs, respond, done)
+
+    def _one(self, outputs: dict, respond, done: threading.Event) -> None:
+        try:
+            self.hosted.execute(self.trigger, outputs, respond)
+        except Exception as exc:  # a defect in one run must not end the trigger's worker
+            if respond is not None:
+                respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
+        finally:
+            done.set()
 
 
 class Transport:
