@@ -6,6 +6,7 @@
     scorer runs | report [RUN_ID] [--html FILE]       past runs, from their reports
     scorer serve [--host H] [--port P]                the published models over HTTP
     scorer local [--once]                             the local twin of the Logic App
+    scorer azure                                      the local Azure that `deploy.py --local` deploys into
 
 Errors scorer raises on purpose are printed as a message and what to do, with the
 exit status from scorer.errors; a traceback only with --debug.
@@ -161,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inject a Container Instances failure: unpullable, pending, quota:N (the Nth create is "
                        "refused), gone:N (the Nth group answers 404), throttle:K (K answers of 429)")
     local.set_defaults(func=cmd_local)
+
+    az = sub.add_parser("azure", help="the local Azure: an Azure Resource Manager on this machine that "
+                        "`scripts/deploy.py --local` deploys arm_templates/main.json into",
+                        description="Serves Azure Resource Manager's deployments API on 127.0.0.1 over HTTPS until "
+                        "Ctrl-C: the template is deployed as ARM deploys it, each resource with the checks Azure "
+                        "makes when it is created; storage is Azurite, images are built with podman or docker, the "
+                        "Logic App runs with scorer's workflow engine. See docs/twin.md.")
+    az.add_argument("--port", type=int, default=0, help="port (default: a free one; endpoint.json says which)")
+    az.add_argument("--engine", choices=["auto", "podman", "docker", "process"], default="auto",
+                    help="how images are built and container groups run: podman or docker, or plain processes "
+                    "(builds recorded, not made)")
+    az.add_argument("--rbac-delay", type=float, default=0.0, metavar="SECONDS",
+                    help="a new role assignment takes effect only after this long (Azure: up to minutes)")
+    az.set_defaults(func=cmd_azure)
     return p
 
 
@@ -394,6 +409,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_local(args: argparse.Namespace) -> int:
     from scorer.twin.local import main as local_main
     return local_main(args)
+
+
+def cmd_azure(args: argparse.Namespace) -> int:
+    from scorer.twin.arm import main as azure_main
+    return azure_main(args)
 
 
 def entry() -> None:

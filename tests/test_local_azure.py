@@ -213,3 +213,47 @@ def test_the_lifecycle_rule_deletes_old_run_logs_and_nothing_else(rehearsal, cap
         ("logs/runs/08584123/scorer-20260101-abc.log", 31), ("logs/runs/08584124/scorer-20260102-abc.log", 3),
         ("logs/_state/last-success.json", 90), ("output/m/a.csv", 90)])
     assert deleted == ["logs/runs/08584123/scorer-20260101-abc.log"]
+
+
+@pytest.mark.slow
+def test_a_burst_of_events_runs_one_job_at_a_time_and_every_blob_is_scored(rehearsal, azurite, fitted, capsys):
+    """The event path, end to end on what the template deployed: every BlobCreated
+    delivery is answered at once (202), the burst starts one job at a time (the job lock),
+    and a blob dropped while a job runs is scored by the next job."""
+    from azure.storage.blob import BlobServiceClient
+
+    from scorer.models.registry import Registry
+    from scorer.settings import Settings
+    from scorer.storage import Store, connect
+
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    settings = Settings(connection_string=azurite.connection_string)
+    store = Store(connect(settings), settings)
+    Registry(store).publish(fitted / "glm_gamma.rds", "g")
+    names = [f"g/burst-{i}.csv" for i in range(4)]
+    most = [0]
+
+    def watch() -> bool:
+        running = [g for s in r.azure.types.workflows.standins.values() for g in s.groups.values()
+                   if not g.deleted and g.exit_code is None]
+        most[0] = max(most[0], len(running))
+        return running
+    for name in names[:3]:
+        drop(azurite, "input", name, ROW)
+    wait_for(watch, 60)                      # the first job runs
+    drop(azurite, "input", names[3], ROW)   # dropped while it runs
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+
+    def scored() -> bool:
+        watch()
+        return all(service.get_blob_client("output", n).exists() for n in names)
+    wait_for(scored, 180)
+    deliveries = [s for s in r.azure.requests if s[1].endswith("/paths/invoke") and s[0] == "POST"]
+    assert deliveries and all(status == 202 for _, _, status in deliveries[1:])  # the first is the handshake
+    assert most[0] == 1
+    jobs = sum(len(s.groups) for s in r.azure.types.workflows.standins.values())
+    assert 1 <= jobs <= 2, jobs
+
+
+ROW = b"wt,hp\n2.6,110\n3.2,150\n"

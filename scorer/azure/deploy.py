@@ -540,20 +540,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "jobTimeout": args.job_timeout, "pollSeconds": args.poll_seconds}
 
 
-def next_steps(group: str, outputs: dict[str, Any]) -> str:
-    """What to do after `up`, with this deployment's names filled in."""
+def next_steps(group: str, outputs: dict[str, Any], local: bool = False) -> str:
+    """What to do after `up`, with this deployment's names filled in (and --local for the local Azure)."""
+    cmd = "scripts/deploy.py --local" if local else "scripts/deploy.py"
     account = outputs.get("blobEndpoint", "https://<account>.blob.core.windows.net/")
+    where = (f"SCORER_ACCOUNT_URL={account}" if account.startswith("https://") else
+             'eval "$(scripts/azurite env)";')  # the local Azure's storage is Azurite, which takes no tokens
     return f"""
 Deployed. Next:
   1. Publish a model (needs Storage Blob Data Contributor, granted to you unless --no-grant-me):
-       SCORER_ACCOUNT_URL={account} scorer models publish MODEL.rds --name NAME
+       {where} scorer models publish MODEL.rds --name NAME
   2. Drop input into {outputs.get('inputContainer', 'input')}/NAME/... (CSV or Parquet); the blob event starts a run,
      and the schedule scores whatever is pending (including anything an event missed).
-  3. Watch runs:   scripts/deploy.py runs -g {group}
-     Run now:      scripts/deploy.py trigger -g {group}
-     Job logs:     scripts/deploy.py logs -g {group} RUN
+  3. Watch runs:   {cmd} runs -g {group}
+     Run now:      {cmd} trigger -g {group}
+     Job logs:     {cmd} logs -g {group} RUN
   Role assignments can take a few minutes to apply; a run in the first minutes may fail with 403.
-  Remove everything: scripts/deploy.py teardown -g {group} --yes""" + (f"""
+  Remove everything: {cmd} teardown -g {group} --yes""" + (f"""
   HTTP API: {outputs['apiUrl']} (Entra ID sign-in required; docs/serving.md shows how to call it):
        TOKEN=$(az account get-access-token --resource api://<api client id> --query accessToken -o tsv)
        curl -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
@@ -676,7 +679,7 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
         env.pop("AZURE_STORAGE_CONNECTION_STRING", None)
         subprocess.run([sys.executable, "-m", "scorer", "models", "publish", args.publish_model,
                         "--name", args.model_name], env=env, check=True)
-    print(next_steps(args.resource_group, outputs))
+    print(next_steps(args.resource_group, outputs, args.local))
     return 0
 
 
@@ -690,7 +693,7 @@ def cmd_trigger(args: argparse.Namespace, clients: Clients) -> int:
 def cmd_runs(args: argparse.Namespace, clients: Clients) -> int:
     outputs = deployment_outputs(clients, args.resource_group, args.prefix)
     for r in recent_runs(clients, args.resource_group, outputs["logicAppName"], args.top):
-        print(f"{r['name']}  {r['status']:10} {r['start']}  {r['end'] or '':32} {r['error'] or ''}")
+        print(f"{r['name']}  {r['status']:10} {r['start']!s:32}  {r['end'] or '(running)'!s:32}  {r['error'] or ''}")
     return 0
 
 

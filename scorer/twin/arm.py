@@ -383,4 +383,37 @@ def parent_id(rid: str) -> str:
     return scope + "/providers/" + ns + "/" + "/".join(f"{t}/{n}" for t, n in zip(types[:-1], names[:-1]))
 
 
+def main(args: Any) -> int:
+    """`scorer azure`: serve the local Azure until Ctrl-C or SIGTERM (then 130)."""
+    import os
+    import signal
+
+    from scorer.errors import EXIT_INTERRUPTED
+    from scorer.twin.backends import ContainerBackend, ProcessBackend
+    from scorer.twin.local import ROOT, azurite_connection_string, ensure_azurite
+    from scorer.twin.resources import Options
+
+    azurite = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if not azurite:
+        port = int(os.environ.get("AZURITE_PORT", "10000"))
+        ensure_azurite(port)
+        azurite = azurite_connection_string(port)
+    backend = None if args.engine == "process" else ContainerBackend.detect(args.engine)
+    directory = Path(os.environ.get("SCORER_LOCAL_AZURE", ROOT / ".scorer-local" / "azure"))
+    azure = LocalAzure(directory, azurite, Options(backend=backend or ProcessBackend(), rbac_delay=args.rbac_delay),
+                       port=args.port)
+    print(f"local Azure at {azure.url} (certificate {azure.cert}); images "
+          f"{'built with ' + backend.name if backend else 'recorded, jobs run as processes'}.\n"
+          f"Deploy into it: scripts/deploy.py --local up -g rg-scorer -l local", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        azure.close()
+        (directory / "endpoint.json").unlink(missing_ok=True)
+    return EXIT_INTERRUPTED
+
+
 __all__ = ["ArmError", "LocalAzure", "OPERATOR", "parent_id", "same_id"]

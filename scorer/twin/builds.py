@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +32,7 @@ from typing import Any, Callable
 
 from scorer.twin.arm import ArmError, now_iso
 
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = "acr-build-sources"
 LOGS = "acr-build-logs"
 
@@ -43,22 +45,37 @@ def recording_builder(context: Path, dockerfile: str, images: list[str], args: d
     return True, f"(no container engine on this machine: {', '.join(images)} recorded, not built)\n"
 
 
-def engine_builder(command: list[str]) -> Callable[..., tuple[bool, str]]:
-    """A builder that runs ``command build`` (podman or docker) on the context."""
+def base_image(backend: Any) -> str:
+    """The base image this machine builds from (docker/engine.sh decides: Docker Hub's
+    when a registry answers, else the one scripts/setup-containers made)."""
+    done = subprocess.run(["bash", "-c", f". {ROOT}/docker/engine.sh; scorer_base_image"], env=backend.env,
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() or "docker.io/library/debian:bookworm-slim"
+
+
+def engine_builder(backend: Any) -> Callable[..., tuple[bool, str]]:
+    """A builder that runs the engine's build (podman or docker, with the flags
+    scripts/build-image uses here) on the context. The agent reaches registries as this
+    machine does: a BASE_IMAGE the build is not given is docker/engine.sh's choice, and
+    this machine's pip CA (docker/ca.crt, which deploy.py never uploads) joins the context."""
     def build(context: Path, dockerfile: str, images: list[str], args: dict[str, str]) -> tuple[bool, str]:
-        argv = [*command, "build", "-f", str(context / dockerfile)]
+        args = {"BASE_IMAGE": base_image(backend), **args}
+        if (ROOT / "docker" / "ca.crt").is_file():
+            shutil.copy(ROOT / "docker" / "ca.crt", context / "docker" / "ca.crt")
+        argv = [*backend.command, "build", "-f", str(context / dockerfile)]
+        if backend.name == "podman":
+            argv += ["--format", "docker", "--network", "host", "--isolation", "chroot", "--layers"]
         for image in images:
             argv += ["-t", image]
         for k, v in args.items():
             argv += ["--build-arg", f"{k}={v}"]
-        done = subprocess.run(argv + [str(context)], capture_output=True, text=True, timeout=3600)
+        done = subprocess.run(argv + [str(context)], capture_output=True, text=True, timeout=3600, env=backend.env)
         return done.returncode == 0, done.stdout + done.stderr
     return build
 
 
 def default_builder(backend: Any) -> Callable[..., tuple[bool, str]]:
-    command = getattr(backend, "command", None)
-    return engine_builder(command) if command else recording_builder
+    return engine_builder(backend) if getattr(backend, "command", None) else recording_builder
 
 
 class Registries:
@@ -105,9 +122,7 @@ class Registries:
         if action == "schedulerun" and method == "POST":
             return 200, {}, self._schedule(registry, body or {})
         if action == "importimage" and method == "POST":
-            for tag in (body or {}).get("targetTags") or []:
-                self.images[registry["id"].lower()].add(tag)
-            return 200, {}, None
+            return 200, {}, self._import(registry, body or {})
         if action == "runs" and m[3] is None and method == "GET":
             wanted = re.search(r"Status eq '(\w+)'", query.get("$filter", ""))
             runs = [r for r in self.runs.values() if r["registry"] == registry["id"].lower()
@@ -119,6 +134,18 @@ class Registries:
         if m[4] and method == "POST":
             return 200, {}, {"logLink": run["log_link"]}
         return 200, {}, run["view"]
+
+    def _import(self, registry: dict, body: dict) -> None:
+        """importImage: no registry outside this machine is reached, so the source is the
+        image this machine builds from (the base image is the one thing deploy.py imports),
+        tagged into the registry where an engine is here."""
+        backend = self.types.options.backend
+        for tag in body.get("targetTags") or []:
+            if getattr(backend, "command", None):
+                login = registry["properties"]["loginServer"]
+                subprocess.run([*backend.command, "tag", base_image(backend), f"{login}/{tag}"], env=backend.env,
+                               capture_output=True, timeout=120)
+            self.images[registry["id"].lower()].add(tag)
 
     def _sas_url(self, container: str, blob: str, write: bool) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
