@@ -717,12 +717,24 @@ def cmd_teardown(args: argparse.Namespace, clients: Clients) -> int:
     return 0
 
 
+def _workflow_options(up: argparse.ArgumentParser) -> None:
+    """`up`'s options for the workflow's settings (logicapp/workflow.json's parameters)."""
+    up.add_argument("--cpu", type=float, help="vCPUs per container group (workflow default: cpuCores)")
+    up.add_argument("--memory", type=float, help="GB per container group (workflow default: memoryInGB)")
+    up.add_argument("--parallel-jobs", type=int, help="container groups per run (workflow default: parallelJobs)")
+    up.add_argument("--schedule-frequency", help="Second, Minute, Hour, Day, Week or Month")
+    up.add_argument("--schedule-interval", type=int, help="units of --schedule-frequency between runs")
+    up.add_argument("--schedule-hours", help="UTC hours, comma-separated, e.g. 2,14 (Day and Week schedules)")
+    up.add_argument("--schedule-minutes", help="minutes, comma-separated, e.g. 0,30 (Hour, Day and Week schedules)")
+    up.add_argument("--job-timeout", help="ISO 8601 duration the job may run, e.g. PT2H")
+    up.add_argument("--poll-seconds", type=int, help="seconds between polls of the container group (1-45)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deploy.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--subscription", help="subscription ID (default: AZURE_SUBSCRIPTION_ID)")
     p.add_argument("--prefix", default="scorer", help="name prefix of the resources and of the ARM deployment")
-    p.add_argument("--local", action="store_true",
-                   help="deploy to the local Azure on this machine (`scorer azure`), not to Azure: a rehearsal")
+    p.add_argument("--local", action="store_true", help="to the local Azure (`scorer azure`), not Azure: a rehearsal")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="deploy or update everything, build and push the image")
@@ -753,15 +765,7 @@ def parser() -> argparse.ArgumentParser:
                     help="do not give the signed-in user Storage Blob Data Contributor on the account")
     up.add_argument("--publish-model", metavar="MODEL.rds", help="publish this model after deploying (needs R)")
     up.add_argument("--model-name", help="name to publish --publish-model under")
-    up.add_argument("--cpu", type=float, help="vCPUs per container group (workflow default: cpuCores)")
-    up.add_argument("--memory", type=float, help="GB per container group (workflow default: memoryInGB)")
-    up.add_argument("--parallel-jobs", type=int, help="container groups per run (workflow default: parallelJobs)")
-    up.add_argument("--schedule-frequency", help="Second, Minute, Hour, Day, Week or Month")
-    up.add_argument("--schedule-interval", type=int, help="units of --schedule-frequency between runs")
-    up.add_argument("--schedule-hours", help="UTC hours, comma-separated, e.g. 2,14")
-    up.add_argument("--schedule-minutes", help="minutes, comma-separated, e.g. 0,30")
-    up.add_argument("--job-timeout", help="ISO 8601 duration the job may run, e.g. PT2H")
-    up.add_argument("--poll-seconds", type=int, help="seconds between polls of the container group")
+    _workflow_options(up)
     up.set_defaults(func=cmd_up)
 
     for name, func, text in (("trigger", cmd_trigger, "start a scoring run now"),

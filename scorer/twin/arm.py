@@ -42,34 +42,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from scorer.azure.template import Planned, Scope, Template, TemplateError, same_id, split_id
+from scorer.azure.template import Planned, Scope, Template, TemplateError
+from scorer.twin.arm_common import (ALWAYS_REGISTERED, NAMESPACES, OPERATOR, SUBSCRIPTION, TENANT, ArmError,
+                                     now_iso)
 from scorer.twin.standin import LocalIdentity
-
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-TENANT = "72f988bf-0000-0000-0000-000000000000"
-OPERATOR = "7a3c6f1e-0000-4000-8000-00000000beef"   # the signed-in user's object ID here
-#: resource providers a subscription has; the local subscription starts with none registered
-NAMESPACES = ("Microsoft.Resources", "Microsoft.Storage", "Microsoft.ManagedIdentity", "Microsoft.Authorization",
-              "Microsoft.ContainerRegistry", "Microsoft.Logic", "Microsoft.EventGrid", "Microsoft.App",
-              "Microsoft.ContainerInstance")
-#: registered from the start, as on every Azure subscription
-ALWAYS_REGISTERED = ("Microsoft.Resources", "Microsoft.Authorization")
-
-
-class ArmError(Exception):
-    """A refusal, with its HTTP status and ARM's error code."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost, and its key, written under ``directory``
@@ -373,16 +349,6 @@ def _handler(azure: LocalAzure) -> type:
     return Handler
 
 
-def parent_id(rid: str) -> str:
-    """The ID of a child resource's parent (``.../a/x/b/y`` -> ``.../a/x``)."""
-    scope, rtype, name = split_id(rid)
-    ns, *types = rtype.split("/")
-    names = name.split("/")
-    if len(types) < 2:
-        return scope
-    return scope + "/providers/" + ns + "/" + "/".join(f"{t}/{n}" for t, n in zip(types[:-1], names[:-1]))
-
-
 def main(args: Any) -> int:
     """`scorer azure`: serve the local Azure until Ctrl-C or SIGTERM (then 130)."""
     import os
@@ -414,6 +380,3 @@ def main(args: Any) -> int:
         azure.close()
         (directory / "endpoint.json").unlink(missing_ok=True)
     return EXIT_INTERRUPTED
-
-
-__all__ = ["ArmError", "LocalAzure", "OPERATOR", "parent_id", "same_id"]

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from scorer.twin.arm import ArmError, now_iso
+from scorer.twin.arm_common import ArmError, now_iso
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = "acr-build-sources"

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from scorer.twin.arm import ArmError, now_iso
+from scorer.twin.arm_common import ArmError, now_iso
 
 NOT_RETRIED = {400, 401, 403, 413}
 

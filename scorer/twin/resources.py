@@ -35,7 +35,7 @@ import uuid
 from typing import Any, Callable
 
 from scorer.azure.template import Planned, Template, split_id
-from scorer.twin.arm import ArmError, LocalAzure, now_iso, parent_id
+from scorer.twin.arm_common import OPERATOR, ArmError, now_iso, parent_id
 
 #: built-in roles by ID (the ones main.json assigns, and the usual three), with the data
 #: actions the local storage front checks
@@ -81,7 +81,7 @@ def _uuid_for(*parts: str) -> str:
 class ResourceTypes:
     """Every resource of the local Azure, kept in ``azure.resources`` as ARM shows them."""
 
-    def __init__(self, azure: LocalAzure, options: Options):
+    def __init__(self, azure: Any, options: Options):  # azure: scorer.twin.arm.LocalAzure
         from scorer.twin.builds import Registries
         from scorer.twin.events import EventGrid
         from scorer.twin.workflows import Workflows
@@ -94,7 +94,7 @@ class ResourceTypes:
         self.workflows = Workflows(self)
         self.events = EventGrid(self)
         self.storage = Storage(self)
-        self.principals[_operator()] = ("User", 0.0)
+        self.principals[OPERATOR] = ("User", 0.0)
 
     # -- the deployment's view ----------------------------------------------------------------
 
@@ -400,11 +400,6 @@ class Storage:
                     out.append(path)
                     break
         return out
-
-
-def _operator() -> str:
-    from scorer.twin.arm import OPERATOR
-    return OPERATOR
 
 
 def _public(view: dict) -> dict:

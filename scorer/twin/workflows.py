@@ -31,7 +31,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from scorer.twin.arm import ArmError
+from scorer.twin.arm_common import ArmError
 from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
 
 #: Logic Apps' limit on runs waiting for a trigger with a concurrency limit, beyond the running ones
