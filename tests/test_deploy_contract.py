@@ -330,6 +330,22 @@ def test_import_base_image_copies_it_into_the_registry_and_builds_from_the_copy(
     assert run["arguments"] == [{"name": "BASE_IMAGE", "value": f"scoreracrabc.azurecr.io/{deploy.BASE_IMAGE_COPY}"}]
 
 
+def test_import_base_image_uses_docker_hub_credentials_from_the_environment(monkeypatch):
+    """Contract test (not verified on Azure): an anonymous import is throttled like the
+    build's own pull; with DOCKERHUB_USERNAME and DOCKERHUB_TOKEN set, the import carries
+    them as ImportSourceCredentials (the token never on the command line)."""
+    monkeypatch.setenv("DOCKERHUB_USERNAME", "someone")
+    monkeypatch.setenv("DOCKERHUB_TOKEN", "dckr_pat_example")
+    clients, transport = clients_with([
+        *REGISTERED, ("HEAD", rf"/resourcegroups/{RG}\?", 204, None, {}), *FIRST_DEPLOYMENT,
+        ("PUT", DEPLOYMENTS, 200, deployment_response(), {}),
+        ("POST", r"/registries/scoreracrabc/importImage\?", 200, None, {}), *BUILD,
+    ])
+    assert deploy.main(["up", "-g", RG, "--no-grant-me", "--import-base-image"], clients=clients) == 0
+    (imported,) = transport.bodies("POST", r"/importImage\?")
+    assert imported["source"]["credentials"] == {"username": "someone", "password": "dckr_pat_example"}
+
+
 def test_r_packages_reach_the_build_as_debian_packages_and_a_bad_name_is_refused_first(capsys):
     """Contract test (not verified on Azure): the build answers with the REST examples
     (RegistriesScheduleRun etc.); the argument names docker/Dockerfile's EXTRA_R_PACKAGES."""

@@ -136,6 +136,21 @@ def test_deploy_time_literals_equal_the_parameter_defaults(definition):
         assert node == d[name], f"{'.'.join(path)} = {node!r} but {name} defaults to {d[name]!r}"
 
 
+@pytest.mark.parametrize("frequency, schedule", [
+    ("Minute", None), ("Second", None), ("Hour", {"minutes": [30]}), ("Day", {"hours": [2], "minutes": [30]}),
+    ("Week", {"hours": [2], "minutes": [30]}), ("Month", None)])
+def test_the_schedule_carries_only_the_fields_its_frequency_uses(definition, frequency, schedule):
+    """Before the fix hours and minutes were written for every frequency (Azure/logicapps#73)."""
+    values = wf.settings(definition, {"scheduleFrequency": frequency, "scheduleHours": [2], "scheduleMinutes": [30]})
+    rec = wf.prepare_definition(definition, values)["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"]
+    assert rec.get("schedule") == schedule
+
+
+def test_poll_seconds_stay_under_the_job_locks_lease(definition):
+    with pytest.raises(wf.WorkflowSettingsError, match="pollSeconds=60 .* 60-second lease"):
+        wf.settings(definition, {"pollSeconds": 60})
+
+
 def test_prepared_definition_carries_overridden_schedule_and_timeout(definition):
     values = wf.settings(definition, {"scheduleFrequency": "Week", "scheduleHours": [1, 13],
                                       "scheduleMinutes": [30], "jobTimeout": "PT3H"})
@@ -418,3 +433,12 @@ def test_the_request_trigger_never_queues_and_every_job_holds_the_lock(definitio
     assert acts["Renew_the_job_lock"]["inputs"]["headers"]["x-ms-lease-action"] == "renew"
     assert set(acts["Release_the_job_lock"]["runAfter"]["If_every_job_succeeded"]) == {
         "Succeeded", "Failed", "Skipped", "TimedOut"}
+
+
+def test_every_description_is_within_the_definition_limit(definition):
+    """Microsoft's Logic Apps limits: a description is at most 256 characters. Before the
+    fix two action descriptions had 288 and 277."""
+    long = {n: len(a["description"]) for n, a in actions_by_name(definition).items()
+            if len(a.get("description", "")) > 256}
+    long |= {n: len(t["description"]) for n, t in definition["triggers"].items() if len(t.get("description", "")) > 256}
+    assert not long

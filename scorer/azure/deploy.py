@@ -433,11 +433,18 @@ def import_base_image(clients: Clients, group: str, registry: str, login_server:
     """Copy the Dockerfile's base image from Docker Hub into the registry (ACR's import,
     as `az acr import`): shared ACR Tasks agents pull Docker Hub anonymously and are often
     throttled. Returns the copy's reference for BASE_IMAGE."""
-    from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMode, ImportSource
+    from azure.mgmt.containerregistry.models import (ImportImageParameters, ImportMode, ImportSource,
+                                                     ImportSourceCredentials)
 
-    progress(f"importing docker.io/{BASE_IMAGE} into {registry} as {BASE_IMAGE_COPY}")
+    user, token = os.environ.get("DOCKERHUB_USERNAME"), os.environ.get("DOCKERHUB_TOKEN")
+    # an anonymous import is itself a Docker Hub pull, throttled like the build's: with an
+    # account's token (from the environment, never the command line) it has the account's limits
+    credentials = ImportSourceCredentials(username=user, password=token) if user and token else None
+    progress(f"importing docker.io/{BASE_IMAGE} into {registry} as {BASE_IMAGE_COPY}"
+             + (f" (as Docker Hub user {user})" if credentials else " (anonymously: set DOCKERHUB_USERNAME and "
+                                                                    "DOCKERHUB_TOKEN to use an account's limits)"))
     clients.acr.registries.begin_import_image(group, registry, ImportImageParameters(
-        source=ImportSource(registry_uri="registry.hub.docker.com", source_image=BASE_IMAGE),
+        source=ImportSource(registry_uri="registry.hub.docker.com", source_image=BASE_IMAGE, credentials=credentials),
         target_tags=[BASE_IMAGE_COPY], mode=ImportMode.FORCE), polling_interval=clients.poll_seconds).result()
     return f"{login_server}/{BASE_IMAGE_COPY}"
 
@@ -579,7 +586,8 @@ def _check_up(args: argparse.Namespace, values: dict) -> None:
             "--with-api needs --api-client-id: the application (client) ID of an Entra ID app registration that "
             "protects the API (Container Apps authentication admits only callers with a token for it). Create one: "
             "`az ad app create --display-name scorer-api --sign-in-audience AzureADMyOrg --query appId -o tsv`, then "
-            "`az ad app update --id <appId> --identifier-uris api://<appId>` (docs/serving.md has the rest).")
+            "`az ad app update --id <appId> --identifier-uris api://<appId>` and `az ad app update --id <appId> --set "
+            "api.requestedAccessTokenVersion=2` (the API checks the v2.0 issuer; docs/serving.md has the rest).")
     if args.skip_build and args.r_packages:
         raise DeployError("--r-packages adds packages while building the image; with --skip-build nothing is built. "
                           "Leave one of them out.")

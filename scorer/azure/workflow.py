@@ -123,7 +123,21 @@ def prepare_definition(definition: dict, values: dict[str, Any]) -> dict:
     for name, value in values.items():
         if name not in ARM_FILLED:
             out["parameters"][name]["defaultValue"] = copy.deepcopy(value)
+    _schedule_fits_frequency(out["triggers"][SCHEDULE_TRIGGER]["recurrence"])
     return out
+
+
+def _schedule_fits_frequency(recurrence: dict) -> None:
+    """Keep only the schedule fields the frequency uses: hours for Day and Week, minutes
+    for Hour, Day and Week (Microsoft's Recurrence reference). Logic Apps refuses or
+    misreads the others (Azure/logicapps#73: minutes on a Minute recurrence)."""
+    schedule = recurrence.get("schedule") or {}
+    if recurrence["frequency"] not in ("Day", "Week"):
+        schedule.pop("hours", None)
+    if recurrence["frequency"] not in ("Hour", "Day", "Week"):
+        schedule.pop("minutes", None)
+    if not schedule:
+        recurrence.pop("schedule", None)
 
 
 def environment(values: dict[str, Any]) -> dict[str, str]:
