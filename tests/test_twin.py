@@ -172,3 +172,32 @@ def test_transport_reaches_nothing_but_the_standin_and_azurite(make_twin):
     assert isinstance(twin.transport, TwinTransport)
     with pytest.raises(OSError, match="reaches only"):
         twin.transport.send(HttpRequest("GET", "https://management.azure.com/x", {}, None, None), 5)
+
+
+def test_an_older_run_finishing_late_never_moves_the_success_marker_back(gamma, make_twin):
+    """Before the fix every successful run wrote its start time over the marker, so a run
+    that started before the one recorded (an older run finishing late) moved it back, and
+    later event runs took already scored events for new ones."""
+    twin = make_twin()  # it makes the logs container
+    marker = json.dumps({"startedAt": "2099-01-01T00:00:00.0000000Z", "containerGroups": ["later"]}).encode()
+    gamma.store.put_bytes("logs", "_state/last-success.json", marker)
+    gamma.drop("g/a.csv", ROW)
+    outcome = twin.run_once()
+    assert outcome.run.status == "Succeeded", outcome.run.error
+    assert json.loads(gamma.store.read_bytes("logs", "_state/last-success.json"))["containerGroups"] == ["later"]
+
+
+def test_the_first_success_writes_the_marker_and_a_later_one_replaces_it(gamma, make_twin):
+    twin = make_twin()
+    try:
+        gamma.store.delete("logs", "_state/last-success.json")  # the session's Azurite is shared
+    except Exception:  # no marker yet
+        pass
+    gamma.drop("g/a.csv", ROW)
+    first = twin.run_once()
+    marker = json.loads(gamma.store.read_bytes("logs", "_state/last-success.json"))
+    assert first.run.status == "Succeeded" and marker["containerGroups"] == first.run.variables["groupNames"]
+    gamma.drop("g/b.csv", ROW)
+    second = twin.run_once()
+    marker = json.loads(gamma.store.read_bytes("logs", "_state/last-success.json"))
+    assert second.run.status == "Succeeded" and marker["containerGroups"] == second.run.variables["groupNames"]
