@@ -473,10 +473,15 @@ def check_functions(template: dict) -> None:
                             "InvalidTemplateFunction")
 
 
+#: the list*() functions the local Azure answers (scorer.twin.resources); ARM's others are each
+#: resource provider's, and refused up front here
+LIST_FUNCTIONS = ("listcallbackurl",)
+
+
 def known(name: str) -> bool:
     """Whether ``name`` is a template function implemented here (names are case-insensitive)."""
     low = name.lower()
-    return low in FUNCTIONS or low in _CONTEXT_FUNCTIONS or low == "if" or _is_state_call(name)
+    return low in FUNCTIONS or low in _CONTEXT_FUNCTIONS or low in ("if", "reference") or low in LIST_FUNCTIONS
 
 
 def _is_state_call(name: str) -> bool:
