@@ -63,7 +63,8 @@ PAGES_DIR = ROOT / ".scorer-local" / "reports"
 STORAGE_AUDIENCE = "https://storage.azure.com/"
 #: parameter values the twin deploys with unless --set says otherwise (Azure's: PT15S polls)
 TWIN_DEFAULTS = {"pollSeconds": 1}
-#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit
+#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit: 10 plus the
+#: number of concurrent runs ("Concurrency and de-batching", Logic Apps limits)
 MAX_WAITING_RUNS = 10
 
 
@@ -169,7 +170,7 @@ class TriggerQueue:
             threading.Thread(target=self._one, args=(outputs, respond, label, done), name=f"run:{self.name}",
                              daemon=True).start()
             return done
-        if self.waiting.qsize() >= MAX_WAITING_RUNS:
+        if self.waiting.qsize() >= MAX_WAITING_RUNS + self.runs:
             return None
         self.waiting.put((outputs, respond, label, done))
         return done

@@ -34,7 +34,8 @@ from typing import Any
 from scorer.twin.arm_common import ArmError
 from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
 
-#: Logic Apps' limit on runs waiting for a trigger with a concurrency limit, beyond the running ones
+#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit: 10 plus the
+#: number of concurrent runs
 MAX_WAITING_RUNS = 10
 CALLER_WAIT_S = 120
 
@@ -102,7 +103,7 @@ class Hosted:
 
 class _Queue:
     """Runs of one trigger: at most ``limit`` at once, the others waiting (at most
-    MAX_WAITING_RUNS); with no limit (concurrency control off, Logic Apps' default) every
+    MAX_WAITING_RUNS + limit); with no limit (concurrency control off, Logic Apps' default) every
     run starts at once."""
 
     def __init__(self, hosted: Hosted, trigger: str, limit: int | None):
@@ -117,7 +118,7 @@ class _Queue:
             threading.Thread(target=self._one, args=(outputs, respond, done), daemon=True,
                              name=f"run:{self.hosted.name}:{self.trigger}").start()
             return done
-        if self.waiting.qsize() >= MAX_WAITING_RUNS:
+        if self.waiting.qsize() >= MAX_WAITING_RUNS + self.limit:
             return None
         self.waiting.put((outputs, respond, done))
         return done
