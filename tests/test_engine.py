@@ -126,6 +126,16 @@ def test_response_answers_a_request_run_and_fails_in_a_scheduled_run():
     assert scheduled.actions["Answer"].status == "Failed"
 
 
+def test_a_response_after_the_caller_stopped_waiting_fails_and_fails_the_run():
+    """Microsoft's Response restrictions: when the request has already received a response
+    (the caller's 120 s are over), the Response action is Failed and so is the run
+    (Azure/logicapps#1340). Before the fix the engine marked it Succeeded."""
+    actions = {"Answer": {"type": "Response", "runAfter": {}, "inputs": {"statusCode": 202}}}
+    r = Engine(definition(actions, trigger="Request")).run("t", {}, respond=lambda answer: False)
+    assert r.actions["Answer"].status == "Failed" and r.actions["Answer"].code == "ActionResponseTimedOut"
+    assert r.status == "Failed"
+
+
 def test_a_request_run_without_a_response_answers_202_at_its_end():
     answers = []
     Engine(definition({"A": compose(1)}, trigger="Request")).run("t", {}, respond=answers.append)

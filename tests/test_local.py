@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 
 from scorer.azure import workflow as wf
-from scorer.twin.local import next_fire
+from scorer.twin.runtime import next_fire
 
 from conftest import ROOT, env_for
 from test_image import engine, image  # noqa: F401 - shared session fixtures: the engine and the built image

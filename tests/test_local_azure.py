@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from scorer.azure import deploy
+from scorer.azure import deploy, workflow as wf
 from scorer.twin.arm import LocalAzure
 from scorer.twin.resources import Options
 
@@ -125,8 +125,8 @@ def test_with_api_on_a_first_deployment_creates_the_app_after_its_image_is_built
 
 def test_with_api_waits_out_an_acrpull_assignment_that_has_not_taken_effect(rehearsal, capsys):
     """Azure/azure-dev#3138: a pull right after the AcrPull assignment fails until the role
-    propagates. Here it takes effect 4 s after it is created."""
-    r = rehearsal(rbac_delay=4.0)
+    propagates. Here it takes effect only at its third use."""
+    r = rehearsal(rbac_misses=2)
     assert r.up("--with-api", "--api-client-id", API_CLIENT) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert r.resource("Microsoft.App/containerApps", "scorer-api")["properties"]["runningStatus"] == "Running"
@@ -257,3 +257,55 @@ def test_a_burst_of_events_runs_one_job_at_a_time_and_every_blob_is_scored(rehea
 
 
 ROW = b"wt,hp\n2.6,110\n3.2,150\n"
+
+
+@pytest.mark.slow
+def test_trigger_runs_and_logs_work_against_the_deployment(rehearsal, azurite, fitted, capsys):
+    """`trigger`, `runs` and `logs` against what `up` deployed: the schedule trigger fired
+    by hand runs a job whose log the workflow saved under runs/<run>/."""
+    from scorer.models.registry import Registry
+    from scorer.settings import Settings
+    from scorer.storage import Store, connect
+
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    store = Store(connect(Settings(connection_string=azurite.connection_string)),
+                  Settings(connection_string=azurite.connection_string))
+    Registry(store).publish(fitted / "glm_gamma.rds", "g")
+    r.azure.types.events.close()  # no event runs: this run is the trigger's
+    drop(azurite, "input", "g/t.csv", ROW)
+    capsys.readouterr()
+    assert r.deploy("trigger") == 0
+    run = wait_for(lambda: next((x for x in r.workflow().runs if x.trigger == wf.SCHEDULE_TRIGGER), None), 120)
+    assert run.status == "Succeeded", run.error
+    assert r.deploy("runs") == 0
+    assert run.name in capsys.readouterr().out
+    assert r.deploy("logs", run.name) == 0
+    out = capsys.readouterr().out
+    assert f"logs/runs/{run.name}/" in out and '"event": "run_finished"' in out
+
+
+def test_what_if_shows_what_a_deployment_would_change_and_changes_nothing(rehearsal, capsys):
+    r = rehearsal()
+    assert r.deploy("up", "--what-if") == 0
+    assert "does not exist: everything would be created" in capsys.readouterr().out
+    assert r.up() == 0, capsys.readouterr().err
+    before = dict(r.azure.resources)
+    assert r.deploy("up", "--what-if", "--poll-seconds", "2") == 0
+    changes = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert ["Modify", r.resource("Microsoft.Logic/workflows", "scorer-runner")["id"]] in changes  # a new image tag
+    assert "Create" not in {c[0] for c in changes} and "NoChange" in {c[0] for c in changes}
+    assert r.azure.resources.keys() == before.keys()
+
+
+def test_teardown_in_a_group_it_did_not_create_deletes_only_the_deployments_resources(rehearsal, capsys):
+    r = rehearsal()
+    clients = deploy.local_clients(r.directory, poll_seconds=0.1)
+    clients.resources.resource_groups.create_or_update(r.group, {"location": "local"})
+    kept = f"/subscriptions/{r.azure.subscription}/resourceGroups/{r.group}/providers/Microsoft.ManagedIdentity/" \
+           "userAssignedIdentities/someone-elses"
+    clients.resources.resources.begin_create_or_update_by_id(kept, {"location": "local"}, api_version="2023-01-31").result()
+    assert r.up() == 0, capsys.readouterr().err
+    assert r.deploy("teardown", "--yes") == 0
+    assert r.group.lower() in r.azure.groups
+    assert list(r.azure.resources) == [kept.lower()]

@@ -14,7 +14,8 @@ from scorer.twin.backends import ProcessBackend
 from scorer.twin.engine import HttpRequest
 from scorer.twin.standin import Faults
 from scorer.errors import ConfigError
-from scorer.twin.local import Twin, TwinTransport
+from scorer.twin.local import Twin
+from scorer.twin.runtime import TwinTransport
 
 from conftest import ROOT
 
@@ -201,3 +202,24 @@ def test_the_first_success_writes_the_marker_and_a_later_one_replaces_it(gamma, 
     second = twin.run_once()
     marker = json.loads(gamma.store.read_bytes("logs", "_state/last-success.json"))
     assert second.run.status == "Succeeded" and marker["containerGroups"] == second.run.variables["groupNames"]
+
+
+def test_a_trigger_with_a_concurrency_limit_queues_ten_runs_beyond_it_and_refuses_the_next():
+    """Logic Apps' limits: waiting runs are at most 10 plus the concurrent runs (so 11 with
+    runs 1); before the fix the twin queued 10."""
+    import threading
+
+    from scorer.twin.runtime import TriggerQueue
+
+    release = threading.Event()
+
+    class Owner:
+        def execute(self, *args):
+            release.wait(10)
+    q = TriggerQueue(Owner(), "t", 1)
+    first = q.fire({})
+    time.sleep(0.2)  # the first run is running: the rest wait
+    waiting = [q.fire({}) for _ in range(11)]
+    assert first is not None and all(w is not None for w in waiting)
+    assert q.fire({}) is None
+    release.set()

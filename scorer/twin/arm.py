@@ -256,9 +256,9 @@ class LocalAzure:
             if key not in self.deployments:
                 raise ArmError(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
             return 200, {}, self.deployments[key].view(self.subscription)
-        if method == "DELETE":
+        if method == "DELETE":  # Deployments_Delete answers 202 or 204; this one is done at once
             self.deployments.pop(key, None)
-            return 200, {}, None
+            return 204, {}, None
         props = (body or {}).get("properties") or {}
         template, parameters = props.get("template"), props.get("parameters") or {}
         if not isinstance(template, dict):

@@ -280,7 +280,8 @@ class Engine:
             respond: Callable[[dict], None] | None = None) -> Run:
         """Run the definition once, as fired by ``trigger`` with these trigger
         ``outputs`` (headers, body, ...). ``respond`` receives a Response action's
-        answer (statusCode, headers, body) for the Request trigger's caller."""
+        answer (statusCode, headers, body) for the Request trigger's caller, and returns
+        False when the caller is no longer waiting (the Response then fails)."""
         if trigger not in self.definition.get("triggers", {}):
             raise DefinitionRefused(f"the definition has no trigger {trigger!r}")
         run = Run(name=_run_name(), trigger=trigger, started=_now())
@@ -515,8 +516,13 @@ class _RunState:
                   "body": inputs.get("body")}
         self.run.response = answer
         rec.outputs = answer
-        if self.respond is not None:
-            self.respond(answer)
+        if self.respond is not None and self.respond(answer) is False:
+            # the caller stopped waiting (120 s): Logic Apps marks the Response Failed, and the run
+            # with it (Response restrictions in the actions reference; Azure/logicapps#1340)
+            rec.status, rec.code = "Failed", "ActionResponseTimedOut"
+            rec.error = {"code": "ActionResponseTimedOut", "message": "The execution of template action "
+                         f"'{name}' failed: the client application timed out waiting for a response from the "
+                         "service; the workflow took longer to respond than the allotted time."}
 
     def _Http(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)

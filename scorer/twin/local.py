@@ -30,18 +30,16 @@ import http.client
 import http.server
 import json
 import os
-import queue
 import secrets
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -51,7 +49,8 @@ from scorer.azure.expressions import iso_duration_seconds
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
 from scorer.twin.backends import Backend, choose
-from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+from scorer.twin.engine import DefinitionRefused, Engine, Run
+from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
 from scorer.twin.standin import ArmStandIn, Faults, LocalIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,131 +59,20 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "rg-scorer-local"
 #: where the twin copies each run's report page, to open in a browser
 PAGES_DIR = ROOT / ".scorer-local" / "reports"
-STORAGE_AUDIENCE = "https://storage.azure.com/"
 #: parameter values the twin deploys with unless --set says otherwise (Azure's: PT15S polls)
 TWIN_DEFAULTS = {"pollSeconds": 1}
-#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit: 10 plus the
-#: number of concurrent runs ("Concurrency and de-batching", Logic Apps limits)
-MAX_WAITING_RUNS = 10
-
 
 def azurite_connection_string(port: int = 10000) -> str:
     """Azurite's published development account (not a secret)."""
     return ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
-
 def _say(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
-
 # -- what the workflow's HTTP actions reach -------------------------------------------------
 
-class TwinTransport:
-    """Sends the workflow's Http actions: to the ARM stand-in with a bearer token for
-    the action's identity and audience, and to Azurite, which cannot read tokens over
-    plain HTTP, with an account SAS. Like Azure Storage with a token, a storage
-    request must carry ``x-ms-version`` and ``x-ms-date``, and its audience must be
-    https://storage.azure.com/. Nothing else is reachable."""
-
-    def __init__(self, identity: LocalIdentity, arm_url: str, blob_endpoint: str, account: str, key: str,
-                 tls: ssl.SSLContext | None = None):
-        self.identity = identity
-        self.tls = tls  # trusts the local Azure's certificate, when ARM is it (https)
-        self.arm_url = arm_url
-        self.blob_endpoint = blob_endpoint
-        self.account, self.key = account, key
-
-    def _sas(self) -> str:
-        from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-        return generate_account_sas(self.account, self.key, ResourceTypes(container=True, object=True),
-                                    AccountSasPermissions(read=True, write=True, delete=True, list=True, create=True,
-                                                          add=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1))
-
-    def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        headers = dict(request.headers)
-        uri = request.uri
-        auth = request.authentication or {}
-        if uri.startswith(self.arm_url):
-            if auth.get("type") == "ManagedServiceIdentity":
-                audience = auth.get("audience") or "https://management.azure.com/"
-                headers["Authorization"] = "Bearer " + self.identity.token(auth.get("identity", "system"), audience)
-        elif uri.startswith(self.blob_endpoint):
-            refused = self._storage_refusal(headers, auth)
-            if refused:
-                return refused
-            uri += ("&" if "?" in uri else "?") + self._sas()
-        else:
-            raise OSError(f"the twin reaches only the ARM stand-in and Azurite, not {uri}")
-        parts = urlsplit(uri)
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=self.tls) \
-            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        try:
-            conn.request(request.method, parts.path + ("?" + parts.query if parts.query else ""), body=request.body,
-                         headers=headers)
-            resp = conn.getresponse()
-            return HttpResponse(resp.status, dict(resp.getheaders()), resp.read())
-        except socket.timeout as exc:
-            raise TimeoutError(f"no answer from {parts.netloc} within {timeout:g} s") from exc
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _storage_refusal(headers: dict, auth: dict) -> HttpResponse | None:
-        def refuse(message: str) -> HttpResponse:
-            body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>'
-                    f"{message}</Message></Error>").encode()
-            return HttpResponse(403, {"Content-Type": "application/xml", "x-ms-error-code": "AuthenticationFailed"},
-                                body)
-        if auth.get("type") != "ManagedServiceIdentity" or auth.get("audience") != STORAGE_AUDIENCE:
-            return refuse(f"a token for audience {auth.get('audience')!r}; Blob Storage wants {STORAGE_AUDIENCE}")
-        names = {k.lower() for k in headers}
-        missing = [h for h in ("x-ms-version", "x-ms-date") if h not in names and not (h == "x-ms-date" and "date" in names)]
-        if missing:
-            return refuse(f"Server failed to authenticate the request: header(s) {', '.join(missing)} missing "
-                          "(required with a bearer token)")
-        return None
-
-
 # -- triggers ------------------------------------------------------------------------------
-
-class TriggerQueue:
-    """Runs of one trigger, at most ``runs`` at a time (its runtimeConfiguration),
-    the others waiting, at most MAX_WAITING_RUNS of them; with ``runs`` None
-    (concurrency control off, Logic Apps' default) every run starts at once."""
-
-    def __init__(self, twin: "Twin", name: str, runs: int | None):
-        self.twin = twin
-        self.name = name
-        self.runs = runs
-        self.waiting: queue.Queue = queue.Queue()
-        self.workers = [threading.Thread(target=self._work, name=f"runs:{name}", daemon=True)
-                        for _ in range(runs or 0)]
-        for w in self.workers:
-            w.start()
-
-    def fire(self, outputs: dict, respond=None, label: str = "") -> threading.Event | None:
-        done = threading.Event()
-        if self.runs is None:
-            threading.Thread(target=self._one, args=(outputs, respond, label, done), name=f"run:{self.name}",
-                             daemon=True).start()
-            return done
-        if self.waiting.qsize() >= MAX_WAITING_RUNS + self.runs:
-            return None
-        self.waiting.put((outputs, respond, label, done))
-        return done
-
-    def _work(self) -> None:
-        while True:
-            self._one(*self.waiting.get())
-
-    def _one(self, outputs: dict, respond, label: str, done: threading.Event) -> None:
-        try:
-            self.twin.execute(self.name, outputs, respond, label)
-        finally:
-            done.set()
-
 
 class RequestTrigger:
     """The Request trigger's callback URL on a loopback port. A caller waits for the
@@ -212,17 +100,13 @@ class RequestTrigger:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     return self._answer(400, {"error": {"code": "InvalidRequestContent", "message": "not JSON"}})
-                answer: dict = {}
-                got = threading.Event()
-
-                def respond(a: dict) -> None:
-                    answer.update(a)
-                    got.set()
+                call = Call()
                 outputs = {"headers": {k: v for k, v in self.headers.items()}, "body": body, "queries": {}}
-                if twin.queues[trigger].fire(outputs, respond, "blob created") is None:
+                if twin.queues[trigger].fire(outputs, call.respond, "blob created") is None:
                     return self._answer(429, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
                                                         "message": "too many waiting runs"}}, {"Retry-After": "10"})
-                if not got.wait(120):
+                answer = call.wait(CALLER_WAIT_S)
+                if answer is None:
                     return self._answer(504, {"error": {"code": "GatewayTimeout", "message": "no response in 120 s"}})
                 self._answer(answer.get("statusCode", 202), answer.get("body"), answer.get("headers") or {})
 
@@ -245,7 +129,6 @@ class RequestTrigger:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
 
 class EventGridWatcher:
     """Event Grid for the input container: validates the subscription first (the
@@ -324,7 +207,6 @@ class EventGridWatcher:
                 return
             delay = min(delay * 2, 300.0)
 
-
 # -- the twin -----------------------------------------------------------------------------
 
 @dataclass
@@ -340,7 +222,6 @@ class Outcome:
         states = self.run.variables.get("jobStates") or []
         codes = [s.get("exitCode") for s in states if isinstance(s, dict)]
         return next((c for c in codes if isinstance(c, int) and c != 0), 1)
-
 
 class Twin:
     """The definition, deployed with parameters for this machine, and what serves it."""
@@ -500,11 +381,7 @@ class Twin:
         self.stopping.set()
         self.engine.stop()
         for q in self.queues.values():
-            while not q.waiting.empty():
-                try:
-                    q.waiting.get_nowait()[3].set()
-                except queue.Empty:
-                    break
+            q.drop_waiting()
 
     def drain(self, timeout: float = 120.0) -> None:
         """Wait for the runs under way to reach their end (after ``shutdown`` they hurry)."""
@@ -517,33 +394,8 @@ class Twin:
         self.standin.close()
         self.store.close()
 
-
-def next_fire(recurrence: dict, after: datetime) -> datetime:
-    """When a Recurrence trigger fires next after ``after`` (UTC)."""
-    unit = {"Second": 1, "Minute": 60, "Hour": 3600}.get(recurrence["frequency"])
-    interval = int(recurrence.get("interval", 1))
-    if unit:
-        return after + timedelta(seconds=unit * interval)
-    days = {"Day": 1, "Week": 7, "Month": 30}.get(recurrence["frequency"])
-    if days is None:
-        raise ConfigError(f"recurrence frequency {recurrence['frequency']!r} is not one the twin knows.",
-                          hint="Use Second, Minute, Hour, Day, Week or Month.")
-    schedule = recurrence.get("schedule") or {}
-    hours, minutes = schedule.get("hours") or [after.hour], schedule.get("minutes") or [0]
-    day = after.replace(hour=0, minute=0, second=0, microsecond=0)
-    for _ in range(days * interval * 2 + 2):
-        for h in sorted(hours):
-            for mi in sorted(minutes):
-                t = day.replace(hour=h, minute=mi)
-                if t > after:
-                    return t
-        day += timedelta(days=1)
-    return after + timedelta(days=days * interval)
-
-
 def _iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
-
 
 def port_answering(port: int) -> bool:
     """Whether something accepts connections on 127.0.0.1:port."""
@@ -553,7 +405,6 @@ def port_answering(port: int) -> bool:
     except OSError:
         return False
 
-
 def ensure_azurite(port: int = 10000) -> None:
     """Start the project's Azurite if nothing answers on the port."""
     if port_answering(port):
@@ -561,7 +412,6 @@ def ensure_azurite(port: int = 10000) -> None:
     _say(f"starting Azurite on 127.0.0.1:{port}")
     subprocess.run([str(ROOT / "scripts" / "azurite")], env=dict(os.environ, AZURITE_PORT=str(port)), check=True,
                    stdout=subprocess.DEVNULL)
-
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
     """``--set NAME=VALUE`` options as workflow parameter overrides (values read as
@@ -576,7 +426,6 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             out[name] = raw
     return out
-
 
 def main(args: Any) -> int:
     """`scorer local`: with --once, the run's exit status (0, or the first failed
@@ -620,7 +469,6 @@ def main(args: Any) -> int:
         if api is not None:
             api.terminate()
             api.wait(10)
-
 
 def _start_api(port: int) -> subprocess.Popen:
     """`scorer serve` beside the twin, against the same Azurite: a process of its own,

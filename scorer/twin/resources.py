@@ -58,6 +58,8 @@ class Options:
 
     handshake_seconds  how long Event Grid waits for the validation answer (Azure: 30)
     rbac_delay         seconds before a new role assignment takes effect (Azure: minutes, at times)
+    rbac_misses        the same delay counted in uses: a new assignment fails its first N checks
+                       (deterministic, for tests)
     directory_delay    seconds before a new identity's principal is known to the directory
     builder            builds an ACR Tasks context: (context dir, dockerfile, image names, build args)
                        -> (succeeded, log); default: scorer.twin.builds.default_builder()
@@ -67,6 +69,7 @@ class Options:
 
     handshake_seconds: float = 30.0
     rbac_delay: float = 0.0
+    rbac_misses: int = 0
     directory_delay: float = 0.0
     builder: Callable[..., tuple[bool, str]] | None = None
     backend: Any = None
@@ -288,14 +291,22 @@ class ResourceTypes:
         same = next((a for a in self.assignments if a["id"].lower() == view["id"].lower()), None)
         if same is None:  # sending an existing assignment again changes nothing, its propagation included
             self.assignments.append({"id": view["id"], "scope": scope, "role": role.rpartition("/")[2].lower(),
-                                     "principal": principal, "from": time.monotonic() + self.options.rbac_delay})
+                                     "principal": principal, "from": time.monotonic() + self.options.rbac_delay,
+                                     "misses": self.options.rbac_misses})
 
     def holds(self, principal: str, role_guid: str, scope: str) -> bool:
         """Whether ``principal`` holds the role at ``scope`` (an assignment there or above it
         that has taken effect)."""
         now = time.monotonic()
-        return any(a["principal"] == principal and a["role"] == role_guid and a["from"] <= now
-                   and (scope.lower() + "/").startswith(a["scope"].lower() + "/") for a in self.assignments)
+        for a in self.assignments:
+            if a["principal"] == principal and a["role"] == role_guid and \
+                    (scope.lower() + "/").startswith(a["scope"].lower() + "/"):
+                if a["misses"] > 0:
+                    a["misses"] -= 1
+                    return False
+                if a["from"] <= now:
+                    return True
+        return False
 
     # -- Container Apps -------------------------------------------------------------------------
 

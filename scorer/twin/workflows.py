@@ -23,7 +23,6 @@ would give it access to the account.
 from __future__ import annotations
 
 import json
-import queue
 import re
 import secrets
 import ssl
@@ -33,11 +32,8 @@ from typing import Any
 
 from scorer.twin.arm_common import ArmError
 from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
 
-#: Logic Apps' limit on waiting runs for a trigger with a concurrency limit: 10 plus the
-#: number of concurrent runs
-MAX_WAITING_RUNS = 10
-CALLER_WAIT_S = 120
 
 
 class Hosted:
@@ -57,10 +53,10 @@ class Hosted:
                              sleep=self.stopping.wait)
         self.sig = secrets.token_urlsafe(16)
         self.runs: list[Run] = []
-        self.queues: dict[str, _Queue] = {}
+        self.queues: dict[str, TriggerQueue] = {}
         for trigger, spec in (self.definition.get("triggers") or {}).items():
             limit = ((spec.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("runs")
-            self.queues[trigger] = _Queue(self, trigger, int(limit) if limit else None)
+            self.queues[trigger] = TriggerQueue(self, trigger, int(limit) if limit else None)
         self._schedules = [threading.Thread(target=self._recur, args=(t,), daemon=True, name=f"recurrence:{t}")
                            for t, spec in (self.definition.get("triggers") or {}).items()
                            if str(spec.get("type", "")).lower() == "recurrence"]
@@ -78,14 +74,17 @@ class Hosted:
     def enabled(self) -> bool:
         return self.view["properties"].get("state", "Enabled") == "Enabled"
 
-    def execute(self, trigger: str, outputs: dict, respond=None) -> Run:
-        run = self.engine.run(trigger, outputs, respond)
+    def execute(self, trigger: str, outputs: dict, respond=None, label: str = "") -> Run:
+        try:
+            run = self.engine.run(trigger, outputs, respond)
+        except Exception as exc:  # a defect in one run must not end the trigger's worker
+            if respond is not None:
+                respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
+            raise
         self.runs.append(run)
         return run
 
     def _recur(self, trigger: str) -> None:
-        from scorer.twin.local import next_fire
-
         recurrence = self.definition["triggers"][trigger].get("recurrence") or {}
         due = next_fire(recurrence, datetime.now(timezone.utc))
         while not self.stopping.wait(1.0):
@@ -101,46 +100,6 @@ class Hosted:
         self.engine.stop()
 
 
-class _Queue:
-    """Runs of one trigger: at most ``limit`` at once, the others waiting (at most
-    MAX_WAITING_RUNS + limit); with no limit (concurrency control off, Logic Apps' default) every
-    run starts at once."""
-
-    def __init__(self, hosted: Hosted, trigger: str, limit: int | None):
-        self.hosted, self.trigger, self.limit = hosted, trigger, limit
-        self.waiting: queue.Queue = queue.Queue()
-        for i in range(limit or 0):
-            threading.Thread(target=self._work, daemon=True, name=f"runs:{hosted.name}:{trigger}:{i}").start()
-
-    def fire(self, outputs: dict, respond=None) -> threading.Event | None:
-        done = threading.Event()
-        if self.limit is None:
-            threading.Thread(target=self._one, args=(outputs, respond, done), daemon=True,
-                             name=f"run:{self.hosted.name}:{self.trigger}").start()
-            return done
-        if self.waiting.qsize() >= MAX_WAITING_RUNS + self.limit:
-            return None
-        self.waiting.put((outputs, respond, done))
-        return done
-
-    def _work(self) -> None:
-        while not self.hosted.stopping.is_set():
-            try:
-                outputs, respond, done = self.waiting.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._one(outputs, respond, done)
-
-    def _one(self, outputs: dict, respond, done: threading.Event) -> None:
-        try:
-            self.hosted.execute(self.trigger, outputs, respond)
-        except Exception as exc:  # a defect in one run must not end the trigger's worker
-            if respond is not None:
-                respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
-        finally:
-            done.set()
-
-
 class Transport:
     """The workflow's Http actions: to the local Azure with a token for the action's
     managed identity and audience; to Azurite with an account SAS (Azurite reads no
@@ -150,8 +109,6 @@ class Transport:
         self.owner, self.identity = owner, identity
 
     def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        from scorer.twin.local import TwinTransport
-
         azure = self.owner.azure
         parts = dict(p.split("=", 1) for p in azure.azurite.split(";") if "=" in p)
         inner = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
@@ -258,17 +215,13 @@ class Workflows:
         if not hosted.enabled:
             raise ArmError(400, "WorkflowTriggerIsNotEnabled", f"Could not trigger workflow '{hosted.name}': its "
                            "state is Disabled, so its triggers are not enabled.")
-        answer: dict = {}
-        got = threading.Event()
-
-        def respond(a: dict) -> None:
-            answer.update(a)
-            got.set()
+        call = Call()
         outputs = {"headers": dict(headers), "body": body, "queries": dict(query)}
-        if hosted.queues[m[2]].fire(outputs, respond) is None:
+        if hosted.queues[m[2]].fire(outputs, call.respond) is None:
             return 429, {"Retry-After": "10"}, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
                                                           "message": "too many waiting runs"}}
-        if not got.wait(CALLER_WAIT_S):
+        answer = call.wait(CALLER_WAIT_S)
+        if answer is None:
             return 504, {}, {"error": {"code": "GatewayTimeout", "message": "no response in 120 s"}}
         return answer.get("statusCode", 202), answer.get("headers") or {}, answer.get("body")
 
