@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # own LD_LIBRARY_PATH, which would break other Python builds in subprocesses.
 CLEAN_ENV = dict(os.environ)
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
-from scorer.twin.local import AZURITE_KEY as ACCOUNT_KEY, azurite_connection_string, port_answering  # noqa: E402,F401 - ACCOUNT_KEY is for the tests
+from scorer.twin.azurite import AZURITE_KEY as ACCOUNT_KEY, azurite_connection_string, port_answering  # noqa: E402,F401 - ACCOUNT_KEY is for the tests
 
 
 def _free_port() -> int:

@@ -184,7 +184,7 @@ def wait_for(condition, seconds: float):
 
 
 def standin_faults(r: Rehearsal):
-    return r.azure.types.workflows._standin(r.group).faults
+    return r.azure.types.workflows.standin(r.group).faults
 
 
 def running_runs(r: Rehearsal) -> bool:

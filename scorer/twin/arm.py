@@ -356,7 +356,7 @@ def main(args: Any) -> int:
 
     from scorer.errors import EXIT_INTERRUPTED
     from scorer.twin.backends import ContainerBackend, ProcessBackend
-    from scorer.twin.local import ROOT, azurite_connection_string, ensure_azurite
+    from scorer.twin.azurite import ROOT, azurite_connection_string, ensure_azurite
     from scorer.twin.resources import Options
 
     azurite = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")

@@ -147,6 +147,19 @@ class Registries:
                                capture_output=True, timeout=120)
             self.images[registry["id"].lower()].add(tag)
 
+    def push(self, login_server: str, image: str, repo_tag: str) -> None:
+        """`docker push` of this machine's ``image`` as ``repo_tag`` (what a user who builds
+        elsewhere does, then `up --skip-build --image-pushed`): tagged into the registry where
+        an engine is here, recorded either way."""
+        registry = self.by_login_server(login_server)
+        if registry is None:
+            raise ArmError(404, "NAME_UNKNOWN", f"repository name not known to registry {login_server}")
+        backend = self.types.options.backend
+        if getattr(backend, "command", None):
+            subprocess.run([*backend.command, "tag", image, f"{login_server}/{repo_tag}"], env=backend.env,
+                           capture_output=True, timeout=120)
+        self.images[registry["id"].lower()].add(repo_tag)
+
     def _sas_url(self, container: str, blob: str, write: bool) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 

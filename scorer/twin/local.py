@@ -32,7 +32,7 @@ import json
 import os
 import secrets
 import signal
-import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -42,93 +42,33 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from scorer.azure import workflow as wf
 from scorer.azure.expressions import iso_duration_seconds
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
 from scorer.twin.backends import Backend, choose
-from scorer.twin.engine import DefinitionRefused, Engine, Run
-from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
-from scorer.twin.standin import ArmStandIn, Faults, LocalIdentity
+from scorer.twin.engine import Run
+from scorer.twin.azurite import azurite_connection_string, ensure_azurite
+from scorer.twin.runtime import next_fire
+from scorer.twin.standin import Faults
 
 ROOT = Path(__file__).resolve().parents[2]
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "rg-scorer-local"
 #: where the twin copies each run's report page, to open in a browser
 PAGES_DIR = ROOT / ".scorer-local" / "reports"
 #: parameter values the twin deploys with unless --set says otherwise (Azure's: PT15S polls)
 TWIN_DEFAULTS = {"pollSeconds": 1}
 
-def azurite_connection_string(port: int = 10000) -> str:
-    """Azurite's published development account (not a secret)."""
-    return ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
 def _say(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
+
 # -- what the workflow's HTTP actions reach -------------------------------------------------
 
 # -- triggers ------------------------------------------------------------------------------
-
-class RequestTrigger:
-    """The Request trigger's callback URL on a loopback port. A caller waits for the
-    run's Response action (or 202 when the run ends without one), as Logic Apps'
-    callers do, for at most 120 s (504 after that)."""
-
-    def __init__(self, twin: "Twin", trigger: str):
-        self.sig = secrets.token_urlsafe(16)
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                query = parse_qs(urlsplit(self.path).query)
-                if query.get("sig", [""])[0] != outer.sig:
-                    return self._answer(401, {"error": {"code": "DirectApiAuthorizationRequired",
-                                                        "message": "The request must be signed (sig)."}})
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    return self._answer(400, {"error": {"code": "InvalidRequestContent", "message": "not JSON"}})
-                call = Call()
-                outputs = {"headers": {k: v for k, v in self.headers.items()}, "body": body, "queries": {}}
-                if twin.queues[trigger].fire(outputs, call.respond, "blob created") is None:
-                    return self._answer(429, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
-                                                        "message": "too many waiting runs"}}, {"Retry-After": "10"})
-                answer = call.wait(CALLER_WAIT_S)
-                if answer is None:
-                    return self._answer(504, {"error": {"code": "GatewayTimeout", "message": "no response in 120 s"}})
-                self._answer(answer.get("statusCode", 202), answer.get("body"), answer.get("headers") or {})
-
-            def _answer(self, status: int, body: Any, headers: dict | None = None):
-                data = b"" if body is None else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
-                    self.send_header(k, str(v))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        port = self.server.server_address[1]
-        self.url = (f"http://127.0.0.1:{port}/workflows/scorer/triggers/{trigger}/paths/invoke"
-                    f"?api-version=2016-10-01&sp=%2Ftriggers%2F{trigger}%2Frun&sv=1.0&sig={self.sig}")
-        threading.Thread(target=self.server.serve_forever, name="request-trigger", daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 class EventGridWatcher:
     """Event Grid for the input container: validates the subscription first (the
@@ -146,7 +86,8 @@ class EventGridWatcher:
 
     def _post(self, events: list[dict], kind: str, timeout: float = 30.0) -> tuple[int, Any]:
         parts = urlsplit(self.url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                           context=ssl.create_default_context(cafile=str(self.twin.azure.cert)))
         try:
             conn.request("POST", parts.path + "?" + parts.query, body=json.dumps(events).encode(),
                          headers={"Content-Type": "application/json", "aeg-event-type": kind})
@@ -207,6 +148,7 @@ class EventGridWatcher:
                 return
             delay = min(delay * 2, 300.0)
 
+
 # -- the twin -----------------------------------------------------------------------------
 
 @dataclass
@@ -223,8 +165,13 @@ class Outcome:
         codes = [s.get("exitCode") for s in states if isinstance(s, dict)]
         return next((c for c in codes if isinstance(c, int) and c != 0), 1)
 
+
 class Twin:
-    """The definition, deployed with parameters for this machine, and what serves it."""
+    """The workflow of a deployment of arm_templates/main.json into an in-process local Azure
+    (scorer.twin.arm), with the definition ``definition_file`` and this machine's container
+    names: everything the workflow runs with comes from that deployment, as on Azure. The twin
+    adds what makes it a tool: the schedule fired on a console, a watcher of the input
+    container standing for Event Grid, each run's outcome and report page."""
 
     def __init__(self, settings: Settings, definition_file: Path, backend: Backend, image: str,
                  overrides: dict[str, Any] | None = None, interval: float | None = None,
@@ -239,64 +186,82 @@ class Twin:
         self._pages_lock = threading.Lock()
         self.watch_poll = watch_poll
         self.interval = interval
+        self.backend = backend
+        definition, values = self._workflow(definition_file, overrides, interval)
+        self.values = values
+        self.runs: list[Outcome] = []
+        self.azure, outputs = self._deploy(definition, values, image, faults, definition_file)
+        self.blob_endpoint = outputs["blobEndpoint"]
+        self.topic = outputs["storageId"]
+        self.hosted = next(iter(self.azure.types.workflows.hosted.values()))
+        self.hosted.observer = self._finished
+        self.engine, self.definition = self.hosted.engine, self.hosted.definition
+        self.queues = self.hosted.queues
+        self.transport = self.hosted.transport
+        self.identity = self.azure.identity
+        self.standin = self.azure.types.workflows.standin(RESOURCE_GROUP)
+        callback = self.azure.types.workflows.callback(f"{outputs['logicAppId']}/triggers/{wf.BLOB_TRIGGER}")
+        self.watcher = EventGridWatcher(self, callback["value"], watch_poll)
+
+    def _workflow(self, definition_file: Path, overrides: dict[str, Any] | None,
+                  interval: float | None) -> tuple[dict, dict]:
+        """The definition and its parameter values: the workflow's, ``overrides``, the schedule
+        every ``interval`` seconds, and this machine's container names in scorerEnvironment."""
         try:
             doc = wf.load(definition_file)
             definition = doc.get("definition", doc)
-            values = wf.settings(definition, {**TWIN_DEFAULTS, **(overrides or {})})
+            wanted = {**TWIN_DEFAULTS, **(overrides or {})}
+            if interval:
+                wanted.update(scheduleFrequency="Second", scheduleInterval=max(1, int(interval)))
+            env = self._job_environment(wf.settings(definition, wanted))
+            return definition, wf.settings(definition, {**wanted, "scorerEnvironment": env})
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{definition_file}: cannot use the workflow ({exc}).",
                               hint="Pass --workflow with the path of a workflow definition like "
                               "logicapp/workflow.json, and --set only its parameters.") from None
-        self.values = values
-        self.store.ensure_containers(values["logsContainer"])
-        cs = dict(p.split("=", 1) for p in (settings.connection_string or "").split(";") if "=" in p)
-        self.blob_endpoint = cs.get("BlobEndpoint", "").rstrip("/") + "/"
-        self.topic = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
-                      f"Microsoft.Storage/storageAccounts/{cs.get('AccountName', 'devstoreaccount1')}")
-        self.identity = LocalIdentity()
-        self.backend = backend
-        self.standin = ArmStandIn(backend, self.identity, SUBSCRIPTION, RESOURCE_GROUP, faults, on_event=self._job_event)
-        self.transport = TwinTransport(self.identity, self.standin.url, self.blob_endpoint,
-                                       cs.get("AccountName", ""), cs.get("AccountKey", ""))
-        self.definition = wf.prepare_definition(definition, values)
-        if interval:
-            self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"] = {"frequency": "Second",
-                                                                             "interval": max(1, int(interval))}
-        ids = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ManagedIdentity/" \
-              "userAssignedIdentities/"
-        params = {k: v for k, v in values.items() if k not in wf.ARM_FILLED}
-        params["scorerEnvironment"] = self._job_environment(values)
-        params.update({"subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "location": "local",
-                       "resourceManagerUrl": self.standin.url, "jobIdentityId": ids + "scorer-job",
-                       "logicAppIdentityId": ids + "scorer-logicapp", "registryServer": "localhost",
-                       "blobEndpoint": self.blob_endpoint, "image": image})
+
+    def _deploy(self, definition: dict, values: dict, image: str, faults: Faults | None,
+                definition_file: Path) -> tuple[Any, dict]:
+        """Deploy the template, as `deploy.py up --skip-build --image-pushed` would, into a
+        local Azure of this process; the image is pushed to its registry first."""
+        import tempfile
+
+        from scorer.azure import deploy
+        from scorer.twin.arm import LocalAzure
+        from scorer.twin.arm_common import ArmError
+        from scorer.twin.resources import Options
+
+        options = Options(backend=self.backend, faults=faults, on_job_event=self._job_event, recurrences=False)
+        azure = LocalAzure(Path(tempfile.mkdtemp(prefix="scorer-twin-")), self.settings.connection_string or "",
+                           options)
+        clients = deploy.local_clients(azure.directory, poll_seconds=0.05)
         try:
-            self.engine = Engine(self.definition, params, transport=self.transport, name="scorer-local",
-                                 sleep=self.stopping.wait)
-        except DefinitionRefused as exc:
-            raise ConfigError(f"{definition_file}: the local twin cannot run this workflow: {exc}.",
+            deploy.ensure_resource_group(clients, RESOURCE_GROUP, "local")
+            repository = image.rpartition("/")[2]
+            params = deploy.template_parameters(values, definition, prefix="scorer", image_name=repository,
+                                                location="local")
+            params.update({"enableBlobTrigger": {"value": False}, "imageReady": {"value": True}})
+            outputs = deploy.deploy_template(clients, RESOURCE_GROUP, "scorer", deploy.load_template(), params)
+            azure.types.registries.push(outputs["registryLoginServer"], image, repository)
+        except (deploy.DeployError, ArmError) as exc:
+            azure.close()
+            raise ConfigError(f"{definition_file}: the local twin cannot run this workflow: {exc}",
                               hint="Use only the action types, triggers and functions the engine implements "
                               "(scorer/twin/engine.py lists them).") from None
-        self.runs: list[Outcome] = []
-        self._active = 0
-        self._active_lock = threading.Lock()
-        self.queues = {name: TriggerQueue(self, name, ((t.get("runtimeConfiguration") or {}).get("concurrency")
-                                                       or {}).get("runs"))
-                       for name, t in self.definition["triggers"].items()}
-        self.request_trigger = RequestTrigger(self, wf.BLOB_TRIGGER)
-        self.watcher = EventGridWatcher(self, self.request_trigger.url, watch_poll)
+        group = azure.group_view(RESOURCE_GROUP)["id"]
+        outputs["storageId"] = f"{group}/providers/Microsoft.Storage/storageAccounts/{outputs['storageAccountName']}"
+        outputs["logicAppId"] = f"{group}/providers/Microsoft.Logic/workflows/{outputs['logicAppName']}"
+        return azure, outputs
 
     def _job_environment(self, values: dict) -> list[dict]:
-        """The container's environment: the workflow's scorerEnvironment, with this
-        machine's container names and, where Azure gives a managed identity, the
-        Azurite connection string (a secureValue, as a secret would be)."""
+        """The workflow's scorerEnvironment with this machine's container names (the
+        deployment adds the account URL and the job identity; the Container Instances
+        stand-in gives a group with an identity the Azurite connection string)."""
         by_name = {s.env: getattr(self.settings, s.field) for s in SETTINGS if s.field.endswith("_container")}
         env = [dict(e, value=str(by_name[e["name"]])) if e["name"] in by_name else dict(e)
                for e in values["scorerEnvironment"]]
         named = {e["name"] for e in env}
-        env += [{"name": k, "value": str(v)} for k, v in by_name.items() if k not in named]
-        env.append({"name": "AZURE_STORAGE_CONNECTION_STRING", "secureValue": self.settings.connection_string or ""})
-        return env
+        return env + [{"name": k, "value": str(v)} for k, v in by_name.items() if k not in named]
 
     def _job_event(self, group: str, what: str, detail: dict) -> None:
         if what == "started":
@@ -309,21 +274,17 @@ class Twin:
     # -- runs ----------------------------------------------------------------------------
 
     def execute(self, trigger: str, outputs: dict, respond=None, label: str = "") -> Outcome:
-        t = time.monotonic()
-        with self._active_lock:
-            self._active += 1
-        try:
-            run = self.engine.run(trigger, outputs, respond)
-        finally:
-            with self._active_lock:
-                self._active -= 1
-        outcome = Outcome(run, time.monotonic() - t)
+        run = self.hosted.execute(trigger, outputs, respond, label)
+        return next(o for o in reversed(self.runs) if o.run is run)
+
+    def _finished(self, run: Run, seconds: float, label: str) -> None:
+        """Every run of the deployed workflow, whatever fired it: its outcome, on the console."""
+        outcome = Outcome(run, seconds)
         self.runs.append(outcome)
         error = f": {run.error.get('code')}: {run.error.get('message', '')[:300]}" if run.error else ""
         logs = f"; logs: {self.values['logsContainer']}/runs/{run.name}/" if run.variables.get("groupNames") else ""
-        _say(f"run {run.name} ({label or trigger}) finished: {run.status} in {outcome.seconds:.1f} s{logs}{error}")
+        _say(f"run {run.name} ({label or run.trigger}) finished: {run.status} in {seconds:.1f} s{logs}{error}")
         self._show_pages()
-        return outcome
 
     def _pages(self) -> set[str]:
         return {b.name for b in self.store.list_names(self.settings.reports_container) if b.name.endswith(".html")}
@@ -379,39 +340,24 @@ class Twin:
         """Stop cleanly: runs hurry to their clean-up (their waits return at once),
         every job still running gets SIGTERM and leaves its input pending."""
         self.stopping.set()
-        self.engine.stop()
+        self.hosted.hurry()
         for q in self.queues.values():
             q.drop_waiting()
 
     def drain(self, timeout: float = 120.0) -> None:
         """Wait for the runs under way to reach their end (after ``shutdown`` they hurry)."""
         deadline = time.monotonic() + timeout
-        while self._active and time.monotonic() < deadline:
+        while self.hosted.active and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def close(self) -> None:
-        self.request_trigger.close()
-        self.standin.close()
+        self.azure.close()
         self.store.close()
+
 
 def _iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
-def port_answering(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-def ensure_azurite(port: int = 10000) -> None:
-    """Start the project's Azurite if nothing answers on the port."""
-    if port_answering(port):
-        return
-    _say(f"starting Azurite on 127.0.0.1:{port}")
-    subprocess.run([str(ROOT / "scripts" / "azurite")], env=dict(os.environ, AZURITE_PORT=str(port)), check=True,
-                   stdout=subprocess.DEVNULL)
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
     """``--set NAME=VALUE`` options as workflow parameter overrides (values read as
@@ -426,6 +372,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             out[name] = raw
     return out
+
 
 def main(args: Any) -> int:
     """`scorer local`: with --once, the run's exit status (0, or the first failed
@@ -469,6 +416,7 @@ def main(args: Any) -> int:
         if api is not None:
             api.terminate()
             api.wait(10)
+
 
 def _start_api(port: int) -> subprocess.Popen:
     """`scorer serve` beside the twin, against the same Azurite: a process of its own,

@@ -65,6 +65,9 @@ class Options:
                        -> (succeeded, log); default: scorer.twin.builds.default_builder()
     backend            runs container groups (scorer.twin.backends); default: processes
     event_poll         seconds between Event Grid's looks at the storage account
+    build_fails        every ACR Tasks build fails (a fault)
+    faults, on_job_event  the Container Instances stand-in's faults, and who hears of its jobs
+    recurrences        whether Recurrence triggers fire by themselves
     """
 
     handshake_seconds: float = 30.0
@@ -75,6 +78,9 @@ class Options:
     backend: Any = None
     event_poll: float = 1.0
     build_fails: bool = False
+    faults: Any = None                 # Container Instances faults (scorer.twin.standin.Faults)
+    on_job_event: Callable[[str, str, dict], None] | None = None   # a job started, ended, could not start
+    recurrences: bool = True           # Recurrence triggers fire on their own (the twin fires them itself)
 
 
 def _uuid_for(*parts: str) -> str:

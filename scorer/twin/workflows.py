@@ -27,11 +27,12 @@ import re
 import secrets
 import ssl
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from scorer.twin.arm_common import ArmError
-from scorer.twin.engine import DefinitionRefused, Engine, HttpRequest, HttpResponse, Run
+from scorer.twin.engine import DefinitionRefused, Engine, Run
 from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
 
 
@@ -46,9 +47,15 @@ class Hosted:
         props = view["properties"]
         self.definition = props.get("definition") or {}
         params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
-        identities = list(((view.get("identity") or {}).get("userAssignedIdentities") or {}))
-        self.transport = Transport(owner, identities[0] if identities else "system")
+        azure = owner.azure
+        parts = dict(p.split("=", 1) for p in azure.azurite.split(";") if "=" in p)
+        self.transport = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
+                                       parts["AccountName"], parts["AccountKey"],
+                                       tls=ssl.create_default_context(cafile=str(azure.cert)))
         self.stopping = threading.Event()
+        self.observer = None   # called with (run, seconds, label) as each run ends
+        self.active = 0        # runs under way
+        self._active_lock = threading.Lock()
         self.engine = Engine(self.definition, params, transport=self.transport, name=self.name,
                              sleep=self.stopping.wait)
         self.sig = secrets.token_urlsafe(16)
@@ -59,7 +66,7 @@ class Hosted:
             self.queues[trigger] = TriggerQueue(self, trigger, int(limit) if limit else None)
         self._schedules = [threading.Thread(target=self._recur, args=(t,), daemon=True, name=f"recurrence:{t}")
                            for t, spec in (self.definition.get("triggers") or {}).items()
-                           if str(spec.get("type", "")).lower() == "recurrence"]
+                           if str(spec.get("type", "")).lower() == "recurrence" and owner.types.options.recurrences]
         for t in self._schedules:
             t.start()
 
@@ -75,14 +82,26 @@ class Hosted:
         return self.view["properties"].get("state", "Enabled") == "Enabled"
 
     def execute(self, trigger: str, outputs: dict, respond=None, label: str = "") -> Run:
+        started = time.monotonic()
+        with self._active_lock:
+            self.active += 1
         try:
             run = self.engine.run(trigger, outputs, respond)
         except Exception as exc:  # a defect in one run must not end the trigger's worker
             if respond is not None:
                 respond({"statusCode": 500, "body": {"error": {"code": "InternalError", "message": str(exc)}}})
             raise
+        finally:
+            with self._active_lock:
+                self.active -= 1
         self.runs.append(run)
+        if self.observer is not None:
+            self.observer(run, time.monotonic() - started, label)
         return run
+
+    def hurry(self) -> None:
+        """Runs under way hurry to their end (waits return at once); new ones still start."""
+        self.engine.stop()
 
     def _recur(self, trigger: str) -> None:
         recurrence = self.definition["triggers"][trigger].get("recurrence") or {}
@@ -98,23 +117,6 @@ class Hosted:
     def close(self) -> None:
         self.stopping.set()
         self.engine.stop()
-
-
-class Transport:
-    """The workflow's Http actions: to the local Azure with a token for the action's
-    managed identity and audience; to Azurite with an account SAS (Azurite reads no
-    tokens), after checking what Azure Storage checks of a token request."""
-
-    def __init__(self, owner: "Workflows", identity: str):
-        self.owner, self.identity = owner, identity
-
-    def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        azure = self.owner.azure
-        parts = dict(p.split("=", 1) for p in azure.azurite.split(";") if "=" in p)
-        inner = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
-                              parts["AccountName"], parts["AccountKey"],
-                              tls=ssl.create_default_context(cafile=str(azure.cert)))
-        return inner.send(request, timeout)
 
 
 class Workflows:
@@ -217,7 +219,9 @@ class Workflows:
                            "state is Disabled, so its triggers are not enabled.")
         call = Call()
         outputs = {"headers": dict(headers), "body": body, "queries": dict(query)}
-        if hosted.queues[m[2]].fire(outputs, call.respond) is None:
+        kind = next((v for k, v in headers.items() if k.lower() == "aeg-event-type"), "")
+        label = {"Notification": "blob created", "SubscriptionValidation": "validation"}.get(kind, "request")
+        if hosted.queues[m[2]].fire(outputs, call.respond, label) is None:
             return 429, {"Retry-After": "10"}, {"error": {"code": "WorkflowRunsWaitingLimitExceeded",
                                                           "message": "too many waiting runs"}}
         answer = call.wait(CALLER_WAIT_S)
@@ -230,21 +234,22 @@ class Workflows:
         m = re.match(r"/subscriptions/[^/]+/resourcegroups/([^/]+)/providers/microsoft\.containerinstance/", path, re.I)
         if not m:
             return None
-        standin = self._standin(m[1])
+        standin = self.standin(m[1])
         target = path + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
         status, out_headers, payload = standin.handle(method, target, headers,
                                                       json.dumps(body).encode() if body is not None else b"")
         return status, out_headers, payload
 
-    def _standin(self, group: str) -> Any:
+    def standin(self, group: str) -> Any:
         from scorer.twin.backends import ProcessBackend
         from scorer.twin.standin import ArmStandIn
 
         key = group.lower()
         if key not in self.standins:
             backend = self.types.options.backend or ProcessBackend()
-            standin = ArmStandIn(backend, self.azure.identity, self.azure.subscription, group,
-                                 audience=self.azure.url,
+            options = self.types.options
+            standin = ArmStandIn(backend, self.azure.identity, self.azure.subscription, group, options.faults,
+                                 on_event=options.on_job_event, audience=self.azure.url,
                                  identity_environment={"AZURE_STORAGE_CONNECTION_STRING": self.azure.azurite})
             self.standins[key] = standin
         return self.standins[key]
