@@ -1,29 +1,29 @@
 """The local twin: ``scorer local`` runs logicapp/workflow.json itself, on this machine.
 
     Azure                                       the twin
-    the Logic App runs the definition           scorer.twin.engine runs the same definition
-    deployment fills the ARM parameters         the same parameters, pointing at the stand-ins
-    Recurrence trigger                          the definition's schedule (UTC), or --interval N s
+    deploy.py up deploys arm_templates/main.json the same template, deployed into a local Azure
+                                                of this process (scorer.twin.arm), with this
+                                                machine's container names and the image pushed
+    the Logic App runs the definition           the local Azure's Logic App: the workflow engine
+                                                with the parameters the deployment gave it
+    Recurrence trigger                          fired by the twin, on the definition's schedule
+                                                (UTC) or every --interval N s, on the console
     Event Grid -> Request trigger               a watcher of the input container posts Event
                                                 Grid's BlobCreated events (and, first, the
-                                                subscription-validation event) to the trigger
-    Azure Resource Manager, Container Instances scorer.twin.standin on a loopback port; each
-                                                group's container runs as a podman/docker
-                                                container of the scoring image, or a process
-    Blob Storage (managed identity)             Azurite (the twin signs the requests for it)
-    the Logic App's managed identity            tokens minted by the twin, checked by the stand-in
+                                                subscription-validation event) to the callback URL
+    Container Instances                         scorer.twin.standin; each group's container runs
+                                                as a podman/docker container of the image, or a process
+    Blob Storage (managed identity)             Azurite (signed with the account's key for it)
 
 Every decision about a run (poll, keep the logs, delete the group, fail the run) is the
-workflow's own; the twin only delivers triggers and answers HTTP. So a change to the
-workflow is tried here by running it: ``--workflow FILE`` runs another definition.
+workflow's own; the twin only delivers triggers. So a change to the workflow is tried here
+by running it: ``--workflow FILE`` deploys and runs another definition.
 
 What the twin cannot reproduce: Azure's time scales (image pull, ACI start-up, the
-Logic App's own latency), RBAC (every token the twin mints is accepted by the stand-in
-when its audience is right), and Azure's regional quotas and capacity (inject them with
-``--fault``). It polls every second unless told otherwise (``--set pollSeconds=15`` is
-Azure's default).
+Logic App's own latency), RBAC on the data plane, and Azure's regional quotas and capacity
+(inject them with ``--fault``). It polls every second unless told otherwise
+(``--set pollSeconds=15`` is Azure's default).
 """
-
 from __future__ import annotations
 
 import http.client
