@@ -34,7 +34,6 @@ import datetime as dt
 import http.server
 import json
 import re
-import secrets
 import ssl
 import threading
 import uuid
@@ -44,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from scorer.azure.template import Planned, Scope, Template, TemplateError
 from scorer.twin.arm_common import (ALWAYS_REGISTERED, NAMESPACES, OPERATOR, SUBSCRIPTION, TENANT, ArmError,
-                                     now_iso)
+                                     json_handler, now_iso)
 from scorer.twin.standin import LocalIdentity
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -122,7 +121,7 @@ class LocalAzure:
         self.registration = {ns: ("Registered" if ns in ALWAYS_REGISTERED else "NotRegistered") for ns in NAMESPACES}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), for tests
         self.lock = threading.RLock()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), json_handler(self.handle))
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
@@ -322,31 +321,6 @@ class LocalAzure:
         self.types.close()
         self.server.shutdown()
         self.server.server_close()
-
-
-def _handler(azure: LocalAzure) -> type:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            status, headers, payload = azure.handle(self.command, self.path, dict(self.headers), raw)
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            for k, v in {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": secrets.token_hex(8),
-                         **headers}.items():
-                self.send_header(k, str(v))
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _serve
-    return Handler
 
 
 def main(args: Any) -> int:

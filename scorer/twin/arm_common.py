@@ -5,6 +5,10 @@ machine's subscription, tenant and signed-in operator, timestamps and resource I
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import json
+import secrets
+from typing import Any, Callable
 
 from scorer.azure.template import split_id
 
@@ -42,3 +46,31 @@ def parent_id(rid: str) -> str:
     if len(types) < 2:
         return scope
     return scope + "/providers/" + ns + "/" + "/".join(f"{t}/{n}" for t, n in zip(types[:-1], names[:-1]))
+
+
+def json_handler(handle: Callable[[str, str, dict, bytes], tuple[int, dict, Any]]) -> type:
+    """An HTTP request handler class that answers every method with ``handle(method,
+    target, headers, body)``: (status, headers, JSON-able payload or bytes), as ARM does
+    (JSON, an x-ms-request-id, no body for HEAD)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _serve(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            status, headers, payload = handle(self.command, self.path, dict(self.headers), raw)
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode() if payload is not None else b""
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": secrets.token_hex(8),
+                         **headers}.items():
+                self.send_header(k, str(v))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _serve
+    return Handler

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from scorer.twin.arm_common import json_handler
 from scorer.twin.backends import Backend
 
 API_VERSIONS = ("2023-05-01",)
@@ -167,34 +168,11 @@ class ArmStandIn:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), for tests
         self._created = 0
         self._lock = threading.Lock()
-        standin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, headers, payload = standin.handle(self.command, self.path, dict(self.headers), body)
-                data = json.dumps(payload).encode() if payload is not None else b""
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json; charset=utf-8",
-                             "x-ms-request-id": secrets.token_hex(8), **headers}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve
-
         self.server: http.server.ThreadingHTTPServer | None = None
         if audience is not None:  # served by the local Azure (scorer.twin.arm), on its address
             self.url = audience
             return
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.handle))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, name="arm-standin", daemon=True).start()
