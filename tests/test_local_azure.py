@@ -309,3 +309,27 @@ def test_teardown_in_a_group_it_did_not_create_deletes_only_the_deployments_reso
     assert r.deploy("teardown", "--yes") == 0
     assert r.group.lower() in r.azure.groups
     assert list(r.azure.resources) == [kept.lower()]
+
+
+def test_a_failed_update_never_turns_a_working_workflow_off(rehearsal, capsys):
+    """A failed deployment has no outputs; before the fix the next `up` took that for a first
+    deployment and deployed the working workflow Disabled while its new image built."""
+    import threading
+
+    r = rehearsal()
+    assert r.up() == 0, capsys.readouterr().err
+    r.azure.types.options.directory_delay = 600   # the API's new identity is not in the directory yet
+    assert r.up("--with-api", "--api-client-id", API_CLIENT) == 1
+    assert r.deployment()["provisioningState"] == "Failed" and "outputs" not in r.deployment()
+    states, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            states.add(r.resource("Microsoft.Logic/workflows", "scorer-runner")["properties"]["state"])
+            time.sleep(0.02)
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert r.up() == 0, capsys.readouterr().err
+    finally:
+        done.set()
+    assert states == {"Enabled"}

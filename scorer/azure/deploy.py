@@ -621,7 +621,7 @@ def running_tag(clients: Clients, group: str, prefix: str, previous: dict | None
     if previous is None:
         return None
     from azure.core.exceptions import ResourceNotFoundError
-    try:  # the template's logicAppName: format('{0}-runner', namePrefix) (tests/test_arm_templates.py pins it)
+    try:  # the template's logicAppName, format('{0}-runner', namePrefix): tests/test_arm_template_language.py pins it
         workflow = clients.logic.workflows.get(group, f"{prefix}-runner")
     except ResourceNotFoundError:
         return None
@@ -660,9 +660,8 @@ def cmd_up(args: argparse.Namespace, clients: Clients) -> int:
     if args.skip_build:
         if previous == {} and not args.image_pushed:
             raise DeployError(f"The last deployment {args.prefix} in {args.resource_group} did not succeed, so it "
-                              "has no registry to check scorer:{tag} in. Run `up` without --skip-build (it builds "
-                              "the image), or add --image-pushed if you pushed that tag yourself."
-                              .replace("{tag}", new_tag))
+                              f"has no registry to check scorer:{new_tag} in. Run `up` without --skip-build (it "
+                              "builds the image), or add --image-pushed if you pushed that tag yourself.")
         if not args.image_pushed and (previous is None or new_tag not in built_tags(
                 clients, args.resource_group, previous["registryName"])):
             raise DeployError(f"No ACR Tasks run built scorer:{new_tag} in this deployment's registry, so deploying it "
