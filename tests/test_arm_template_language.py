@@ -55,6 +55,8 @@ def test_guid_is_a_name_based_uuid_of_the_hyphen_joined_arguments():
     ("[extensionResourceId('/s/r', 'Microsoft.Authorization/roleAssignments', 'g')]",
      "/s/r/providers/Microsoft.Authorization/roleAssignments/g"),
     ("[environment().authentication.loginEndpoint]", "https://login.microsoftonline.com/"),
+    ("[contains('Azure', 'zu')]", True), ("[contains('Azure', 'ZU')]", False),   # case-sensitive, as documented
+    ("[contains(createObject('Key', 1), 'key')]", True), ("[startsWith('Azure', 'az')]", True),
 ])
 def test_functions(expression, expected):
     assert value(expression) == expected

@@ -649,8 +649,10 @@ def _equals(a: Any, b: Any) -> bool:
 
 
 def _contains(container: Any, item: Any) -> bool:
+    """Microsoft's contains(): a substring (case-sensitive), an object's key (keys are
+    case-insensitive), an array's element."""
     if isinstance(container, str):
-        return str(item).lower() in container.lower()
+        return str(item) in container
     if isinstance(container, dict):
         return any(str(k).lower() == str(item).lower() for k in container)
     return item in container

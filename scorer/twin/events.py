@@ -71,7 +71,8 @@ class EventGrid:
         if old is not None:
             old.stop()
         topic = self.azure.find(view["id"].rpartition("/eventSubscriptions/")[0])
-        self.deliveries[view["id"].lower()] = _Delivery(self, topic, props, endpoint)
+        # an update goes on from what the subscription had seen: a blob created meanwhile still gets its event
+        self.deliveries[view["id"].lower()] = _Delivery(self, topic, props, endpoint, old.seen if old else None)
 
     def _handshake(self, endpoint: str) -> None:
         code = secrets.token_hex(16)
@@ -113,7 +114,8 @@ class EventGrid:
 class _Delivery:
     """Looks at the account for new blobs and delivers their BlobCreated events."""
 
-    def __init__(self, grid: EventGrid, topic: dict | None, props: dict, endpoint: str):
+    def __init__(self, grid: EventGrid, topic: dict | None, props: dict, endpoint: str,
+                 seen: set[tuple[str, str, str]] | None = None):
         self.grid = grid
         self.topic_source = (topic or {}).get("properties", {}).get("source", "")
         self.filter = props.get("filter") or {}
@@ -121,7 +123,7 @@ class _Delivery:
         self.endpoint = endpoint
         self.stopping = threading.Event()
         self.delivered: list[dict] = []
-        self.seen = self._blobs()
+        self.seen = self._blobs() if seen is None else seen
         threading.Thread(target=self._watch, daemon=True, name="eventgrid").start()
 
     def _blobs(self) -> set[tuple[str, str, str]]:
