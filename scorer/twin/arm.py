@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 from scorer.azure.template import Planned, Scope, Template, TemplateError
 from scorer.twin.arm_common import (ALWAYS_REGISTERED, NAMESPACES, OPERATOR, SUBSCRIPTION, TENANT, ArmError,
                                      json_handler, now_iso)
+from scorer.twin.azurite import connection_parts
 from scorer.twin.standin import LocalIdentity
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -128,7 +129,7 @@ class LocalAzure:
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}/"
         self.types = ResourceTypes(self, options or Options())
-        parts = dict(p.split("=", 1) for p in azurite.split(";") if "=" in p)
+        parts = connection_parts(azurite)
         (directory / "endpoint.json").write_text(json.dumps({
             "url": self.url, "cert": str(self.cert), "subscription": self.subscription,
             "storage_account": parts.get("AccountName"), "storage_key": parts.get("AccountKey")}))

@@ -19,6 +19,11 @@ def azurite_connection_string(port: int = 10000) -> str:
             f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
 
+def connection_parts(connection_string: str) -> dict[str, str]:
+    """A storage connection string's parts: AccountName, AccountKey, BlobEndpoint, ..."""
+    return dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+
+
 def port_answering(port: int) -> bool:
     """Whether something accepts connections on 127.0.0.1:port."""
     try:

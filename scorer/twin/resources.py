@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from scorer.azure.template import Planned, Template, split_id
 from scorer.twin.arm_common import OPERATOR, ArmError, now_iso, parent_id
+from scorer.twin.azurite import connection_parts
 
 #: built-in roles by ID (the ones main.json assigns, and the usual three), with the data
 #: actions the local storage front checks
@@ -369,7 +370,7 @@ class Storage:
         return BlobServiceClient.from_connection_string(self.types.azure.azurite)
 
     def endpoint(self) -> str:
-        parts = dict(p.split("=", 1) for p in self.azure.azurite.split(";") if "=" in p)
+        parts = connection_parts(self.azure.azurite)
         return parts["BlobEndpoint"].rstrip("/") + "/"
 
     def account(self, view: dict, existing: dict | None) -> None:

@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from scorer.twin.arm_common import ArmError
+from scorer.twin.azurite import connection_parts
 from scorer.twin.engine import DefinitionRefused, Engine, Run
 from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
-
 
 
 class Hosted:
@@ -48,7 +48,7 @@ class Hosted:
         self.definition = props.get("definition") or {}
         params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
         azure = owner.azure
-        parts = dict(p.split("=", 1) for p in azure.azurite.split(";") if "=" in p)
+        parts = connection_parts(azure.azurite)
         self.transport = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
                                        parts["AccountName"], parts["AccountKey"],
                                        tls=ssl.create_default_context(cafile=str(azure.cert)))
