@@ -364,14 +364,32 @@ def build_context(root: Path = ROOT) -> bytes:
     patterns = _ignore_patterns()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(root).as_posix()
+        for rel in sorted(_candidates(root, patterns)):
             if rel.startswith((".git/", ".venv", "node_modules/")) or rel == "docker/ca.crt":
                 continue
             if rel != DOCKERFILE and _ignored(rel, patterns):
                 continue
-            tar.add(path, arcname=rel)
+            tar.add(root / rel, arcname=rel)
     return buf.getvalue()
+
+
+def _candidates(root: Path, patterns: list[str]) -> list[str]:
+    """Every file below ``root`` that the ignore patterns might let through: a directory
+    they ignore is not walked unless a ``!`` pattern could reach inside it (the repository
+    root holds .venv/ and node_modules/, whose walk alone took seconds)."""
+    wanted = [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
+
+    def may_hold(rel: str) -> bool:
+        return not _ignored(rel, patterns) or any(
+            w == rel or w.startswith(rel + "/") or rel.startswith(w + "/") or any(c in w for c in "*?[") for w in wanted)
+    out = []
+    for here, dirs, files in os.walk(root):
+        base = Path(here).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirs[:] = [d for d in dirs if d not in (".git", "node_modules") and not d.startswith(".venv")
+                   and may_hold(prefix + d)]
+        out += [prefix + f for f in files]
+    return out
 
 
 def build_image(clients: Clients, group: str, registry: str, context: bytes, image_names: list[str],
