@@ -290,6 +290,7 @@ class ResourceTypes:
             raise ArmError(400, "UnmatchedPrincipalType", f"The PrincipalId '{principal.replace('-', '')}' has type "
                            f"'{known[0]}' , which is different from specified PrincipalType '{wanted}'.")
         scope = view["id"].rpartition("/providers/Microsoft.Authorization/")[0]
+        props["scope"] = scope
         custom = self.azure.find(role) if "/roleDefinitions/" in role and role.rpartition("/")[2].lower() \
             not in BUILT_IN_ROLES else None
         if custom and not any(scope.lower().startswith(s.lower()) for s in custom["properties"]["assignableScopes"]):
