@@ -351,7 +351,10 @@ class Twin:
             time.sleep(0.1)
 
     def close(self) -> None:
+        import shutil
+
         self.azure.close()
+        shutil.rmtree(self.azure.directory, ignore_errors=True)  # its certificate, key and endpoint.json
         self.store.close()
 
 
