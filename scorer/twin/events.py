@@ -33,6 +33,18 @@ from scorer.twin.arm_common import ArmError, now_iso
 NOT_RETRIED = {400, 401, 403, 413}
 
 
+def blob_created(topic: str, blob_endpoint: str, container: str, name: str, etag: str) -> dict:
+    """Event Grid's Microsoft.Storage.BlobCreated event for one blob (EventGridSchema)."""
+    return {"id": str(uuid.uuid4()), "topic": topic,
+            "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+            "eventType": "Microsoft.Storage.BlobCreated", "eventTime": now_iso(), "dataVersion": "",
+            "metadataVersion": "1",
+            "data": {"api": "PutBlob", "clientRequestId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()),
+                     "eTag": etag, "contentType": "application/octet-stream", "blobType": "BlockBlob",
+                     "url": f"{blob_endpoint}{container}/{name}", "sequencer": f"{time.time_ns():032x}",
+                     "storageDiagnostics": {"batchId": str(uuid.uuid4())}}}
+
+
 class EventGrid:
     def __init__(self, types: Any):
         self.types = types
@@ -150,15 +162,7 @@ class _Delivery:
                                  name="eventgrid-delivery").start()
 
     def _event(self, container: str, name: str, etag: str) -> dict:
-        endpoint = self.grid.types.storage.endpoint()
-        return {"id": str(uuid.uuid4()), "topic": self.topic_source,
-                "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
-                "eventType": "Microsoft.Storage.BlobCreated", "eventTime": now_iso(), "dataVersion": "",
-                "metadataVersion": "1",
-                "data": {"api": "PutBlob", "clientRequestId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()),
-                         "eTag": etag, "contentType": "application/octet-stream", "blobType": "BlockBlob",
-                         "url": f"{endpoint}{container}/{name}", "sequencer": f"{time.time_ns():032x}",
-                         "storageDiagnostics": {"batchId": str(uuid.uuid4())}}}
+        return blob_created(self.topic_source, self.grid.types.storage.endpoint(), container, name, etag)
 
     def _passes(self, event: dict) -> bool:
         f = self.filter

@@ -48,9 +48,11 @@ from scorer.azure import workflow as wf
 from scorer.azure.expressions import iso_duration_seconds
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
+from scorer.twin.arm_common import now_iso
+from scorer.twin.azurite import azurite_connection_string, ensure_azurite
 from scorer.twin.backends import Backend, choose
 from scorer.twin.engine import Run
-from scorer.twin.azurite import azurite_connection_string, ensure_azurite
+from scorer.twin.events import blob_created
 from scorer.twin.runtime import next_fire
 from scorer.twin.standin import Faults
 
@@ -101,7 +103,7 @@ class EventGridWatcher:
         code = secrets.token_hex(8)
         event = {"id": str(uuid.uuid4()), "topic": self.twin.topic, "subject": "",
                  "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-                 "eventTime": _iso_now(), "metadataVersion": "1", "dataVersion": "1",
+                 "eventTime": now_iso(), "metadataVersion": "1", "dataVersion": "1",
                  "data": {"validationCode": code, "validationUrl": self.url + "&validate=1"}}
         try:
             status, body = self._post([event], "SubscriptionValidation")
@@ -123,14 +125,7 @@ class EventGridWatcher:
         for name, etag in new:
             container = self.twin.settings.input_container
             _say(f"trigger: blob created: {container}/{name}")
-            event = {"id": str(uuid.uuid4()), "topic": self.twin.topic,
-                     "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
-                     "eventType": "Microsoft.Storage.BlobCreated", "eventTime": _iso_now(),
-                     "dataVersion": "", "metadataVersion": "1",
-                     "data": {"api": "PutBlob", "clientRequestId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()),
-                              "eTag": etag, "contentType": "application/octet-stream", "blobType": "BlockBlob",
-                              "url": f"{self.twin.blob_endpoint}{container}/{name}", "sequencer": f"{time.time_ns():032x}",
-                              "storageDiagnostics": {"batchId": str(uuid.uuid4())}}}
+            event = blob_created(self.twin.topic, self.twin.blob_endpoint, container, name, etag)
             threading.Thread(target=self._deliver, args=(event,), daemon=True, name="eventgrid").start()
         self.seen = current
         return len(new)
@@ -356,10 +351,6 @@ class Twin:
         self.azure.close()
         shutil.rmtree(self.azure.directory, ignore_errors=True)  # its certificate, key and endpoint.json
         self.store.close()
-
-
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:

@@ -42,11 +42,7 @@ class Hosted:
 
     def __init__(self, owner: "Workflows", view: dict):
         self.owner = owner
-        self.view = view
         self.name = view["name"]
-        props = view["properties"]
-        self.definition = props.get("definition") or {}
-        params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
         azure = owner.azure
         parts = connection_parts(azure.azurite)
         self.transport = TwinTransport(azure.identity, azure.url, parts["BlobEndpoint"].rstrip("/") + "/",
@@ -56,8 +52,7 @@ class Hosted:
         self.observer = None   # called with (run, seconds, label) as each run ends
         self.active = 0        # runs under way
         self._active_lock = threading.Lock()
-        self.engine = Engine(self.definition, params, transport=self.transport, name=self.name,
-                             sleep=self.stopping.wait)
+        self.update(view)
         self.sig = secrets.token_urlsafe(16)
         self.runs: list[Run] = []
         self.queues: dict[str, TriggerQueue] = {}
@@ -71,6 +66,7 @@ class Hosted:
             t.start()
 
     def update(self, view: dict) -> None:
+        """The definition and parameters new runs start with (runs under way keep theirs)."""
         props = view["properties"]
         self.view, self.definition = view, props.get("definition") or {}
         params = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (props.get("parameters") or {}).items()}
