@@ -90,12 +90,34 @@ def test_until_repeats_until_its_expression_holds_with_iteration_indexes():
     assert loop.status == "Succeeded" and len(loop.inner) == 5 and loop.inner[-1]["Index"].outputs == 4
 
 
-def test_until_ends_timed_out_at_its_timeout_and_the_next_action_still_runs():
-    r = run({"Loop": {"type": "Until", "runAfter": {}, "expression": "@equals(1, 2)",
-                      "limit": {"count": 1000, "timeout": "PT0.5S"},
-                      "actions": {"W": {"type": "Wait", "runAfter": {}, "inputs": {"interval": {"count": 0.1, "unit": "Second"}}}}},
-             "Cleanup": compose(1, {"Loop": ["Succeeded", "Failed", "TimedOut"]})})
-    assert r.actions["Loop"].status == "TimedOut" and r.actions["Cleanup"].status == "Succeeded"
+def _until_to_its_limit(limit: dict, options: str | None = None, fail_last: bool = False) -> dict:
+    loop = {"type": "Until", "runAfter": {}, "expression": "@equals(1, 2)", "limit": limit,
+            "actions": {"W": {"type": "Wait", "runAfter": {}, "inputs": {"interval": {"count": 0.1, "unit": "Second"}}},
+                        "Last": compose("@div(1, if(equals(iterationIndexes('Loop'), 2), 0, 1))" if fail_last else 1,
+                                        {"W": ["Succeeded"]})}}
+    if options:
+        loop["operationOptions"] = options
+    return {"Loop": loop, "Cleanup": compose(1, {"Loop": ["Succeeded", "Failed", "TimedOut"]})}
+
+
+def test_an_until_at_its_timeout_has_its_last_iterations_status_and_the_next_action_runs():
+    # the loops article: a loop that reaches its limits is Succeeded when its last iteration
+    # succeeded, Failed when an action of the last iteration failed
+    r = run(_until_to_its_limit({"count": 1000, "timeout": "PT0.5S"}))
+    assert r.actions["Loop"].status == "Succeeded" and r.actions["Loop"].code == "UntilLimitsReached"
+    assert r.actions["Cleanup"].status == "Succeeded" and r.status == "Succeeded"
+    r = run(_until_to_its_limit({"count": 3, "timeout": "PT1M"}, fail_last=True))
+    assert len(r.actions["Loop"].inner) == 3 and r.actions["Loop"].status == "Failed"
+    r = run(_until_to_its_limit({"count": 4, "timeout": "PT1M"}, fail_last=True))  # the third failed, not the last
+    assert len(r.actions["Loop"].inner) == 4 and r.actions["Loop"].status == "Succeeded"
+
+
+def test_an_until_with_fail_when_limits_reached_fails_at_either_limit():
+    for limit in ({"count": 1000, "timeout": "PT0.3S"}, {"count": 2, "timeout": "PT1M"}):
+        r = run(_until_to_its_limit(limit, options="FailWhenLimitsReached"))
+        loop = r.actions["Loop"]
+        assert loop.status == "Failed" and loop.error["code"] == "UntilLimitsReached", limit
+        assert r.actions["Cleanup"].status == "Succeeded"
 
 
 def test_query_filters_with_item_and_conditions_in_object_form():

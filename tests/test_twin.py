@@ -113,7 +113,8 @@ def test_a_group_that_never_leaves_pending_is_deleted_at_the_job_timeout(gamma, 
     outcome = twin.run_once()
     assert 3 <= time.monotonic() - t < 15
     (state,) = job_states(outcome)
-    assert state["state"] == "Pending" and outcome.run.actions["Wait_for_jobs"].status == "TimedOut"
+    wait = outcome.run.actions["Wait_for_jobs"]  # FailWhenLimitsReached: a loop at its timeout fails
+    assert state["state"] == "Pending" and wait.status == "Failed" and wait.code == "UntilLimitsReached"
     assert twin.standin.groups[state["name"]].deleted and outcome.run.status == "Failed"
 
 

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from scorer.azure import expressions as ex
-from scorer.twin.engine import DefinitionRefused, refuse_unsupported
+from scorer.twin.engine import DefinitionRefused, Engine
 from scorer.azure.functions import FUNCTIONS
 
 REFERENCE = [
@@ -166,4 +166,4 @@ def test_a_definition_calling_an_unimplemented_function_is_refused_naming_it(fn)
     definition = {"triggers": {"t": {"type": "Request", "kind": "Http"}},
                   "actions": {"A": {"type": "Compose", "inputs": f"@{fn}", "runAfter": {}}}}
     with pytest.raises(DefinitionRefused, match=re.escape(fn.split("(")[0]) + r"\(\) is not implemented"):
-        refuse_unsupported(definition)
+        Engine(definition)

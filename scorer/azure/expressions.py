@@ -1,7 +1,9 @@
 """Logic Apps Workflow Definition Language expressions: a parser and an evaluator.
 
 The parser covers the expression grammar: string, number and boolean literals, function
-calls, ``['key']`` / ``?['key']`` / ``.key`` member access and ``[0]`` indexing. The
+calls, ``['key']`` / ``?['key']`` / ``.key`` / ``?.key`` member access and ``[0]`` indexing.
+Function names are case-insensitive, as in Logic Apps (``utcnow()`` is ``utcNow()``): the
+parser writes each known name as the reference spells it. The
 checker (workflow_check) walks its trees to find every reference an expression makes;
 the engine (scorer.twin.engine) evaluates them, with the functions of scorer.azure.functions and
 the run's state for the workflow functions (parameters(), body(), items(), ...).
@@ -20,6 +22,28 @@ from typing import Any
 
 class ExpressionError(ValueError):
     """An expression does not parse or cannot be evaluated."""
+
+
+# Workflow Definition Language functions (learn.microsoft.com, "Reference guide to workflow
+# expression functions"); a name outside this set is a typo or an unsupported function.
+WDL_FUNCTIONS = frozenset("""
+action actions actionBody actionOutputs add addDays addHours addMinutes addProperty addSeconds
+addToTime and array base64 base64ToBinary base64ToString binary body bool chunk coalesce concat
+contains convertFromUtc convertTimeZone convertToUtc createArray dataUri dataUriToBinary
+dataUriToString dateDifference dayOfMonth dayOfWeek dayOfYear decimal decodeBase64 decodeDataUri
+decodeUriComponent div encodeBase64 encodeUriComponent empty endsWith equals
+first float formatDateTime formatNumber formDataMultiValues formDataValue getFutureTime
+getPastTime greater greaterOrEquals guid if indexOf int intersection isFloat isInt item items
+iterationIndexes join json last lastIndexOf length less lessOrEquals listCallbackUrl max min mod
+mul multipartBody not nthIndexOf or outputs parameters parseDateTime rand range removeProperty
+replace result reverse setProperty skip slice sort split startOfDay startOfHour startOfMonth
+startsWith string sub substring subtractFromTime take ticks toLower toUpper trigger triggerBody
+triggerFormDataMultiValues triggerFormDataValue triggerMultipartBody triggerOutputs trim union
+uriComponent uriComponentToBinary uriComponentToString uriHost uriPath uriPathAndQuery uriPort
+uriQuery uriScheme utcNow variables workflow xml xpath
+""".split())
+#: lower-case name -> the name as the reference spells it
+_CANONICAL = {name.lower(): name for name in WDL_FUNCTIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +69,7 @@ _TOKEN = re.compile(r"""
       (?P<string>'(?:[^']|'')*')
     | (?P<number>-?(?:\d+(?:\.\d+)?|\.\d+))
     | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<punct>\?\[|[()\[\],.])
+    | (?P<punct>\?\[|\?\.|[()\[\],.])
     )""", re.VERBOSE)
 
 
@@ -101,13 +125,13 @@ class _Parser:
                     self.take(",")
                     args.append(self.expr())
             self.take(")")
-            node = Call(value, tuple(args))
+            node = Call(_CANONICAL.get(value.lower(), value), tuple(args))
         else:
             raise ExpressionError(f"unexpected {value!r} in expression {self.text!r}")
-        while self.peek() and self.peek()[1] in ("[", "?[", "."):
+        while self.peek() and self.peek()[1] in ("[", "?[", ".", "?."):
             _, op = self.take()
-            if op == ".":
-                node = Member(node, Literal(self.take()[1]), False)
+            if op in (".", "?."):
+                node = Member(node, Literal(self.take()[1]), op == "?.")
             else:
                 key = self.expr()
                 self.take("]")
@@ -134,36 +158,50 @@ def expressions_in(value: str) -> list[str]:
         return []
     if value.startswith("@") and not value.startswith("@{"):
         return [value[1:]]
-    found, i = [], 0
+    return [part for is_expr, part in segments(value) if is_expr]
+
+
+def segments(value: str) -> list[tuple[bool, str]]:
+    """A string with ``@{...}`` interpolations, cut into (is_expression, text) pieces in
+    order, so that rendering replaces each interpolation where it stands (a value
+    inserted earlier is never read again). Raises ExpressionError on an unclosed ``@{``."""
+    out: list[tuple[bool, str]] = []
+    i = 0
     while True:
         start = value.find("@{", i)
+        while start > 0 and value[start - 1] == "@":  # "@@{" is not an interpolation
+            start = value.find("@{", start + 2)
         if start < 0:
-            return found
-        if start > 0 and value[start - 1] == "@":
-            i = start + 2
-            continue
-        depth, j, in_str = 0, start + 2, False
-        while j < len(value):
-            ch = value[j]
-            if in_str:
-                if ch == "'":
-                    if j + 1 < len(value) and value[j + 1] == "'":
-                        j += 1
-                    else:
-                        in_str = False
-            elif ch == "'":
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                if depth == 0:
-                    break
-                depth -= 1
-            j += 1
-        else:
-            raise ExpressionError(f"unclosed @{{ in {value!r}")
-        found.append(value[start + 2:j])
-        i = j + 1
+            if i < len(value):
+                out.append((False, value[i:]))
+            return out
+        end = _closing_brace(value, start + 2)
+        if start > i:
+            out.append((False, value[i:start]))
+        out.append((True, value[start + 2:end]))
+        i = end + 1
+
+
+def _closing_brace(value: str, j: int) -> int:
+    depth, in_str = 0, False
+    while j < len(value):
+        ch = value[j]
+        if in_str:
+            if ch == "'":
+                if j + 1 < len(value) and value[j + 1] == "'":
+                    j += 1
+                else:
+                    in_str = False
+        elif ch == "'":
+            in_str = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0:
+                return j
+            depth -= 1
+        j += 1
+    raise ExpressionError(f"unclosed @{{ in {value!r}")
 
 
 def walk(node) -> Iterator[Any]:
@@ -293,15 +331,10 @@ def render(value: Any, context: Any) -> Any:
         return value[1:]
     if value.startswith("@") and not value.startswith("@{"):
         return evaluate(parse(value[1:]), context)
-    exprs = expressions_in(value)
-    if not exprs:
+    parts = segments(value)
+    if not any(is_expr for is_expr, _ in parts):
         return value
-    if value.startswith("@{") and value.endswith("}") and len(exprs) == 1 and value == "@{" + exprs[0] + "}":
-        return to_text(evaluate(parse(exprs[0]), context))
-    out = value
-    for expr in exprs:
-        out = out.replace("@{" + expr + "}", to_text(evaluate(parse(expr), context)), 1)
-    return out
+    return "".join(to_text(evaluate(parse(text), context)) if is_expr else text for is_expr, text in parts)
 
 
 _DURATION = re.compile(r"^P(?!$)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")

@@ -63,6 +63,8 @@ def _nullable(x: Any) -> Any:
 
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$")
 _US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?: (\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_RFC1123 = re.compile(r"^(?:[A-Za-z]{3}, )?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) (?:GMT|UTC|Z)$")
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 
 
 class Stamp:
@@ -97,7 +99,13 @@ class Stamp:
         if m:
             mo, d, y, h, mi, sec = m.groups()
             return cls(dt.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0)), "naive")
-        raise FunctionError(f"{text!r} is not a timestamp the engine can read (ISO 8601, or MM/dd/yyyy HH:mm:ss)")
+        m = _RFC1123.match(s)  # what HTTP headers carry (Date, Last-Modified): "Tue, 01 Dec 2026 10:00:00 GMT"
+        if m and m.group(2).lower() in _MONTHS:
+            d, mon, y, h, mi, sec = m.groups()
+            value = dt.datetime(int(y), _MONTHS.index(mon.lower()) + 1, int(d), int(h), int(mi), int(sec))
+            return cls(value.replace(tzinfo=dt.timezone.utc), "utc")
+        raise FunctionError(f"{text!r} is not a timestamp the engine can read "
+                            "(ISO 8601, MM/dd/yyyy HH:mm:ss, or RFC 1123 such as 'Tue, 01 Dec 2026 10:00:00 GMT')")
 
     def shifted(self, delta: dt.timedelta) -> "Stamp":
         return Stamp(self.value + delta, self.kind, self.frac)
@@ -117,7 +125,12 @@ _STANDARD = {"o": "yyyy-MM-ddTHH:mm:ss.fffffffK", "O": "yyyy-MM-ddTHH:mm:ss.ffff
              "s": "yyyy-MM-ddTHH:mm:ss", "u": "yyyy-MM-dd HH:mm:ssZ", "D": "dddd, MMMM d, yyyy",
              "d": "M/d/yyyy", "T": "h:mm:ss tt", "t": "h:mm tt", "g": "M/d/yyyy h:mm tt",
              "G": "M/d/yyyy h:mm:ss tt", "f": "dddd, MMMM d, yyyy h:mm tt", "F": "dddd, MMMM d, yyyy h:mm:ss tt",
-             "r": "ddd, dd MMM yyyy HH:mm:ss 'GMT'", "R": "ddd, dd MMM yyyy HH:mm:ss 'GMT'"}
+             "r": "ddd, dd MMM yyyy HH:mm:ss 'GMT'", "R": "ddd, dd MMM yyyy HH:mm:ss 'GMT'",
+             "M": "MMMM d", "m": "MMMM d", "Y": "MMMM yyyy", "y": "MMMM yyyy"}
+#: the locales formatDateTime's third argument may name; en-US is what Logic Apps uses
+#: when none is given. Another locale fails the action, naming it, rather than
+#: formatting as en-US would.
+LOCALES = ("en-US", "en-us")
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\\.|yyyy|yy|MMMM|MMM|MM|M|dddd|ddd|dd|d|HH|H|hh|h|mm|m|ss|s|f{1,7}|tt|K|zzz|.",
                     re.S)
 
@@ -198,7 +211,20 @@ def now_stamp() -> Stamp:
 _UNITS = {"Second": "seconds", "Minute": "minutes", "Hour": "hours", "Day": "days", "Week": "weeks"}
 
 
+#: time units in any case, as Logic Apps reads them ('minute' is 'Minute')
+_UNIT_NAMES = {u.lower(): u for u in (*_UNITS, "Month", "Year")}
+
+
+def time_unit(unit: Any) -> str:
+    """A time unit as the reference spells it (Second ... Year); any case is accepted."""
+    name = _UNIT_NAMES.get(str(unit).lower())
+    if name is None:
+        raise FunctionError(f"time unit {unit!r} is not one of Second, Minute, Hour, Day, Week, Month, Year")
+    return name
+
+
 def _add_units(stamp: Stamp, n: int, unit: str) -> Stamp:
+    unit = time_unit(unit)
     if unit in _UNITS:
         return stamp.shifted(dt.timedelta(**{_UNITS[unit]: n}))
     if unit in ("Month", "Year"):
@@ -209,13 +235,19 @@ def _add_units(stamp: Stamp, n: int, unit: str) -> Stamp:
         day = min(v.day, [31, 29 if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0) else 28, 31, 30, 31, 30, 31,
                           31, 30, 31, 30, 31][mo])
         return Stamp(v.replace(year=y, month=mo + 1, day=day), stamp.kind, stamp.frac)
-    raise FunctionError(f"time unit {unit!r} is not one of Second, Minute, Hour, Day, Week, Month, Year")
 
 
 def _add(unit: str) -> Callable[..., str]:
     def fn(ts: Any, n: Any, fmt: str | None = None) -> str:
         return _add_units(Stamp.parse(ts), int(_number(n, "add" + unit + "s")), unit).format(fmt)
     return fn
+
+
+def _en_us(fmt: str | None, locale: str | None) -> str | None:
+    if locale is not None and locale not in LOCALES:
+        raise FunctionError(f"formatDateTime(): the locale {locale!r} is not implemented by the engine (it formats "
+                            "en-US, as Logic Apps does without a locale)")
+    return fmt
 
 
 def _ticks(ts: Any) -> int:
@@ -537,7 +569,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "dayOfMonth": lambda ts: Stamp.parse(ts).value.day,
     "dayOfWeek": lambda ts: (Stamp.parse(ts).value.weekday() + 1) % 7,
     "dayOfYear": lambda ts: Stamp.parse(ts).value.timetuple().tm_yday,
-    "formatDateTime": lambda ts, fmt=None: Stamp.parse(ts).format(fmt),
+    "formatDateTime": lambda ts, fmt=None, locale=None: Stamp.parse(ts).format(_en_us(fmt, locale)),
     "startOfDay": _start_of("day"),
     "startOfHour": _start_of("hour"),
     "startOfMonth": _start_of("month"),

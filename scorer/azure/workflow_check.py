@@ -1,21 +1,30 @@
-"""Check that a workflow definition's expressions and runAfter refer only to things that exist.
+"""Check a workflow definition as Logic Apps does when it is saved, and list every problem.
 
 Microsoft's workflow-definition schema (and the local subset in ../shared/schemas) cannot
-see references between parts of a definition; a renamed action or a misspelt parameter is
-only found by Logic Apps when a run reaches it. This module finds them offline:
+see references between parts of a definition, placement rules or limits; Logic Apps checks
+them when a definition is saved, and the engine (scorer.twin.engine) refuses a definition
+with the same list before any of it runs. One validation serves both, and it reports every
+problem at once, not only the first:
 
-* ``parameters('x')``: ``x`` is declared in ``definition.parameters``;
-* ``variables('x')`` and SetVariable/AppendTo*Variable names: ``x`` is initialised by an
-  InitializeVariable action;
-* ``body/outputs/actions/result('A')``: ``A`` is an action of the definition;
-* ``items('L')``: ``L`` is a Foreach that encloses the expression;
-  ``iterationIndexes('U')``: ``U`` is an enclosing Until;
-* every function called is a Workflow Definition Language function;
-* every ``runAfter`` key names an action in the same scope (Logic Apps requires this),
-  and action names are unique across the definition.
+* references: ``parameters('x')`` is declared; ``variables('x')`` and the variable actions
+  name a variable initialised by an InitializeVariable action; ``body/outputs/actions/
+  result('A')`` name an action of the definition; ``items('L')`` is inside that Foreach and
+  ``iterationIndexes('U')`` inside that Until; every function is a Workflow Definition
+  Language function (in any case); every expression parses;
+* ``runAfter``: each key names an action in the same scope, statuses exist, and the actions
+  of a scope form no cycle; action names are unique across the definition;
+* placement ("Create variables", "Response" restrictions in the actions reference):
+  InitializeVariable only at the top level; Response never inside a Foreach or an Until,
+  nor in a parallel branch; Terminate never inside a Foreach or an Until;
+* variable types: an InitializeVariable's type is one of the six, its value fits it, and
+  Increment/Decrement name an Integer or Float variable, AppendToArray an Array,
+  AppendToString a String;
+* the definition limits of "Limits and configuration" (Consumption): actions 500, nesting
+  depth 8, triggers 10, variables 250, parameters 50, outputs 10, names 80 characters,
+  descriptions 256, expressions 8,192 characters; Foreach concurrency 1-50; Until count
+  1-5,000; retry policies: at most 90 retries, intervals from 5 seconds to 1 day.
 
-``problems(definition)`` returns a list of human-readable problems (empty when clean). It
-raises nothing: an expression that does not parse is reported as a problem too.
+``problems(definition)`` returns the list (empty when clean) and raises nothing.
 """
 
 from __future__ import annotations
@@ -23,114 +32,291 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from scorer.azure.expressions import Call, ExpressionError, Literal, expressions_in, parse, walk
+from scorer.azure.expressions import (WDL_FUNCTIONS, Call, ExpressionError, Literal, expressions_in,
+                                      iso_duration_seconds, parse, walk)
 
-# Workflow Definition Language functions (learn.microsoft.com, "Reference guide to workflow
-# expression functions"); a name outside this set is a typo or an unsupported function.
-WDL_FUNCTIONS = frozenset("""
-action actions actionBody actionOutputs add addDays addHours addMinutes addProperty addSeconds
-addToTime and array base64 base64ToBinary base64ToString binary body bool chunk coalesce concat
-contains convertFromUtc convertTimeZone convertToUtc createArray dataUri dataUriToBinary
-dataUriToString dateDifference dayOfMonth dayOfWeek dayOfYear decimal decodeBase64 decodeDataUri
-decodeUriComponent div encodeBase64 encodeUriComponent encodeURIComponent empty endsWith equals
-first float formatDateTime formatNumber formDataMultiValues formDataValue getFutureTime
-getPastTime greater greaterOrEquals guid if indexOf int intersection isFloat isInt item items
-iterationIndexes join json last lastIndexOf length less lessOrEquals listCallbackUrl max min mod
-mul multipartBody not nthIndexOf or outputs parameters parseDateTime rand range removeProperty
-replace result reverse setProperty skip slice sort split startOfDay startOfHour startOfMonth
-startsWith string sub substring subtractFromTime take ticks toLower toUpper trigger triggerBody
-triggerFormDataMultiValues triggerFormDataValue triggerMultipartBody triggerOutputs trim union
-uriComponent uriComponentToBinary uriComponentToString uriHost uriPath uriPathAndQuery uriPort
-uriQuery uriScheme utcNow variables workflow xml xpath
-""".split())
+STATUSES = ("Succeeded", "Failed", "Skipped", "TimedOut", "Cancelled")
+VARIABLE_TYPES = {"array": list, "boolean": bool, "float": (int, float), "integer": int, "object": dict,
+                  "string": str}
+# "Limits and configuration for Azure Logic Apps", definition and looping limits (Consumption)
+LIMITS = {"actions": 500, "depth": 8, "triggers": 10, "variables": 250, "parameters": 50, "outputs": 10,
+          "name": 80, "description": 256, "expression": 8192, "repetitions": (1, 50), "until": (1, 5000),
+          "retries": 90, "retry_interval": (5.0, 86400.0)}
 
 _ACTION_REFS = {"body", "outputs", "actions", "action", "actionBody", "actionOutputs", "result"}
-_VARIABLE_ACTIONS = {"SetVariable", "AppendToArrayVariable", "AppendToStringVariable",
-                     "IncrementVariable", "DecrementVariable"}
+_VARIABLE_ACTIONS = {"setvariable": None, "appendtoarrayvariable": "array", "appendtostringvariable": "string",
+                     "incrementvariable": "number", "decrementvariable": "number"}
+_LOOPS = {"foreach", "until"}
 
 
 def iter_actions(actions: dict, enclosing: tuple = ()) -> Iterator[tuple[str, dict, dict, tuple]]:
-    """Yield (name, action, sibling actions, enclosing loop/scope actions) for every action, nested too."""
+    """Yield (name, action, sibling actions, enclosing) for every action, nested too;
+    ``enclosing`` holds (name, action, its siblings) for each scope around the action."""
+    if not isinstance(actions, dict):
+        return
     for name, action in actions.items():
+        if not isinstance(action, dict):
+            continue
         yield name, action, actions, enclosing
-        inner = enclosing + ((name, action),)
-        if isinstance(action.get("actions"), dict):
-            yield from iter_actions(action["actions"], inner)
-        if isinstance(action.get("else"), dict) and isinstance(action["else"].get("actions"), dict):
-            yield from iter_actions(action["else"]["actions"], inner)
-        for case in (action.get("cases") or {}).values():
-            yield from iter_actions(case.get("actions", {}), inner)
-        if isinstance(action.get("default"), dict):
-            yield from iter_actions(action["default"].get("actions", {}), inner)
+        inner = enclosing + ((name, action, actions),)
+        for child in child_scopes(action):
+            yield from iter_actions(child, inner)
 
 
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def child_scopes(action: dict) -> list[dict]:
+    """The action maps nested in an action: its ``actions``, ``else``, Switch cases and default."""
+    out = [action.get("actions")]
+    if isinstance(action.get("else"), dict):
+        out.append(action["else"].get("actions"))
+    out += [c.get("actions") for c in (action.get("cases") or {}).values() if isinstance(c, dict)]
+    if isinstance(action.get("default"), dict):
+        out.append(action["default"].get("actions"))
+    return [c for c in out if isinstance(c, dict)]
+
+
+def strings_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, text) for every string of a JSON value, keys too."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from _strings(k, f"{path}.<key {k}>")
-            yield from _strings(v, f"{path}.{k}")
+            yield from strings_in(k, f"{path}.<key {k}>")
+            yield from strings_in(v, f"{path}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]")
+            yield from strings_in(v, f"{path}[{i}]")
 
 
-def _own_fields(action: dict) -> dict:
-    # Nested actions are visited on their own, with their own enclosing loops.
+def own_fields(action: dict) -> dict:
+    """An action without its nested actions (they are visited on their own)."""
     return {k: v for k, v in action.items() if k not in ("actions", "else", "cases", "default")}
 
 
+def kind(action: dict) -> str:
+    """An action's or trigger's type in lower case: Logic Apps reads type names in any case."""
+    return str(action.get("type", "")).lower()
+
+
+def options(action: dict) -> set[str]:
+    """An action's ``operationOptions`` (a comma-separated list), in lower case."""
+    return {o.strip().lower() for o in str(action.get("operationOptions") or "").split(",") if o.strip()}
+
+
 def problems(definition: dict) -> list[str]:
-    """Every dangling reference in a workflow definition, as readable messages (empty if none)."""
+    """Every problem Logic Apps would refuse the definition for, as readable messages."""
     out: list[str] = []
-    params = set(definition.get("parameters", {}))
-    all_actions = list(iter_actions(definition.get("actions", {})))
+    actions = definition.get("actions") or {}
+    all_actions = list(iter_actions(actions))
+    variables = _declared_variables(all_actions, out)
+    out += _reference_problems(definition, all_actions, variables)
+    for name, action, siblings, enclosing in all_actions:
+        out += _run_after_problems(name, action, siblings)
+        out += _placement_problems(name, action, siblings, enclosing)
+        out += _variable_problems(name, action, variables)
+        out += _limit_problems(name, action, enclosing)
+    for scope in [actions] + [c for _, a, _, _ in all_actions for c in child_scopes(a)]:
+        cycle = _cycle(scope)
+        if cycle:
+            out.append(f"actions {', '.join(cycle)}: their runAfter form a cycle, so none of them can run")
+    out += _count_problems(definition, all_actions, variables)
+    return out
+
+
+def _declared_variables(all_actions: list, out: list[str]) -> dict[str, str]:
+    declared: dict[str, str] = {}
+    for name, action, _, _ in all_actions:
+        if kind(action) != "initializevariable":
+            continue
+        for v in (action.get("inputs") or {}).get("variables") or []:
+            vtype = str(v.get("type", "")).lower()
+            if vtype not in VARIABLE_TYPES:
+                out.append(f"actions.{name}: variable {v.get('name')!r} has type {v.get('type')!r}; the types "
+                           "are Array, Boolean, Float, Integer, Object and String")
+            elif "value" in v and not _fits(v["value"], vtype):
+                out.append(f"actions.{name}: variable {v.get('name')!r} of type {v.get('type')} cannot be "
+                           f"initialized with value {v['value']!r}")
+            if v.get("name") in declared:
+                out.append(f"actions.{name}: variable {v.get('name')!r} is initialised more than once")
+            declared[v.get("name")] = vtype
+    return declared
+
+
+def _fits(value: Any, vtype: str) -> bool:
+    if isinstance(value, str) and value.startswith("@") and not value.startswith("@@"):
+        return True  # known only when the run evaluates it
+    if vtype in ("integer", "float") and isinstance(value, bool):
+        return False
+    return isinstance(value, VARIABLE_TYPES[vtype])
+
+
+def _reference_problems(definition: dict, all_actions: list, variables: dict) -> list[str]:
+    out: list[str] = []
+    params = set(definition.get("parameters") or {})
     names = [n for n, *_ in all_actions]
     action_names = set(names)
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        out.append(f"action name {dup!r} is used more than once")
-    variables = {v.get("name") for _, a, _, _ in all_actions if a.get("type") == "InitializeVariable"
-                 for v in a.get("inputs", {}).get("variables", [])}
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            out.append(f"action name {n!r} is used more than once")
+        seen.add(n)
 
     def check_strings(owner: str, value: Any, enclosing: tuple) -> None:
-        loops = {n: a.get("type") for n, a in enclosing}
-        for path, text in _strings(value, owner):
+        loops = {n: kind(a) for n, a, _ in enclosing}
+        for path, text in strings_in(value, owner):
             try:
-                exprs = expressions_in(text)
-                trees = [parse(e) for e in exprs]
+                trees = [parse(e) for e in expressions_in(text)]
             except ExpressionError as exc:
                 out.append(f"{path}: {exc}")
                 continue
+            if len(text) > LIMITS["expression"] and trees:
+                out.append(f"{path}: an expression of {len(text)} characters is over Logic Apps' limit of "
+                           f"{LIMITS['expression']}")
             for tree in trees:
-                for node in walk(tree):
-                    if not isinstance(node, Call):
-                        continue
-                    arg = node.args[0].value if node.args and isinstance(node.args[0], Literal) else None
-                    if node.name not in WDL_FUNCTIONS:
-                        out.append(f"{path}: unknown function {node.name}()")
-                    elif node.name == "parameters" and arg not in params:
-                        out.append(f"{path}: parameters({arg!r}) is not declared")
-                    elif node.name == "variables" and arg not in variables:
-                        out.append(f"{path}: variables({arg!r}) is never initialised")
-                    elif node.name in _ACTION_REFS and arg not in action_names:
-                        out.append(f"{path}: {node.name}({arg!r}) names no action")
-                    elif node.name == "items" and loops.get(arg) != "Foreach":
-                        out.append(f"{path}: items({arg!r}) is not inside that Foreach")
-                    elif node.name == "iterationIndexes" and loops.get(arg) != "Until":
-                        out.append(f"{path}: iterationIndexes({arg!r}) is not inside that Until")
+                out.extend(f"{path}: {p}" for p in _call_problems(tree, params, variables, action_names, loops))
 
-    for tname, trigger in definition.get("triggers", {}).items():
+    for tname, trigger in (definition.get("triggers") or {}).items():
         check_strings(f"triggers.{tname}", trigger, ())
-    for name, action, siblings, enclosing in all_actions:
-        check_strings(f"actions.{name}", _own_fields(action), enclosing)
-        for target in action.get("runAfter", {}):
-            if target not in siblings:
-                out.append(f"actions.{name}.runAfter: {target!r} is not an action in the same scope")
-            elif target == name:
-                out.append(f"actions.{name}.runAfter: an action cannot run after itself")
-        if action.get("type") in _VARIABLE_ACTIONS and action.get("inputs", {}).get("name") not in variables:
-            out.append(f"actions.{name}: variable {action.get('inputs', {}).get('name')!r} is never initialised")
-    for oname, output in definition.get("outputs", {}).items():
+    for name, action, _, enclosing in all_actions:
+        check_strings(f"actions.{name}", own_fields(action), enclosing)
+    for oname, output in (definition.get("outputs") or {}).items():
         check_strings(f"outputs.{oname}", output, ())
     return out
+
+
+def _call_problems(tree: Any, params: set, variables: dict, action_names: set, loops: dict) -> Iterator[str]:
+    for node in walk(tree):
+        if not isinstance(node, Call):
+            continue
+        arg = node.args[0].value if node.args and isinstance(node.args[0], Literal) else None
+        if node.name not in WDL_FUNCTIONS:
+            yield f"unknown function {node.name}()"
+        elif node.name == "parameters" and arg not in params:
+            yield f"parameters({arg!r}) is not declared"
+        elif node.name == "variables" and arg not in variables:
+            yield f"variables({arg!r}) is never initialised"
+        elif node.name in _ACTION_REFS and arg not in action_names:
+            yield f"{node.name}({arg!r}) names no action"
+        elif node.name == "items" and loops.get(arg) != "foreach":
+            yield f"items({arg!r}) is not inside that Foreach"
+        elif node.name == "iterationIndexes" and loops.get(arg) != "until":
+            yield f"iterationIndexes({arg!r}) is not inside that Until"
+
+
+def _run_after_problems(name: str, action: dict, siblings: dict) -> list[str]:
+    out = []
+    run_after = action.get("runAfter") or {}
+    if not isinstance(run_after, dict):
+        return [f"actions.{name}.runAfter: must be an object of action names and status lists"]
+    for target, statuses in run_after.items():
+        if target == name:
+            out.append(f"actions.{name}.runAfter: an action cannot run after itself")
+        elif target not in siblings:
+            out.append(f"actions.{name}.runAfter: {target!r} is not an action in the same scope")
+        bad = [s for s in statuses or [] if str(s).lower() not in {x.lower() for x in STATUSES}]
+        if bad:
+            out.append(f"actions.{name}.runAfter: status(es) {', '.join(map(str, bad))} do not exist "
+                       f"(they are {', '.join(STATUSES)})")
+    return out
+
+
+def _placement_problems(name: str, action: dict, siblings: dict, enclosing: tuple) -> list[str]:
+    k = kind(action)
+    in_loop = [n for n, a, _ in enclosing if kind(a) in _LOOPS]
+    if k == "initializevariable" and enclosing:
+        return [f"actions.{name}: a variable can be initialised only at the top level of the workflow, not "
+                f"inside {enclosing[-1][0]!r}"]
+    if k in ("response", "terminate") and in_loop:
+        return [f"actions.{name}: a {action.get('type')} action cannot be inside the loop {in_loop[-1]!r}"]
+    if k == "response" and _in_parallel_branch(name, siblings, enclosing):
+        return [f"actions.{name}: a Response action cannot be in a parallel branch"]
+    return []
+
+
+def _in_parallel_branch(name: str, siblings: dict, enclosing: tuple) -> bool:
+    """True when the action, or a scope around it, has a sibling that starts after the same
+    predecessors: two branches that run side by side."""
+    def forked(n: str, scope: dict) -> bool:
+        mine = sorted(scope[n].get("runAfter") or {})
+        return any(sorted(a.get("runAfter") or {}) == mine for m, a in scope.items() if m != n and isinstance(a, dict))
+    return forked(name, siblings) or any(forked(n, scope) for n, _, scope in enclosing)
+
+
+def _variable_problems(name: str, action: dict, variables: dict) -> list[str]:
+    k = kind(action)
+    if k not in _VARIABLE_ACTIONS:
+        return []
+    var = (action.get("inputs") or {}).get("name")
+    if var not in variables:
+        return [f"actions.{name}: variable {var!r} is never initialised"]
+    need, have = _VARIABLE_ACTIONS[k], variables[var]
+    if need == "number" and have not in ("integer", "float") or need in ("array", "string") and have != need:
+        return [f"actions.{name}: a {action.get('type')} action cannot change variable {var!r} of type {have}"]
+    return []
+
+
+def _limit_problems(name: str, action: dict, enclosing: tuple) -> list[str]:
+    out = []
+    if len(name) > LIMITS["name"]:
+        out.append(f"actions.{name}: the name has {len(name)} characters; Logic Apps allows {LIMITS['name']}")
+    if len(str(action.get("description", ""))) > LIMITS["description"]:
+        out.append(f"actions.{name}: the description has {len(action['description'])} characters; Logic Apps "
+                   f"allows {LIMITS['description']}")
+    if len(enclosing) >= LIMITS["depth"]:
+        out.append(f"actions.{name}: nested {len(enclosing) + 1} deep; Logic Apps allows {LIMITS['depth']}")
+    k = kind(action)
+    reps = ((action.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("repetitions")
+    lo, hi = LIMITS["repetitions"]
+    if k == "foreach" and reps is not None and not (isinstance(reps, int) and lo <= reps <= hi):
+        out.append(f"actions.{name}: concurrency.repetitions is {reps!r}; it must be from {lo} to {hi}")
+    count = (action.get("limit") or {}).get("count")
+    lo, hi = LIMITS["until"]
+    if k == "until" and isinstance(count, int) and not lo <= count <= hi:
+        out.append(f"actions.{name}: limit.count is {count}; an Until runs from {lo} to {hi} iterations")
+    policy = (action.get("inputs") or {}).get("retryPolicy") if isinstance(action.get("inputs"), dict) else None
+    if isinstance(policy, dict):
+        out += [f"actions.{name}.inputs.retryPolicy: {p}" for p in retry_policy_problems(policy)]
+    return out
+
+
+def retry_policy_problems(policy: dict) -> list[str]:
+    """What is outside the documented retry limits: 90 retries, intervals of 5 s to 1 day."""
+    out = []
+    count = policy.get("count")
+    if isinstance(count, int) and not 1 <= count <= LIMITS["retries"]:
+        out.append(f"count is {count}; it must be from 1 to {LIMITS['retries']}")
+    lo, hi = LIMITS["retry_interval"]
+    for key in ("interval", "minimumInterval", "maximumInterval"):
+        text = policy.get(key)
+        if not isinstance(text, str) or text.startswith("@"):
+            continue
+        try:
+            seconds = iso_duration_seconds(text)
+        except ExpressionError as exc:
+            out.append(f"{key}: {exc}")
+            continue
+        if not lo <= seconds <= hi:
+            out.append(f"{key} is {text}; it must be from PT5S to P1D")
+    return out
+
+
+def _cycle(scope: dict) -> list[str]:
+    """The actions of one scope that can never start because their runAfter loop back."""
+    done: set[str] = set()
+    pending = [n for n, a in scope.items() if isinstance(a, dict)]
+    progress = True
+    while progress:
+        progress = False
+        for n in list(pending):
+            if all(p in done or p not in scope for p in (scope[n].get("runAfter") or {})):
+                done.add(n)
+                pending.remove(n)
+                progress = True
+    return pending
+
+
+def _count_problems(definition: dict, all_actions: list, variables: dict) -> list[str]:
+    counts = {"actions": len(all_actions), "triggers": len(definition.get("triggers") or {}),
+              "variables": len(variables), "parameters": len(definition.get("parameters") or {}),
+              "outputs": len(definition.get("outputs") or {})}
+    return [f"the definition has {n} {what}; Logic Apps allows {LIMITS[what]}"
+            for what, n in counts.items() if n > LIMITS[what]]

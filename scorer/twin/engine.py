@@ -6,28 +6,40 @@ twin executes the orchestration Azure runs instead of a Python copy of it:
 - actions run when every ``runAfter`` predecessor has finished with one of the listed
   statuses, and are ``Skipped`` otherwise; an action with no ``runAfter`` starts its scope;
 - statuses: Succeeded, Failed, Skipped, TimedOut, Cancelled;
-- a scope (If, Foreach, Until, Scope) is Failed when any action in it failed, timed out
-  or was cancelled, and Succeeded otherwise ("Run actions based on group status by using
-  scopes"); a run's status is found by following each branch to its end, a Skipped end
-  counting as its predecessor's status, and is Failed when any branch ends Failed
-  ("Handle errors and exceptions in Azure Logic Apps");
+- a scope (If, Foreach, Scope) is Failed when any action in it failed, timed out or was
+  cancelled, and Succeeded otherwise ("Run actions based on group status by using
+  scopes"); an Until has its last iteration's status, also when it reaches its limits,
+  unless ``operationOptions`` has FailWhenLimitsReached (the loops article); a run's
+  status is found by following each branch to its end, a Skipped end counting as its
+  predecessor's status, and is Failed when any branch ends Failed ("Handle errors and
+  exceptions in Azure Logic Apps");
 - Terminate ends the run at once with its status; Response answers the Request
-  trigger's caller; Http honours ``retryPolicy`` (408, 429 and 5xx, Retry-After) and
-  fails on a 4xx or 5xx answer; a Foreach runs ``runtimeConfiguration.concurrency.
-  repetitions`` iterations at a time (default 20); an Until repeats until its expression
-  is true or ``limit.count`` / ``limit.timeout`` is reached;
+  trigger's caller (Failed, and the run with it, when the caller has gone); Http honours
+  ``retryPolicy`` (408, 429 and 5xx, Retry-After), the asynchronous pattern (202 and a
+  Location, polled) and ``limit.timeout``, and fails on a 4xx or 5xx answer; a Foreach
+  runs ``runtimeConfiguration.concurrency.repetitions`` iterations at a time (default
+  20), one at a time with ``operationOptions: Sequential`` or inside another Foreach;
+- type names, function names and time units are read in any case, as Logic Apps does;
 - expressions use scorer.azure.functions, and the workflow functions read the run:
   parameters(), variables(), body(), outputs(), actions(), result(), items(), item(),
-  iterationIndexes(), trigger(), triggerBody(), triggerOutputs(), workflow().
+  iterationIndexes(), trigger(), triggerBody(), triggerOutputs(), workflow(); an action
+  inside a Scope or an If can be referred to from outside it.
+
+Nothing an action does raises out of a run: an expression that cannot be evaluated fails
+the action InvalidTemplate, a variable of the wrong type InvalidTemplate, and anything else
+the engine cannot do EngineError (the twin's code: a defect to report); the actions after
+it run by their runAfter.
 
 Where Microsoft's documentation is silent the engine decides, and says so here: parallel
-branches of a scope run one after another, in the order they are written; an Until that
-reaches ``limit.timeout`` ends TimedOut, one that reaches ``limit.count`` Succeeded;
+branches of a scope run one after another, in the order they are written; the
+asynchronous pattern polls every 5 s when the answer has no Retry-After; an Until that
+reaches a limit with FailWhenLimitsReached fails with code UntilLimitsReached;
 referring to an action that was skipped or has not run fails the referring action
 (InvalidTemplate), as Logic Apps does.
 
-An action type, trigger type or function the engine does not implement makes
-``Engine`` refuse the definition up front (DefinitionRefused, naming it), so that no
+A definition Logic Apps would refuse at save (scorer.azure.workflow_check), or that uses a
+trigger type, action type, property, option or function the engine does not implement,
+makes ``Engine`` refuse it up front (DefinitionRefused, listing every problem), so that no
 part of a definition runs with a piece of it unimplemented.
 
 Nothing here does I/O itself: Http and Wait go through the ``transport`` and ``sleep``
@@ -49,22 +61,43 @@ from typing import Any, Protocol
 
 from scorer.azure.expressions import (WORKFLOW_FUNCTIONS, Call, ExpressionError, expressions_in, iso_duration_seconds,
                                       parse, render, walk)
-from scorer.azure.functions import FUNCTIONS, now_stamp
+from scorer.azure.functions import FUNCTIONS, FunctionError, Stamp, now_stamp, time_unit, to_text
+from scorer.azure.workflow_check import VARIABLE_TYPES, iter_actions, kind, options, problems, strings_in
 
 SUPPORTED_ACTIONS = frozenset({"InitializeVariable", "SetVariable", "AppendToArrayVariable", "AppendToStringVariable",
                                "IncrementVariable", "DecrementVariable", "Compose", "Query", "If", "Foreach",
                                "Until", "Scope", "Wait", "Http", "Response", "Terminate"})
 SUPPORTED_TRIGGERS = frozenset({"Recurrence", "Request"})
-STATUSES = ("Succeeded", "Failed", "Skipped", "TimedOut", "Cancelled")
+#: type names in any case, as Logic Apps reads them ("recurrence", "http"), spelt as the reference does
+TYPE_NAMES = {t.lower(): t for t in SUPPORTED_ACTIONS | SUPPORTED_TRIGGERS}
 _FAILURES = {"Failed", "TimedOut", "Cancelled"}
 #: Logic Apps' limit on one outbound HTTP request
 HTTP_TIMEOUT_S = 120.0
 #: default Foreach concurrency (Logic Apps Consumption)
 FOREACH_CONCURRENCY = 20
+#: how long the asynchronous pattern waits between polls when the answer gives no
+#: Retry-After (Microsoft does not say; the twin decides)
+ASYNC_POLL_S = 5.0
+_UNIT_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Week": 604800}
 
 
 class DefinitionRefused(ValueError):
-    """The definition uses something the engine does not implement; the message names it."""
+    """The definition is not one Logic Apps would save, or uses something the engine does
+    not implement; ``problems`` lists every one, and the message gives them all."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(self.problems[0] if len(self.problems) == 1 else
+                         f"{len(self.problems)} problems: " + "; ".join(self.problems))
+
+
+class ActionError(Exception):
+    """An action cannot do what it was asked: it fails with this code and message
+    (Azure's error shape), and the run goes on by its runAfter."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 class _Terminated(Exception):
@@ -131,6 +164,11 @@ class Run:
     actions: dict[str, ActionRecord] = field(default_factory=dict)
     response: dict | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    #: each variable's declared type, in lower case (integer, string, ...)
+    variable_types: dict[str, str] = field(default_factory=dict)
+    #: the latest record of every action that has started, nested ones too: an action
+    #: inside a Scope or an If can be referred to from outside it
+    index: dict[str, ActionRecord] = field(default_factory=dict)
     trigger_record: dict = field(default_factory=dict)
     lock: Any = field(default_factory=threading.RLock, repr=False)
 
@@ -164,6 +202,14 @@ class _Scope:
         self.has_item = False
 
     # -- the workflow functions ----------------------------------------------------------
+
+    def in_foreach(self) -> bool:
+        s: _Scope | None = self
+        while s is not None:
+            if s.loop:
+                return True
+            s = s.parent
+        return False
 
     def workflow_function(self, name: str, args: list) -> Any:
         e = self.engine
@@ -230,15 +276,18 @@ class _Scope:
         return self.run.trigger_record
 
     def _find(self, name: str) -> ActionRecord:
+        # the enclosing scopes first (a loop's own iteration), then the whole run
         s: _Scope | None = self
-        while s is not None:
-            if name in s.records:
-                rec = s.records[name]
-                if rec.status == "Skipped":
-                    raise ExpressionError(f"the action {name!r} was skipped, so its outputs cannot be referenced")
-                return rec
+        rec = None
+        while s is not None and rec is None:
+            rec = s.records.get(name)
             s = s.parent
-        raise ExpressionError(f"the action {name!r} has not run (yet), so its outputs cannot be referenced")
+        rec = rec or self.run.index.get(name)
+        if rec is None:
+            raise ExpressionError(f"the action {name!r} has not run (yet), so its outputs cannot be referenced")
+        if rec.status == "Skipped":
+            raise ExpressionError(f"the action {name!r} was skipped, so its outputs cannot be referenced")
+        return rec
 
 
 class Engine:
@@ -256,22 +305,24 @@ class Engine:
         self.stopping = threading.Event()
         self.sleep = sleep or self.stopping.wait
         self.log = log or (lambda msg: None)
-        refuse_unsupported(definition)
+        found = problems(definition) + unsupported(definition)
+        if found:
+            raise DefinitionRefused(found)
         declared = definition.get("parameters", {})
         unknown = set(parameters or {}) - set(declared)
         if unknown:
             raise DefinitionRefused(f"parameter(s) {', '.join(sorted(unknown))} are not declared by the definition")
         self.parameters = {k: v.get("defaultValue") for k, v in declared.items()}
         self.parameters.update(parameters or {})
-        self._types = {n: a.get("type") for n, a, _ in iter_all(definition.get("actions", {}))}
+        self._types = {n: TYPE_NAMES.get(kind(a)) for n, a, _, _ in iter_actions(definition.get("actions", {}))}
 
     def action_type(self, name: str) -> str | None:
         return self._types.get(name)
 
     def stop(self) -> None:
         """Ask running runs to hurry to their end: Wait actions and retries return at
-        once, and an Until stops after its current iteration (TimedOut), so that the
-        actions after it (the clean-up) still run."""
+        once, and an Until stops after its current iteration as if it had reached its
+        timeout, so that the actions after it (the clean-up) still run."""
         self.stopping.set()
 
     # -- a run --------------------------------------------------------------------------
@@ -298,6 +349,9 @@ class Engine:
                              f" ({', '.join(failed)})" if failed else "An action failed."}
         except _Terminated as t:
             run.status, run.error = t.status, t.error
+        except Exception as exc:  # a defect of the engine: the run fails, the caller's thread goes on
+            self.log(f"run {run.name}: the engine failed: {exc!r}")
+            run.status, run.error = "Failed", {"code": "EngineError", "message": f"{type(exc).__name__}: {exc}"}
         run.actions = scope.records
         run.ended = _now()
         if respond is not None and run.response is None:
@@ -317,8 +371,8 @@ class _RunState:
         pending = list(actions)
         while pending:
             ready = [n for n in pending if all(p in scope.records for p in actions[n].get("runAfter") or {})]
-            if not ready:  # refuse_unsupported checked that runAfter forms no cycle
-                raise DefinitionRefused(f"actions {', '.join(pending)} wait for each other")
+            if not ready:  # workflow_check refused a cycle before the run
+                raise RuntimeError(f"actions {', '.join(pending)} wait for each other")
             for name in ready:
                 pending.remove(name)
                 action = actions[name]
@@ -337,18 +391,27 @@ class _RunState:
     def execute(self, name: str, action: dict, scope: _Scope) -> None:
         rec = ActionRecord(name, "Running", startTime=_now())
         scope.records[name] = rec
-        kind = action["type"]
-        self.e.log(f"action {name} ({kind}) started")
+        with self.run.lock:
+            self.run.index[name] = rec
+        type_name = TYPE_NAMES[kind(action)]
+        self.e.log(f"action {name} ({type_name}) started")
         try:
-            getattr(self, "_" + kind)(name, action, scope, rec)
+            getattr(self, "_" + type_name)(name, action, scope, rec)
         except _Terminated:
             rec.status = "Succeeded"
             rec.endTime = _now()
             raise
-        except ExpressionError as exc:
+        except (ExpressionError, FunctionError) as exc:
             rec.status, rec.code = "Failed", "InvalidTemplate"
             rec.error = {"code": "InvalidTemplate", "message": f"Unable to process template language expressions in "
                          f"action '{name}' inputs: {exc}"}
+        except ActionError as exc:
+            rec.status, rec.code, rec.error = "Failed", exc.code, {"code": exc.code, "message": str(exc)}
+        except Exception as exc:  # anything else the engine cannot do fails this action only
+            self.e.log(f"action {name}: the engine failed: {exc!r}")
+            rec.status, rec.code = "Failed", "EngineError"
+            rec.error = {"code": "EngineError", "message": f"The engine could not run action '{name}': "
+                         f"{type(exc).__name__}: {exc}"}
         if rec.status == "Running":
             rec.status = "Succeeded"
         rec.endTime = _now()
@@ -362,38 +425,65 @@ class _RunState:
     def _InitializeVariable(self, name, action, scope, rec):
         vars_ = render(action["inputs"]["variables"], scope)
         rec.inputs = {"variables": vars_}
+        default = {"array": [], "object": {}, "string": "", "integer": 0, "float": 0.0, "boolean": False}
         with self.run.lock:
             for v in vars_:
                 if v["name"] in self.run.variables:
                     raise ExpressionError(f"the variable {v['name']!r} is already initialised")
-                default = {"array": [], "object": {}, "string": "", "integer": 0, "float": 0.0, "boolean": False}
-                self.run.variables[v["name"]] = v.get("value", default.get(str(v.get("type", "")).lower()))
+                vtype = str(v.get("type", "")).lower()
+                value = v.get("value", default.get(vtype))
+                self._check_type(v["name"], vtype, value)
+                self.run.variables[v["name"]], self.run.variable_types[v["name"]] = value, vtype
+
+    def _check_type(self, variable: str, vtype: str, value: Any) -> None:
+        kinds = VARIABLE_TYPES.get(vtype, object)
+        if value is not None and (not isinstance(value, kinds) or vtype in ("integer", "float")
+                                  and isinstance(value, bool)):
+            raise ActionError("InvalidTemplate", f"The variable '{variable}' of type '{vtype.capitalize()}' cannot "
+                              f"be initialized or updated with value of type '{_json_type(value)}'.")
+
+    def _variable(self, inputs: dict) -> tuple[str, str]:
+        if inputs.get("name") not in self.run.variables:
+            raise ActionError("InvalidTemplate", f"The variable '{inputs.get('name')}' is not initialised.")
+        return inputs["name"], self.run.variable_types.get(inputs["name"], "")
 
     def _SetVariable(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
         rec.inputs = inputs
         with self.run.lock:
-            self.run.variables[inputs["name"]] = inputs.get("value")
-        rec.outputs = {"body": {"name": inputs["name"], "value": inputs.get("value")}}
+            var, vtype = self._variable(inputs)
+            self._check_type(var, vtype, inputs.get("value"))
+            self.run.variables[var] = inputs.get("value")
+        rec.outputs = {"body": {"name": var, "value": inputs.get("value")}}
 
     def _AppendToArrayVariable(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
         rec.inputs = inputs
         with self.run.lock:
-            target = self.run.variables[inputs["name"]]
-            if not isinstance(target, list):
-                raise ExpressionError(f"the variable {inputs['name']!r} is not an array")
-            target.append(inputs.get("value"))
+            var, vtype = self._variable(inputs)
+            if vtype != "array":
+                raise ActionError("InvalidTemplate", f"The variable '{var}' of type '{vtype}' is not an array.")
+            self.run.variables[var].append(inputs.get("value"))
 
     def _AppendToStringVariable(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
         with self.run.lock:
-            self.run.variables[inputs["name"]] = str(self.run.variables[inputs["name"]]) + str(inputs.get("value"))
+            var, vtype = self._variable(inputs)
+            if vtype != "string":
+                raise ActionError("InvalidTemplate", f"The variable '{var}' of type '{vtype}' is not a string.")
+            self.run.variables[var] = self.run.variables[var] + to_text(inputs.get("value"))
 
     def _IncrementVariable(self, name, action, scope, rec, sign: int = 1):
         inputs = render(action["inputs"], scope)
+        rec.inputs = inputs
+        step = inputs.get("value", 1)
         with self.run.lock:
-            self.run.variables[inputs["name"]] += sign * inputs.get("value", 1)
+            var, vtype = self._variable(inputs)
+            if vtype not in ("integer", "float") or isinstance(step, bool) or not isinstance(step, (int, float)):
+                raise ActionError("InvalidTemplate", f"The variable '{var}' of type '{vtype}' cannot be changed by "
+                                  f"{step!r}: only Integer and Float variables, by a number.")
+            self.run.variables[var] += sign * step
 
     def _DecrementVariable(self, name, action, scope, rec):
         self._IncrementVariable(name, action, scope, rec, sign=-1)
@@ -441,6 +531,8 @@ class _RunState:
         rec.inputs = items
         limit = ((action.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("repetitions",
                                                                                         FOREACH_CONCURRENCY)
+        if "sequential" in options(action) or scope.in_foreach():
+            limit = 1  # operationOptions Sequential; and a Foreach inside another always runs sequentially
         iterations: list[dict[str, ActionRecord]] = [{} for _ in items]
 
         def one(i: int) -> None:
@@ -459,6 +551,11 @@ class _RunState:
         rec.status = "Failed" if any(self.scope_status(it) == "Failed" for it in iterations) else "Succeeded"
 
     def _Until(self, name, action, scope, rec):
+        """Runs its actions, then tests its expression, until the expression is true or
+        ``limit.count`` / ``limit.timeout`` is reached. Its status is its last iteration's
+        (Failed when an action of that iteration failed), also at a limit, unless
+        ``operationOptions`` has FailWhenLimitsReached: then reaching a limit fails it
+        ("Until" in the loops article). The timeout is checked between iterations."""
         limit = action.get("limit") or {}
         count = int(render(limit.get("count", 60), scope))
         timeout = iso_duration_seconds(render(limit.get("timeout", "PT1H"), scope))
@@ -469,31 +566,46 @@ class _RunState:
             rec.inner.append(inner.records)
             self.run_scope(action.get("actions", {}), inner)
             index += 1
+            rec.status = self.scope_status(inner.records)
             if condition(action["expression"], inner):
-                rec.status = self.scope_status(inner.records)
                 return
-            if index >= count:
-                rec.status, rec.code = "Succeeded", "UntilCountLimitReached"
-                return
-            if time.monotonic() >= deadline:
-                rec.status, rec.code = "TimedOut", "ActionTimedOut"
-                rec.error = {"code": "ActionTimedOut", "message": f"the Until loop ran past its timeout ({limit})"}
-                return
-            if self.e.stopping.is_set():  # the twin shuts down: hurry to the actions after the loop
-                rec.status, rec.code = "TimedOut", "ActionTimedOut"
-                rec.error = {"code": "ActionTimedOut", "message": "the engine was stopped"}
-                return
+            reached = ("count", count) if index >= count else ("timeout", limit.get("timeout", "PT1H")) \
+                if time.monotonic() >= deadline or self.e.stopping.is_set() else None
+            if reached is None:
+                continue
+            rec.code = "UntilLimitsReached"
+            if "failwhenlimitsreached" in options(action):
+                rec.status = "Failed"
+                rec.error = {"code": rec.code, "message": f"The 'Until' action '{name}' reached its {reached[0]} "
+                             f"limit ({reached[1]}) before its expression was true."}
+            return
 
     def _Wait(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
         rec.inputs = inputs
+        now = now_stamp()
         if "interval" in inputs:
-            unit = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Week": 604800}
-            seconds = float(inputs["interval"]["count"]) * unit[inputs["interval"]["unit"]]
+            interval = inputs["interval"] or {}
+            count, unit = interval.get("count"), time_unit(interval.get("unit"))  # any case
+            if isinstance(count, str):
+                try:
+                    count = float(count)
+                except ValueError:
+                    pass
+            if isinstance(count, bool) or not isinstance(count, (int, float)) or count < 0 \
+                    or unit in ("Month", "Year") and count != int(count):
+                raise ActionError("InvalidTemplate", f"The Wait interval's count must be a number of units (whole "
+                                  f"for Month and Year), not {count!r}.")
+            # Month and Year by the calendar, as addToTime counts them
+            target = FUNCTIONS["addToTime"](now.format(), int(count), unit) if unit in ("Month", "Year") else \
+                now.shifted(dt.timedelta(seconds=count * _UNIT_SECONDS[unit])).format()
         else:
-            target = dt.datetime.fromisoformat(inputs["until"]["timestamp"].replace("Z", "+00:00"))
-            seconds = max(0.0, (target - dt.datetime.now(dt.timezone.utc)).total_seconds())
-        self.e.sleep(seconds)
+            target = (inputs.get("until") or {}).get("timestamp")
+            if not isinstance(target, str) or not target:
+                raise ActionError("InvalidTemplate", f"The Wait action's until.timestamp must be a timestamp, not "
+                                  f"{target!r}.")
+        seconds = (Stamp.parse(target).utc - now.utc).total_seconds()
+        self.e.sleep(max(0.0, seconds))
 
     def _Terminate(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
@@ -503,7 +615,7 @@ class _RunState:
     def _Response(self, name, action, scope, rec):
         inputs = render(action["inputs"], scope)
         rec.inputs = inputs
-        if self.e.definition["triggers"][self.run.trigger].get("type") != "Request":
+        if kind(self.e.definition["triggers"][self.run.trigger]) != "request":
             rec.status, rec.code = "Failed", "ResponseNotAllowed"
             rec.error = {"code": "ResponseNotAllowed",
                          "message": "a Response action can answer only a run started by a Request trigger"}
@@ -525,6 +637,10 @@ class _RunState:
                          "service; the workflow took longer to respond than the allotted time."}
 
     def _Http(self, name, action, scope, rec):
+        """Sends the request with its retry policy. A 202 with a Location header is
+        followed as Logic Apps' asynchronous pattern does (GET the Location, after its
+        Retry-After, until the answer is not 202) unless operationOptions has
+        DisableAsyncPattern; the action's ``limit.timeout`` bounds all of it (TimedOut)."""
         inputs = render(action["inputs"], scope)
         auth = inputs.get("authentication")
         rec.inputs = {k: v for k, v in inputs.items() if k != "authentication"}
@@ -537,13 +653,40 @@ class _RunState:
         if inputs.get("queries"):
             from urllib.parse import urlencode
             uri += ("&" if "?" in uri else "?") + urlencode(inputs["queries"])
-        request = HttpRequest(inputs["method"].upper(), uri, headers, data, auth)
         policy = inputs.get("retryPolicy") or {"type": "default"}
+        timeout = (action.get("limit") or {}).get("timeout")
+        deadline = time.monotonic() + (iso_duration_seconds(render(timeout, scope)) if timeout else 90 * 86400)
+        request = HttpRequest(inputs["method"].upper(), uri, headers, data, auth)
+        response = self._send(name, request, policy, deadline, rec)
+        while (response is not None and response.status == 202 and _header(response, "Location")
+               and "disableasyncpattern" not in options(action)):
+            wait = float(_header(response, "Retry-After")) if _header(response, "Retry-After").isdigit() \
+                else ASYNC_POLL_S
+            if time.monotonic() + wait > deadline or self.e.sleep(wait):
+                response = None
+                rec.status, rec.code = "TimedOut", "ActionTimedOut"
+                rec.error = {"code": rec.code, "message": f"The asynchronous operation at {request.uri} did not "
+                             f"finish within the action's timeout ({timeout or 'the run duration'})."}
+                break
+            request = HttpRequest("GET", _header(response, "Location"), {}, None, auth)
+            response = self._send(name, request, policy, deadline, rec)
+        if response is None:
+            return
+        rec.outputs = {"statusCode": response.status, "headers": response.headers, "body": _decode(response)}
+        rec.code = _REASONS.get(response.status, str(response.status))
+        if response.status >= 400:
+            rec.status = "Failed"
+            rec.error = {"code": rec.code, "message": f"{request.method} {request.uri} answered {response.status}"}
+
+    def _send(self, name: str, request: HttpRequest, policy: dict, deadline: float,
+              rec: ActionRecord) -> HttpResponse | None:
+        """One request with its retries; None (and the record failed) when no answer came."""
         waits = retry_waits(policy)
         attempt = 0
         while True:
             try:
-                response = self.e.transport.send(request, HTTP_TIMEOUT_S)
+                timeout = min(HTTP_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
+                response, failure = self.e.transport.send(request, timeout), None
             except TimeoutError as exc:
                 response, failure = None, ("TimedOut", {"code": "ActionTimedOut", "message": str(exc)})
             except OSError as exc:
@@ -552,8 +695,10 @@ class _RunState:
             if not retryable or attempt >= len(waits) or self.e.stopping.is_set():
                 break
             wait = waits[attempt]
-            if response is not None and response.headers.get("Retry-After", "").isdigit():
-                wait = max(wait, float(response.headers["Retry-After"]))
+            if response is not None and _header(response, "Retry-After").isdigit():
+                wait = max(wait, float(_header(response, "Retry-After")))
+            if time.monotonic() + wait > deadline:
+                break
             self.e.log(f"action {name}: retry {attempt + 1} in {wait:g} s "
                        f"({response.status if response else failure[1]['message']})")
             attempt += 1
@@ -561,12 +706,11 @@ class _RunState:
         if response is None:
             rec.status, rec.error = failure
             rec.code = rec.error["code"]
-            return
-        rec.outputs = {"statusCode": response.status, "headers": response.headers, "body": _decode(response)}
-        rec.code = _REASONS.get(response.status, str(response.status))
-        if response.status >= 400:
-            rec.status = "Failed"
-            rec.error = {"code": rec.code, "message": f"{request.method} {uri} answered {response.status}"}
+        return response
+
+
+def _header(response: HttpResponse, name: str) -> str:
+    return next((v for k, v in response.headers.items() if k.lower() == name.lower()), "")
 
 
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "NoContent", 400: "BadRequest", 401: "Unauthorized",
@@ -615,11 +759,19 @@ _CONDITION_OPS = {
 
 def condition(expr: Any, scope: Any) -> bool:
     """An If or Until expression: an expression string, or the designer's object form
-    ({"and": [...]}, {"or": [...]}, {"not": {...}}, {"equals": [a, b]}, ...)."""
+    ({"and": [...]}, {"or": [...]}, {"not": {...}}, {"equals": [a, b]}, ...). Its value
+    must be a Boolean: Logic Apps does not read "true", 1 or an object as true."""
     if isinstance(expr, str):
-        return bool(render(expr, scope))
+        value = render(expr, scope)
+        if not isinstance(value, bool):
+            raise ExpressionError(f"the expression {expr!r} must give a Boolean, and gave {_json_type(value)} "
+                                  f"{to_text(value)[:80]!r}")
+        return value
     if isinstance(expr, bool):
         return expr
+    if not isinstance(expr, dict) or len(expr) != 1:
+        raise ExpressionError(f"a condition object must have exactly one operator (and, or, not, equals, ...); "
+                              f"this one has {sorted(expr) if isinstance(expr, dict) else expr!r}")
     (op, arg), = expr.items()
     if op == "and":
         return all([condition(x, scope) for x in arg])
@@ -628,6 +780,8 @@ def condition(expr: Any, scope: Any) -> bool:
     if op == "not":
         return not condition(arg, scope)
     if op in _CONDITION_OPS:
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise ExpressionError(f"the condition operator {op!r} takes two values, not {arg!r}")
         a, b = (render(x, scope) for x in arg)
         return bool(_CONDITION_OPS[op](a, b))
     raise ExpressionError(f"condition operator {op!r} is not implemented")
@@ -652,63 +806,59 @@ def run_status(actions: dict, records: dict[str, ActionRecord]) -> str:
     return "Failed" if any(branch(n) in _FAILURES for n in ends) else "Succeeded"
 
 
-# --- checking a definition before anything runs ------------------------------------------------
+# --- what the engine implements ----------------------------------------------------------------
 
-def iter_all(actions: dict, path: str = "") -> Any:
-    """(name, action, path) for every action, nested ones too."""
-    for name, action in actions.items():
-        yield name, action, f"{path}{name}"
-        for key in ("actions",):
-            if isinstance(action.get(key), dict):
-                yield from iter_all(action[key], f"{path}{name}/")
-        if isinstance(action.get("else"), dict):
-            yield from iter_all(action["else"].get("actions") or {}, f"{path}{name}/else/")
+#: the properties of an action the engine honours; any other is named in the refusal
+_ACTION_KEYS = {"type", "kind", "inputs", "runAfter", "description", "actions", "else", "expression", "foreach", "limit",
+                "runtimeConfiguration", "operationOptions", "metadata", "trackedProperties"}
+_OPERATION_OPTIONS = {"sequential", "failwhenlimitsreached", "disableasyncpattern"}
 
 
-def _strings(value: Any) -> Any:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
-def refuse_unsupported(definition: dict) -> None:
-    """Raise DefinitionRefused naming the first trigger type, action type, function or
-    property the engine does not implement, or a runAfter that cannot be met."""
+def unsupported(definition: dict) -> list[str]:
+    """Every trigger type, action type, property, option or function the engine does not
+    implement, each named with where it is (empty when the engine can run all of it)."""
+    out = []
     for name, trig in (definition.get("triggers") or {}).items():
-        if trig.get("type") not in SUPPORTED_TRIGGERS:
-            raise DefinitionRefused(f"trigger {name!r}: type {trig.get('type')!r} is not implemented by the engine "
-                                    f"(it runs {', '.join(sorted(SUPPORTED_TRIGGERS))})")
-        if "splitOn" in trig:
-            raise DefinitionRefused(f"trigger {name!r}: splitOn is not implemented by the engine")
-    for name, action, path in iter_all(definition.get("actions") or {}):
-        kind = action.get("type")
-        if kind not in SUPPORTED_ACTIONS:
-            raise DefinitionRefused(f"action {path}: type {kind!r} is not implemented by the engine "
-                                    f"(it runs {', '.join(sorted(SUPPORTED_ACTIONS))})")
-        if kind == "Http" and (action.get("inputs") or {}).get("authentication", {}).get("type") not in (
-                None, "ManagedServiceIdentity"):
-            raise DefinitionRefused(f"action {path}: authentication type "
-                                    f"{action['inputs']['authentication'].get('type')!r} is not implemented by the engine")
-        for target, statuses in (action.get("runAfter") or {}).items():
-            bad = [s for s in statuses if s.lower() not in {x.lower() for x in STATUSES}]
-            if bad:
-                raise DefinitionRefused(f"action {path}: runAfter status(es) {', '.join(bad)} do not exist")
-    for text in _strings({"triggers": definition.get("triggers"), "actions": definition.get("actions"),
-                          "outputs": definition.get("outputs")}):
+        if TYPE_NAMES.get(kind(trig)) not in SUPPORTED_TRIGGERS:
+            out.append(f"trigger {name!r}: type {trig.get('type')!r} is not implemented by the engine "
+                       f"(it runs {', '.join(sorted(SUPPORTED_TRIGGERS))})")
+        for key in ("splitOn", "conditions"):
+            if key in trig:
+                out.append(f"trigger {name!r}: {key} is not implemented by the engine")
+    for name, action, _, _ in iter_actions(definition.get("actions") or {}):
+        out += [f"action {name!r}: {p}" for p in _unsupported_action(action)]
+    for path, text in strings_in({k: definition.get(k) for k in ("triggers", "actions", "outputs")}, "definition"):
         try:
             trees = [parse(e) for e in expressions_in(text)]
-        except ExpressionError as exc:
-            raise DefinitionRefused(f"an expression does not parse: {exc}") from None
-        for tree in trees:
-            for node in walk(tree):
-                if isinstance(node, Call) and node.name not in FUNCTIONS and node.name not in WORKFLOW_FUNCTIONS:
-                    raise DefinitionRefused(f"function {node.name}() is not implemented by the engine")
+        except ExpressionError:
+            continue  # workflow_check names it
+        for node in (n for tree in trees for n in walk(tree)):
+            if isinstance(node, Call) and node.name not in FUNCTIONS and node.name not in WORKFLOW_FUNCTIONS:
+                out.append(f"{path}: function {node.name}() is not implemented by the engine")
+    return list(dict.fromkeys(out))
+
+
+def _unsupported_action(action: dict) -> list[str]:
+    out = []
+    type_name = TYPE_NAMES.get(kind(action))
+    if type_name not in SUPPORTED_ACTIONS:
+        out.append(f"type {action.get('type')!r} is not implemented by the engine "
+                   f"(it runs {', '.join(sorted(SUPPORTED_ACTIONS))})")
+    extra = sorted(set(action) - _ACTION_KEYS)
+    if extra:
+        out.append(f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} not implemented by the engine")
+    for option in sorted(options(action) - _OPERATION_OPTIONS):
+        out.append(f"operationOptions {option!r} is not implemented by the engine")
+    inputs = action.get("inputs") if isinstance(action.get("inputs"), dict) else {}
+    auth = inputs.get("authentication") if type_name == "Http" else None
+    if isinstance(auth, dict) and auth.get("type") != "ManagedServiceIdentity":
+        out.append(f"authentication type {auth.get('type')!r} is not implemented by the engine")
+    return out
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "Boolean", int: "Integer", float: "Float", str: "String", list: "Array", dict: "Object"}.get(
+        type(value), type(value).__name__)
 
 
 def _now() -> str:
