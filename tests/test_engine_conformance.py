@@ -6,11 +6,15 @@ Each test failed on the engine before the change."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from scorer.azure.recurrence import first_fire, next_fire
 from scorer.twin.engine import DefinitionRefused, Engine, HttpResponse
 from scorer.twin.runtime import TriggerQueue
 from test_engine import compose, definition, run
@@ -263,3 +267,65 @@ def test_date_formats_and_rfc_1123_timestamps(expr, expected):
 def test_a_locale_the_engine_does_not_format_fails_the_action_naming_it():
     r = run({"A": compose("@formatDateTime('2026-03-04T05:06:07Z', 'D', 'fr-FR')")})
     assert r.actions["A"].status == "Failed" and "'fr-FR'" in r.actions["A"].error["message"]
+
+
+# --- the Recurrence trigger and trigger conditions ----------------------------------------------------
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+SAVED = utc(2026, 12, 7, 10, 17)  # a Monday
+
+
+@pytest.mark.parametrize("recurrence, first, then", [
+    # without a startTime the first recurrence runs when the workflow is saved, then by interval
+    ({"frequency": "Hour", "interval": 2}, SAVED, utc(2026, 12, 7, 12, 17)),
+    # every 2 days at 02:30, counted from the start day
+    ({"frequency": "Day", "interval": 2, "startTime": "2026-12-01T00:00:00Z",
+      "schedule": {"hours": [2], "minutes": [30]}}, utc(2026, 12, 9, 2, 30), utc(2026, 12, 11, 2, 30)),
+    # every other week, on Monday and Friday at 08:00 in Paris (UTC+1 in winter)
+    ({"frequency": "Week", "interval": 2, "startTime": "2026-11-30T00:00:00", "timeZone": "Romance Standard Time",
+      "schedule": {"weekDays": ["Monday", "Friday"], "hours": [8], "minutes": [0]}},
+     utc(2026, 12, 14, 7, 0), utc(2026, 12, 18, 7, 0)),
+    # a start time in the future, without a schedule: the first run is at it
+    ({"frequency": "Minute", "interval": 15, "startTime": "2026-12-08T00:00:00Z"},
+     utc(2026, 12, 8), utc(2026, 12, 8, 0, 15)),
+    # a start time in the past: counted from it, so that no recurrence drifts
+    ({"frequency": "Minute", "interval": 15, "startTime": "2026-12-07T00:05:00Z"},
+     utc(2026, 12, 7, 10, 20), utc(2026, 12, 7, 10, 35)),
+    # monthly on the 31st: months without one are passed over
+    ({"frequency": "Month", "interval": 1, "startTime": "2026-01-01T00:00:00Z", "schedule": {"monthDays": [31],
+                                                                                           "hours": [6]}},
+     utc(2026, 12, 31, 6, 0), utc(2027, 1, 31, 6, 0)),
+])
+def test_a_recurrence_fires_as_the_scheduling_article_says(recurrence, first, then):
+    assert first_fire(recurrence, SAVED) == first
+    assert next_fire(recurrence, first, SAVED) == then
+
+
+def test_the_shipped_schedule_does_not_fire_when_it_is_deployed():
+    recurrence = definition_of_the_workflow()["triggers"]["Scheduled_run"]["recurrence"]
+    assert first_fire(recurrence, SAVED) == utc(2026, 12, 8, 2, 0)
+
+
+def definition_of_the_workflow() -> dict:
+    return json.loads((Path(__file__).parents[1] / "logicapp" / "workflow.json").read_text())["definition"]
+
+
+def test_a_time_zone_the_engine_does_not_know_is_refused_naming_it():
+    d = definition({"A": compose(1)})
+    d["triggers"]["t"]["recurrence"]["timeZone"] = "Mars Standard Time"
+    with pytest.raises(DefinitionRefused, match="timeZone 'Mars Standard Time'"):
+        Engine(d)
+
+
+def test_a_trigger_whose_conditions_do_not_hold_starts_no_run():
+    d = definition({"A": compose(1)}, "Request")
+    d["triggers"]["t"]["conditions"] = [{"expression": "@equals(triggerBody()?['kind'], 'go')"}]
+    engine = Engine(d)
+    answers = []
+    skipped = engine.run("t", {"body": {"kind": "stop"}}, answers.append)
+    ran = engine.run("t", {"body": {"kind": "go"}})
+    assert skipped.status == "Skipped" and skipped.actions == {} and answers[0]["statusCode"] == 202
+    assert ran.status == "Succeeded" and ran.actions["A"].outputs == 1

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 
 from scorer.azure import workflow as wf
-from scorer.twin.runtime import next_fire
+from scorer.azure.recurrence import next_fire
 
 from conftest import ROOT, env_for
 from test_image import engine, image  # noqa: F401 - shared session fixtures: the engine and the built image
@@ -138,9 +138,10 @@ def test_schedule_fires_at_the_configured_interval(gamma):
         r.stop()
     fired = [t for t, line in zip(r.times, r.lines) if line.endswith("] trigger: schedule")]
     t0 = r.times[r.lines.index(start)]
-    # the first firing one interval after start, the next one interval after the
-    # first run finished (a run never overlaps the next firing)
-    assert fired[0] - t0 >= 1.9 and fired[1] - fired[0] >= 2.0
+    # the recurrences are counted from the workflow's startTime: the first within one
+    # interval of the start, the next at a later one (checked every 0.3 s), never
+    # overlapping the run before it
+    assert 0 < fired[0] - t0 <= 2.4 and fired[1] - fired[0] >= 2.0 - 0.35
     assert sum(re.search(r"job scorer-\S+ started \(process\)", line) is not None for line in r.lines) >= 2
 
 
@@ -184,6 +185,6 @@ def test_the_schedule_is_the_deployed_definitions_recurrence():
                                                                            "scheduleMinutes": [30]}))
     recurrence = deployed["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"]
     after = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
-    assert next_fire(recurrence, after) == datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
-    assert next_fire(recurrence, datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)) == \
+    assert next_fire(recurrence, after, after) == datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+    assert next_fire(recurrence, datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc), after) == \
         datetime(2026, 11, 23, 2, 30, tzinfo=timezone.utc)

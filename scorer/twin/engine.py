@@ -62,6 +62,7 @@ from typing import Any, Protocol
 from scorer.azure.expressions import (WORKFLOW_FUNCTIONS, Call, ExpressionError, expressions_in, iso_duration_seconds,
                                       parse, render, walk)
 from scorer.azure.functions import FUNCTIONS, FunctionError, Stamp, now_stamp, time_unit, to_text
+from scorer.azure.recurrence import problems as recurrence_problems
 from scorer.azure.workflow_check import VARIABLE_TYPES, iter_actions, kind, options, problems, strings_in
 
 SUPPORTED_ACTIONS = frozenset({"InitializeVariable", "SetVariable", "AppendToArrayVariable", "AppendToStringVariable",
@@ -341,6 +342,12 @@ class Engine:
         run_state = _RunState(self, run, respond)
         scope = _Scope(self, run)
         try:
+            if not self._conditions_hold(trigger, scope):
+                run.status = "Skipped"  # the trigger's conditions were not met: Logic Apps starts no run
+                run.ended = _now()
+                if respond is not None:
+                    respond({"statusCode": 202, "headers": {}, "body": None, "implicit": True})
+                return run
             run_state.run_scope(self.definition.get("actions", {}), scope)
             run.status = run_status(self.definition.get("actions", {}), scope.records)
             if run.status == "Failed":
@@ -357,6 +364,18 @@ class Engine:
         if respond is not None and run.response is None:
             respond({"statusCode": 202, "headers": {}, "body": None, "implicit": True})
         return run
+
+
+    def _conditions_hold(self, trigger: str, scope: "_Scope") -> bool:
+        """A trigger's ``conditions``: every expression must be true for the run to start
+        ("Trigger conditions" in the triggers reference)."""
+        for c in self.definition["triggers"][trigger].get("conditions") or []:
+            value = render(c.get("expression") if isinstance(c, dict) else c, scope)
+            if value is not True:
+                if not isinstance(value, bool):
+                    self.log(f"trigger {trigger}: a condition gave {value!r}, not a Boolean; the run is not started")
+                return False
+        return True
 
 
 class _RunState:
@@ -822,9 +841,10 @@ def unsupported(definition: dict) -> list[str]:
         if TYPE_NAMES.get(kind(trig)) not in SUPPORTED_TRIGGERS:
             out.append(f"trigger {name!r}: type {trig.get('type')!r} is not implemented by the engine "
                        f"(it runs {', '.join(sorted(SUPPORTED_TRIGGERS))})")
-        for key in ("splitOn", "conditions"):
-            if key in trig:
-                out.append(f"trigger {name!r}: {key} is not implemented by the engine")
+        if "splitOn" in trig:
+            out.append(f"trigger {name!r}: splitOn is not implemented by the engine")
+        if TYPE_NAMES.get(kind(trig)) == "Recurrence":
+            out += [f"trigger {name!r}: {p}" for p in recurrence_problems(trig.get("recurrence"))]
     for name, action, _, _ in iter_actions(definition.get("actions") or {}):
         out += [f"action {name!r}: {p}" for p in _unsupported_action(action)]
     for path, text in strings_in({k: definition.get(k) for k in ("triggers", "actions", "outputs")}, "definition"):

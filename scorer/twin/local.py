@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from scorer.azure import workflow as wf
 from scorer.azure.expressions import iso_duration_seconds
+from scorer.azure.recurrence import first_fire, next_fire
 from scorer.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from scorer.settings import SETTINGS, Settings
 from scorer.twin.arm_common import now_iso
@@ -53,7 +54,6 @@ from scorer.twin.azurite import azurite_connection_string, ensure_azurite
 from scorer.twin.backends import Backend, choose
 from scorer.twin.engine import Run
 from scorer.twin.events import blob_created
-from scorer.twin.runtime import next_fire
 from scorer.twin.standin import Faults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,6 +186,7 @@ class Twin:
         self.values = values
         self.runs: list[Outcome] = []
         self.azure, outputs = self._deploy(definition, values, image, faults, definition_file)
+        self.saved = datetime.now(timezone.utc)  # when the Recurrence trigger was deployed
         self.blob_endpoint = outputs["blobEndpoint"]
         self.topic = outputs["storageId"]
         self.hosted = next(iter(self.azure.types.workflows.hosted.values()))
@@ -305,12 +306,12 @@ class Twin:
         return self.execute(wf.SCHEDULE_TRIGGER, {"headers": {}, "body": None}, label="run now")
 
     def next_fire(self, after: datetime) -> datetime:
-        return next_fire(self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"], after)
+        return next_fire(self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"], after, self.saved)
 
     def serve(self, max_seconds: float | None = None) -> None:
         """Fire on the schedule and on new inputs until stopped."""
         end = time.monotonic() + max_seconds if max_seconds else None
-        due = self.next_fire(datetime.now(timezone.utc))
+        due = first_fire(self.definition["triggers"][wf.SCHEDULE_TRIGGER]["recurrence"], self.saved)
         self.watcher.validate()
         self.watcher.seen = self.watcher.snapshot()  # before saying "watching": later drops are new blobs
         pending = len(self.watcher.seen)

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from scorer.errors import ConfigError
 from scorer.twin.engine import HttpRequest, HttpResponse
 from scorer.twin.standin import LocalIdentity
 
@@ -100,29 +99,6 @@ class Call:
         with self.lock:
             self.gone = self.answer is None
             return self.answer
-
-
-def next_fire(recurrence: dict, after: datetime) -> datetime:
-    """When a Recurrence trigger fires next after ``after`` (UTC)."""
-    unit = {"Second": 1, "Minute": 60, "Hour": 3600}.get(recurrence["frequency"])
-    interval = int(recurrence.get("interval", 1))
-    if unit:
-        return after + timedelta(seconds=unit * interval)
-    days = {"Day": 1, "Week": 7, "Month": 30}.get(recurrence["frequency"])
-    if days is None:
-        raise ConfigError(f"recurrence frequency {recurrence['frequency']!r} is not one the twin knows.",
-                          hint="Use Second, Minute, Hour, Day, Week or Month.")
-    schedule = recurrence.get("schedule") or {}
-    hours, minutes = schedule.get("hours") or [after.hour], schedule.get("minutes") or [0]
-    day = after.replace(hour=0, minute=0, second=0, microsecond=0)
-    for _ in range(days * interval * 2 + 2):
-        for h in sorted(hours):
-            for mi in sorted(minutes):
-                t = day.replace(hour=h, minute=mi)
-                if t > after:
-                    return t
-        day += timedelta(days=1)
-    return after + timedelta(days=days * interval)
 
 
 class TwinTransport:

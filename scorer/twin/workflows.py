@@ -34,7 +34,8 @@ from typing import Any
 from scorer.twin.arm_common import ArmError
 from scorer.twin.azurite import connection_parts
 from scorer.twin.engine import DefinitionRefused, Engine, Run
-from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport, next_fire
+from scorer.azure.recurrence import first_fire, next_fire
+from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport
 
 
 class Hosted:
@@ -90,6 +91,8 @@ class Hosted:
         finally:
             with self._active_lock:
                 self.active -= 1
+        if run.status == "Skipped":  # the trigger's conditions did not hold: no run is recorded
+            return run
         self.runs.append(run)
         if self.observer is not None:
             self.observer(run, time.monotonic() - started, label)
@@ -101,14 +104,15 @@ class Hosted:
 
     def _recur(self, trigger: str) -> None:
         recurrence = self.definition["triggers"][trigger].get("recurrence") or {}
-        due = next_fire(recurrence, datetime.now(timezone.utc))
-        while not self.stopping.wait(1.0):
+        saved = datetime.now(timezone.utc)
+        due = first_fire(recurrence, saved)  # without a startTime, at once: "when you save or deploy"
+        while not self.stopping.wait(min(1.0, max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))):
             if datetime.now(timezone.utc) >= due:
                 if self.enabled:
                     done = self.queues[trigger].fire({"headers": {}, "body": None})
                     if done is not None:
                         done.wait()
-                due = next_fire(recurrence, datetime.now(timezone.utc))
+                due = next_fire(recurrence, max(due, datetime.now(timezone.utc)), saved)
 
     def close(self) -> None:
         self.stopping.set()
