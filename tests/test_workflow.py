@@ -442,3 +442,20 @@ def test_every_description_is_within_the_definition_limit(definition):
             if len(a.get("description", "")) > 256}
     long |= {n: len(t["description"]) for n, t in definition["triggers"].items() if len(t.get("description", "")) > 256}
     assert not long
+
+
+def test_the_shipped_workflow_does_not_depend_on_a_scopes_status_after_a_handled_failure():
+    # Microsoft's articles disagree on it (docs/twin.md, "the twin decides"): wherever a
+    # failure is handled inside a scope (by anything but a Terminate, which ends the run), the
+    # scope's successors run after Succeeded and Failed alike
+    definition = wf.load()["definition"]
+    scopes = {"if", "scope", "foreach", "until"}
+    for name, action, siblings, _ in wc.iter_actions(definition["actions"]):
+        if wc.kind(action) not in scopes:
+            continue
+        inside = [a for _, a, _, _ in wc.iter_actions({name: action})][1:]
+        handled = any(wc.kind(a) != "terminate" and any("Failed" in s for s in (a.get("runAfter") or {}).values())
+                      for a in inside)
+        successors = [n for n, a in siblings.items() if name in (a.get("runAfter") or {})]
+        for n in successors if handled else []:
+            assert {"Succeeded", "Failed"} <= set(siblings[n]["runAfter"][name]), (name, n)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scorer.azure import workflow_check
 from scorer.azure.expressions import iso_duration_seconds
 
 WORKFLOW_PATH = Path(__file__).resolve().parents[2] / "logicapp" / "workflow.json"
@@ -114,7 +115,9 @@ def prepare_definition(definition: dict, values: dict[str, Any]) -> dict:
     """A copy of ``definition`` with the deploy-time fields and defaults set from ``values``.
 
     The returned definition is what the Logic App receives; its defaults equal the values
-    deployed, so the portal shows what runs. Raises KeyError if a deploy-time field moved.
+    deployed, so the portal shows what runs. Raises KeyError if a deploy-time field moved, and
+    WorkflowSettingsError listing every problem Logic Apps would refuse it for at save (the
+    values make the schedule and limits; scorer.azure.workflow_check), before Azure is called.
     """
     out = copy.deepcopy(definition)
     for path, name in DEPLOY_TIME_FIELDS:
@@ -124,6 +127,9 @@ def prepare_definition(definition: dict, values: dict[str, Any]) -> dict:
         if name not in ARM_FILLED:
             out["parameters"][name]["defaultValue"] = copy.deepcopy(value)
     _schedule_fits_frequency(out["triggers"][SCHEDULE_TRIGGER]["recurrence"])
+    found = workflow_check.problems(out)
+    if found:
+        raise WorkflowSettingsError("Logic Apps would refuse the workflow with these settings: " + "; ".join(found))
     return out
 
 

@@ -14,8 +14,10 @@ problem at once, not only the first:
 * ``runAfter``: each key names an action in the same scope, statuses exist, and the actions
   of a scope form no cycle; action names are unique across the definition;
 * placement ("Create variables", "Response" restrictions in the actions reference):
-  InitializeVariable only at the top level; Response never inside a Foreach or an Until,
-  nor in a parallel branch; Terminate never inside a Foreach or an Until;
+  InitializeVariable only at the top level; Response and Terminate never inside a Foreach or
+  an Until. (The reference also says a Response cannot be in a parallel branch, but Logic Apps
+  saves Microsoft's own templates that have one, cancel-runs-by-tracking-id among them, so
+  that is not checked at save and is not refused here.)
 * variable types: an InitializeVariable's type is one of the six, its value fits it, and
   Increment/Decrement name an Integer or Float variable, AppendToArray an Array,
   AppendToString a String;
@@ -111,7 +113,7 @@ def problems(definition: dict) -> list[str]:
     out += _reference_problems(definition, all_actions, variables)
     for name, action, siblings, enclosing in all_actions:
         out += _run_after_problems(name, action, siblings)
-        out += _placement_problems(name, action, siblings, enclosing)
+        out += _placement_problems(name, action, enclosing)
         out += _variable_problems(name, action, variables)
         out += _limit_problems(name, action, enclosing)
     for scope in [actions] + [c for _, a, _, _ in all_actions for c in child_scopes(a)]:
@@ -219,7 +221,7 @@ def _run_after_problems(name: str, action: dict, siblings: dict) -> list[str]:
     return out
 
 
-def _placement_problems(name: str, action: dict, siblings: dict, enclosing: tuple) -> list[str]:
+def _placement_problems(name: str, action: dict, enclosing: tuple) -> list[str]:
     k = kind(action)
     in_loop = [n for n, a, _ in enclosing if kind(a) in _LOOPS]
     if k == "initializevariable" and enclosing:
@@ -227,18 +229,7 @@ def _placement_problems(name: str, action: dict, siblings: dict, enclosing: tupl
                 f"inside {enclosing[-1][0]!r}"]
     if k in ("response", "terminate") and in_loop:
         return [f"actions.{name}: a {action.get('type')} action cannot be inside the loop {in_loop[-1]!r}"]
-    if k == "response" and _in_parallel_branch(name, siblings, enclosing):
-        return [f"actions.{name}: a Response action cannot be in a parallel branch"]
     return []
-
-
-def _in_parallel_branch(name: str, siblings: dict, enclosing: tuple) -> bool:
-    """True when the action, or a scope around it, has a sibling that starts after the same
-    predecessors: two branches that run side by side."""
-    def forked(n: str, scope: dict) -> bool:
-        mine = sorted(scope[n].get("runAfter") or {})
-        return any(sorted(a.get("runAfter") or {}) == mine for m, a in scope.items() if m != n and isinstance(a, dict))
-    return forked(name, siblings) or any(forked(n, scope) for n, _, scope in enclosing)
 
 
 def _variable_problems(name: str, action: dict, variables: dict) -> list[str]:
