@@ -337,3 +337,15 @@ def test_where_the_articles_disagree_a_scopes_status_is_one_switch():
     strict = Engine(definition(actions)).run("t", {})
     lenient = Engine(definition(actions), scope_status="branch ends").run("t", {})
     assert strict.actions["S"].status == "Failed" and lenient.actions["S"].status == "Succeeded"
+
+
+def test_a_variable_set_to_null_fails_that_action_found_by_hypothesis():
+    # tests/test_engine_properties.py found it: null set into an Integer, then incremented,
+    # raised a TypeError inside the engine; Logic Apps refuses the null itself
+    r = run({"Init": variable("n", "integer", 0),
+             "Set": {"type": "SetVariable", "runAfter": {"Init": ["Succeeded"]},
+                     "inputs": {"name": "n", "value": "@triggerBody()?.x"}},
+             "Inc": {"type": "IncrementVariable", "runAfter": {"Set": ["Failed"]}, "inputs": {"name": "n", "value": 1}},
+             "Out": compose("@variables('n')", {"Inc": ["Succeeded"]})})
+    assert r.actions["Set"].error["message"].endswith("with value of type 'Null'.")
+    assert r.actions["Out"].outputs == 1

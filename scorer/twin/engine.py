@@ -468,9 +468,9 @@ class _RunState:
                 self.run.variables[v["name"]], self.run.variable_types[v["name"]] = value, vtype
 
     def _check_type(self, variable: str, vtype: str, value: Any) -> None:
+        # null too: "... cannot be initialized or updated with value of type 'Null'"
         kinds = VARIABLE_TYPES.get(vtype, object)
-        if value is not None and (not isinstance(value, kinds) or vtype in ("integer", "float")
-                                  and isinstance(value, bool)):
+        if not isinstance(value, kinds) or vtype in ("integer", "float") and isinstance(value, bool):
             raise ActionError("InvalidTemplate", f"The variable '{variable}' of type '{vtype.capitalize()}' cannot "
                               f"be initialized or updated with value of type '{_json_type(value)}'.")
 
@@ -891,8 +891,8 @@ def _unsupported_action(action: dict) -> list[str]:
 
 
 def _json_type(value: Any) -> str:
-    return {bool: "Boolean", int: "Integer", float: "Float", str: "String", list: "Array", dict: "Object"}.get(
-        type(value), type(value).__name__)
+    return {bool: "Boolean", int: "Integer", float: "Float", str: "String", list: "Array", dict: "Object",
+            type(None): "Null"}.get(type(value), type(value).__name__)
 
 
 def _now() -> str:
