@@ -207,6 +207,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_refresh_seconds", "SCORER_SERVE_REFRESH_SECONDS", _positive_float, 5.0,
             "scorer serve: how often the server looks for new model versions (each is loaded before it is "
             "served)."),
+    Setting("serve_max_request_rows", "SCORER_SERVE_MAX_REQUEST_ROWS", _positive_int, 100_000,
+            "scorer serve: the most rows one request may hold (413 above it)."),
+    Setting("serve_max_columns", "SCORER_SERVE_MAX_COLUMNS", _positive_int, 1_000,
+            "scorer serve: the most columns one request may hold (400 above it)."),
+    Setting("serve_max_name_chars", "SCORER_SERVE_MAX_NAME_CHARS", _positive_int, 256,
+            "scorer serve: the longest column name a request may use (400 above it)."),
+    Setting("serve_max_cells", "SCORER_SERVE_MAX_CELLS", _positive_int, 5_000_000,
+            "scorer serve: the most cells (rows x columns) one request's table may hold (413 above it): "
+            "bounds the memory a sparse JSON body can ask for."),
+    Setting("serve_deadline_seconds", "SCORER_SERVE_DEADLINE_SECONDS", _positive_float, 30.0,
+            "scorer serve: how long a request may wait for its predictions; then 504, and its rows are "
+            "dropped from R's queue if R has not started them."),
+    Setting("serve_stuck_seconds", "SCORER_SERVE_STUCK_SECONDS", _positive_float, 120.0,
+            "scorer serve: /healthz answers 503 when one R call has run this long, so the platform's liveness "
+            "probe restarts a replica whose model hangs."),
+    Setting("serve_drain_seconds", "SCORER_SERVE_DRAIN_SECONDS", _positive_float, 50.0,
+            "scorer serve: after SIGTERM, how long the server keeps answering the requests it has accepted "
+            "(it accepts no new ones) before it exits; keep it under the Container App's "
+            "terminationGracePeriodSeconds (60 in the template)."),
+    Setting("serve_max_bodies", "SCORER_SERVE_MAX_BODIES", _positive_int, 32,
+            "scorer serve: how many request bodies may be read at once (503 with Retry-After beyond): bounds the "
+            "memory slow clients can hold."),
+    Setting("serve_body_seconds", "SCORER_SERVE_BODY_SECONDS", _positive_float, 30.0,
+            "scorer serve: how long a client may take to send its body (408 after it)."),
+    Setting("serve_versions_bytes", "SCORER_SERVE_VERSIONS_BYTES", _positive_int, 512 * 1024**2,
+            "scorer serve: the model-file bytes of non-current versions (?version=N) kept loaded; the least "
+            "recently used are unloaded beyond it."),
     Setting("model", "SCORER_MODEL", _text, None,
             "Score only this model's inputs (same as `scorer run --model`)."),
     Setting("blob", "SCORER_BLOB", _text, None,
@@ -257,6 +284,16 @@ class Settings:
     serve_gather_ms: float = 2.0
     serve_max_rows: int = 50_000
     serve_refresh_seconds: float = 5.0
+    serve_max_request_rows: int = 100_000
+    serve_max_columns: int = 1_000
+    serve_max_name_chars: int = 256
+    serve_max_cells: int = 5_000_000
+    serve_deadline_seconds: float = 30.0
+    serve_stuck_seconds: float = 120.0
+    serve_drain_seconds: float = 50.0
+    serve_max_bodies: int = 32
+    serve_body_seconds: float = 30.0
+    serve_versions_bytes: int = 512 * 1024**2
     model: str | None = None
     blob: str | None = None
     log_level: str = "INFO"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,7 +152,7 @@ def na_kept(schema: list[Field] | None, na_values: tuple[str, ...]) -> frozenset
 
 def check_columns(names: list[str], schema: list[Field] | None, where: str) -> None:
     """Raise SchemaError when required columns are missing or a name repeats."""
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, count in Counter(names).items() if count > 1)  # linear: 40k names in ms
     if dupes:
         raise SchemaError(
             f"{where}: column name(s) {', '.join(map(repr, dupes))} appear more than once.",
@@ -160,7 +161,8 @@ def check_columns(names: list[str], schema: list[Field] | None, where: str) -> N
         )
     if not schema:
         return
-    missing = [f.name for f in schema if f.name not in names]
+    given = set(names)
+    missing = [f.name for f in schema if f.name not in given]
     if missing:
         near = {}
         for m in missing:

@@ -220,6 +220,15 @@ class Registry:
         self._cache[key] = model
         return model
 
+    def forget(self, name: str, version: int) -> None:
+        """Drop a loaded model (and its file), so R can free it: on R's thread only, as
+        releasing an R object is an R call."""
+        key = (name, int(version))
+        self._cache.pop(key, None)
+        path = self._files.pop(key, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
     def model_file(self, card: dict) -> Path:
         """The verified .rds of a model that ``load`` loaded, as a file (for R workers)."""
         return self._files[(card["name"], int(card["version"]))]

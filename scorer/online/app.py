@@ -35,28 +35,46 @@ class JSONResponse(_StarletteJSON):
         return orjson.dumps(content)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, server: Server) -> bytes:
+    """The request's body: at most SCORER_SERVE_MAX_BODY_BYTES, sent within
+    SCORER_SERVE_BODY_SECONDS, and at most SCORER_SERVE_MAX_BODIES read at once, so that slow
+    or large bodies cannot hold the server's memory. Raises HTTPError (413, 408, 503)."""
+    s = server.settings
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if declared and declared.isdigit() and int(declared) > s.serve_max_body_bytes:
+        raise _too_large(s.serve_max_body_bytes)
+    if server.bodies is None or server.bodies.locked():
+        raise HTTPError(503, "Busy", f"{s.serve_max_bodies} requests are sending their bodies already "
+                        "(SCORER_SERVE_MAX_BODIES).", hint="Try again in a moment.", retry_after=1)
+    async with server.bodies:
+        chunks, size = [], 0
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > s.serve_max_body_bytes:
+                    raise _too_large(s.serve_max_body_bytes)
+                chunks.append(chunk)
+        try:
+            await asyncio.wait_for(read(), s.serve_body_seconds)
+        except asyncio.TimeoutError:
+            raise HTTPError(408, "RequestTimeout", f"the body did not arrive within SCORER_SERVE_BODY_SECONDS "
+                            f"({s.serve_body_seconds:g} s; {size} bytes came).",
+                            hint="Send the body at once, or fewer rows per request.") from None
+        return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, "RequestTooLarge", f"the body is larger than SCORER_SERVE_MAX_BODY_BYTES ({limit} bytes).",
+                     hint="Send fewer rows per request, or drop a file for batch scoring.")
 
 
 def _version(request: Request) -> int | None:
     raw = request.query_params.get("version")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # "²" is a digit to Python, not a number
         raise HTTPError(400, "ConfigError", f"version={raw!r} is not a version number.",
                         hint="Give a published version, e.g. ?version=2, or leave it out for the current one.")
     return int(raw)
@@ -67,6 +85,13 @@ def build_app(server: Server) -> Starlette:
     spec = openapi()
 
     async def healthz(request: Request) -> Response:
+        # the liveness probe: a model whose predict() never returns holds R for good, so the
+        # replica must be restarted (docs/serving.md, "Probes")
+        since = server.r_busy_since
+        busy = time.monotonic() - since if since is not None else 0.0
+        if busy > s.serve_stuck_seconds:
+            return JSONResponse({"status": "stuck", "message": f"R has been in one call for {busy:.0f} s "
+                                 f"(SCORER_SERVE_STUCK_SECONDS is {s.serve_stuck_seconds:g})."}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
@@ -86,12 +111,7 @@ def build_app(server: Server) -> Starlette:
     async def predict(request: Request) -> Response:
         name = request.path_params["name"]
         version = _version(request)
-        try:
-            body = await _body(request, s.serve_max_body_bytes)
-        except _TooLarge:
-            raise HTTPError(413, "RequestTooLarge", f"the body is larger than SCORER_SERVE_MAX_BODY_BYTES "
-                            f"({s.serve_max_body_bytes} bytes).",
-                            hint="Send fewer rows per request, or drop a file for batch scoring.") from None
+        body = await _body(request, server)
         loaded, table, scored = await server.score(name, version, body, request.headers.get("content-type", ""))
         request.state.rows = table.num_rows
         card = loaded.card
@@ -108,12 +128,15 @@ def build_app(server: Server) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        server.bodies = asyncio.Semaphore(s.serve_max_bodies)
         task = asyncio.create_task(server.refresher())
         yield
         task.cancel()
 
     async def http_error(request: Request, exc: HTTPError) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        retry = exc.extra.pop("retry_after", None)
+        return JSONResponse(exc.body(), status_code=exc.status,
+                            headers={"Retry-After": str(retry)} if retry is not None else None)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # the details go to the log (by _Logged, which sees the exception next), never to the client

@@ -27,10 +27,46 @@ from scorer.errors import InputFormatError
 from scorer.r.pool import Answer
 
 
-def table_from_json(body: bytes, where: str) -> pa.Table:
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold (the SCORER_SERVE_MAX_* settings): rows, columns, the
+    characters of a column's name, and cells (rows x columns of the table it makes)."""
+
+    rows: int = 100_000
+    columns: int = 1_000
+    name_chars: int = 256
+    cells: int = 5_000_000
+
+    @classmethod
+    def of(cls, settings: Any) -> "Limits":
+        return cls(settings.serve_max_request_rows, settings.serve_max_columns, settings.serve_max_name_chars,
+                   settings.serve_max_cells)
+
+    def check(self, where: str, rows: int, names: list[str] | dict) -> None:
+        """Raise InputFormatError naming the limit and its setting (``too_large`` for 413)."""
+        hint = "Send fewer rows per request, or drop a file into input/ for batch scoring."
+        if rows > self.rows:
+            raise InputFormatError(f"{where}: {rows} rows; a request may hold {self.rows} "
+                                   "(SCORER_SERVE_MAX_REQUEST_ROWS).", hint=hint, too_large=True)
+        if len(names) > self.columns:
+            raise InputFormatError(f"{where}: more than {self.columns} columns (SCORER_SERVE_MAX_COLUMNS).",
+                                   hint="Send only the columns the model needs (GET /v1/models/{name} lists them).")
+        long = next((n for n in names if len(n) > self.name_chars), None)
+        if long is not None:
+            raise InputFormatError(f"{where}: a column name of {len(long)} characters ({long[:40]!r}...); names "
+                                   f"may have {self.name_chars} (SCORER_SERVE_MAX_NAME_CHARS).",
+                                   hint="Name each column as the model's card does.")
+        if rows * len(names) > self.cells:
+            raise InputFormatError(f"{where}: {rows} rows x {len(names)} columns make more than {self.cells} cells "
+                                   "(SCORER_SERVE_MAX_CELLS).", hint=hint, too_large=True)
+
+
+def table_from_json(body: bytes, where: str, limits: Limits = Limits()) -> pa.Table:
     """``{"rows": [{...}, ...]}`` or a bare array of records. Columns: numbers when
     every value is a number, TRUE/FALSE when every value is a boolean, else text (the
-    model's schema then parses them, as it parses CSV text). Raises InputFormatError."""
+    model's schema then parses them, as it parses CSV text); a row without a key has
+    null there. Linear in the body's cells: each value is visited once. Raises
+    InputFormatError, also for a request over ``limits``."""
     try:
         doc = orjson.loads(body)
     except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -42,33 +78,51 @@ def table_from_json(body: bytes, where: str) -> pa.Table:
                                hint='For example {"rows": [{"age": 31, "education": "6-11yrs"}]}.')
     if not rows:
         raise InputFormatError(f"{where}: there are no rows to score.", hint="Send at least one row.")
-    if len(rows) >= 32:  # Arrow's own conversion (when each column holds one kind of value) pays from here
+    limits.check(where, len(rows), [])
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+        if len(names) > limits.columns:
+            break
+    limits.check(where, len(rows), names)
+    if len(rows) >= 32 and all(len(r) == len(names) for r in rows):
+        # Arrow's own conversion pays from here, when every row has every key and each
+        # column holds one kind of value
         try:
             table = pa.Table.from_pylist(rows)
             if all(pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
                    or pa.types.is_string(t) or pa.types.is_null(t) for t in table.schema.types):
                 return table
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
-    names: dict[str, None] = {}
-    for r in rows:
-        names.update(dict.fromkeys(r))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        present = [v for v in values if v is not None]
-        if any(isinstance(v, (dict, list)) for v in present):
-            raise InputFormatError(f"{where}: column {name!r} holds an object or array; each value must be a "
-                                   "number, text, true/false or null.", hint=f"Flatten {name!r} into plain values.")
-        if present and all(isinstance(v, bool) for v in present):
-            columns[name] = pa.array(values, pa.bool_())
-        elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-            columns[name] = pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-                                      for v in values], pa.float64())
-        else:  # true and false as JSON writes them, not as Python does
-            columns[name] = pa.array([None if v is None else ("true" if v else "false") if isinstance(v, bool)
-                                      else str(v) for v in values], pa.string())
-    return pa.table(columns)
+    present: dict[str, tuple[list[int], list]] = {n: ([], []) for n in names}
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            at, values = present[k]
+            at.append(i)
+            values.append(v)
+    return pa.table({name: _column(name, at, values, len(rows), where) for name, (at, values) in present.items()})
+
+
+def _column(name: str, at: list[int], values: list, n: int, where: str) -> pa.Array:
+    """One column from the rows that have it (``at``), null in the others."""
+    kept = [v for v in values if v is not None]
+    if any(isinstance(v, (dict, list)) for v in kept):
+        raise InputFormatError(f"{where}: column {name!r} holds an object or array; each value must be a "
+                               "number, text, true/false or null.", hint=f"Flatten {name!r} into plain values.")
+    if kept and all(isinstance(v, bool) for v in kept):
+        array = pa.array(values, pa.bool_())
+    elif kept and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kept):
+        array = pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+                          for v in values], pa.float64())
+    else:  # true and false as JSON writes them, not as Python does
+        array = pa.array([None if v is None else ("true" if v else "false") if isinstance(v, bool)
+                          else str(v) for v in values], pa.string())
+    if len(at) == n:
+        return array
+    positions = np.full(n, -1, np.int64)
+    positions[np.asarray(at, np.int64)] = np.arange(len(at), dtype=np.int64)
+    return array.take(pa.array(positions, mask=positions < 0))
 
 
 def table_from_csv(body: bytes, where: str, max_bytes: int, options: CsvOptions = CsvOptions()
