@@ -127,11 +127,11 @@ def peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def wait_ready(url_port: int, path: str, body: bytes, proc: subprocess.Popen) -> None:
+def wait_ready(url_port: int, path: str, body: bytes, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"a server exited with status {proc.returncode}; see its log")
+        if proc.poll() is not None:  # its log goes with the work directory: show it now
+            raise RuntimeError(f"{log.stem} exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             load(url_port, path, body, 1, 0.01)
             return
@@ -178,7 +178,7 @@ def main() -> int:
             ["Rscript", "-e", run_plumber, str(ROOT / "bench" / "plumber_api.R"), str(ports["plumber"])],
             env=dict(CLEAN_ENV, MODEL=str(model)), stdout=logs["plumber"], stderr=subprocess.STDOUT)
         for name in servers:
-            wait_ready(ports[name], paths[name], one, servers[name])
+            wait_ready(ports[name], paths[name], one, servers[name], work / f"{name}.log")
 
         # the two answer alike: a check, not a figure
         ours = [x["prediction"] for x in answer(ports["scorer"], paths["scorer"], thousand)["predictions"]]
