@@ -57,8 +57,9 @@ async def _body(request: Request, server: Server) -> bytes:
                     raise _too_large(s.serve_max_body_bytes)
                 chunks.append(chunk)
         try:
-            await asyncio.wait_for(read(), s.serve_body_seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(s.serve_body_seconds):  # no task of its own, as wait_for would make
+                await read()
+        except TimeoutError:
             raise HTTPError(408, "RequestTimeout", f"the body did not arrive within SCORER_SERVE_BODY_SECONDS "
                             f"({s.serve_body_seconds:g} s; {size} bytes came).",
                             hint="Send the body at once, or fewer rows per request.") from None
