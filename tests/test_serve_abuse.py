@@ -193,3 +193,17 @@ def test_the_drain_fits_the_container_apps_grace_period():
     assert Settings().serve_drain_seconds + 5 <= grace
     probes = {p["type"]: p for p in app["properties"]["template"]["containers"][0]["probes"]}
     assert probes["Liveness"]["httpGet"]["path"] == "/healthz"
+
+
+def test_a_model_that_cannot_be_loaded_is_said_once_not_at_every_refresh(pipeline, fitted, glm):
+    pipeline.publish(fitted / "glm_binomial.rds", "broken", "response")
+    pipeline.store.put_bytes(pipeline.settings.models_container, "broken/v1/model.rds", b"damaged")
+    s = Served(pipeline.settings, SCORER_SERVE_REFRESH_SECONDS="0.5")
+    try:
+        time.sleep(3)  # six refreshes
+        r = s.post("broken", glm[:2])
+        assert r.status_code == 500 and "broken" in r.json()["error"]["message"]
+        assert s.post("g", glm[:2]).status_code == 200  # the others are served
+    finally:
+        log = s.stop()
+    assert log.count('"serve_load_failed"') == 1, log
