@@ -90,10 +90,10 @@ class JsonFormatter(logging.Formatter):
             if k not in _STANDARD and k != "event":
                 out[k] = v
         if record.exc_info:
-            # an error's cause always (an internal error of `scorer serve` has nothing else to go
-            # by); its traceback for errors and in debug, redacted like everything here
+            # the cause always (an internal error of `scorer serve` has nothing else to go by);
+            # the traceback only with --debug: a user's log never shows one
             out["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
-            if record.levelno >= logging.ERROR or self.context.get("debug"):
+            if self.context.get("debug"):
                 out["traceback"] = self.formatException(record.exc_info)
         return redact(json.dumps(out, default=str))
 

@@ -197,3 +197,22 @@ def test_a_parquet_text_column_where_numbers_are_expected_is_read_like_csv_text(
     report = pipeline.run(max_rejected_fraction=0.5)
     item = report.inputs[0]
     assert (item.status, item.rows_scored, item.rows_rejected) == ("scored", 1, 1)
+
+
+def test_a_logged_exception_carries_its_cause_and_its_traceback_only_with_debug():
+    # issue 31: `scorer serve` logged an internal error as "internal error" and nothing else
+    import io
+    import json as _json
+    import logging as _logging
+    for debug in (False, True):
+        stream = io.StringIO()
+        handler = _logging.StreamHandler(stream)
+        handler.setFormatter(log.JsonFormatter({"debug": True} if debug else {}))
+        logger = _logging.getLogger(f"scorer.test-cause-{debug}")
+        logger.addHandler(handler)
+        try:
+            raise KeyError("rows")
+        except KeyError:
+            logger.error("internal error", exc_info=True)
+        line = _json.loads(stream.getvalue())
+        assert line["error"] == "KeyError: 'rows'" and ("traceback" in line) is debug
