@@ -317,13 +317,10 @@ class Engine:
         self.stopping = threading.Event()
         self.sleep = sleep or self.stopping.wait
         self.log = log or (lambda msg: None)
-        found = problems(definition) + unsupported(definition)
+        found = refusal(definition, parameters)
         if found:
             raise DefinitionRefused(found)
         declared = definition.get("parameters", {})
-        unknown = set(parameters or {}) - set(declared)
-        if unknown:
-            raise DefinitionRefused(f"parameter(s) {', '.join(sorted(unknown))} are not declared by the definition")
         self.parameters = {k: v.get("defaultValue") for k, v in declared.items()}
         self.parameters.update(parameters or {})
         self._types = {n: TYPE_NAMES.get(kind(a)) for n, a, _, _ in iter_actions(definition.get("actions", {}))}
@@ -845,6 +842,16 @@ def run_status(actions: dict, records: dict[str, ActionRecord]) -> str:
 _ACTION_KEYS = {"type", "kind", "inputs", "runAfter", "description", "actions", "else", "expression", "foreach", "limit",
                 "runtimeConfiguration", "operationOptions", "metadata", "trackedProperties"}
 _OPERATION_OPTIONS = {"sequential", "failwhenlimitsreached", "disableasyncpattern"}
+
+
+def refusal(definition: dict, parameters: dict | None = None) -> list[str]:
+    """Every reason Engine(definition, parameters) refuses: what Logic Apps would refuse at
+    save, what the engine does not implement, parameters the definition does not declare."""
+    found = problems(definition) + unsupported(definition)
+    unknown = set(parameters or {}) - set(definition.get("parameters") or {})
+    if unknown:
+        found.append(f"parameter(s) {', '.join(sorted(unknown))} are not declared by the definition")
+    return found
 
 
 def unsupported(definition: dict) -> list[str]:

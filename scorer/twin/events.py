@@ -33,6 +33,28 @@ from scorer.twin.arm_common import ArmError, now_iso
 NOT_RETRIED = {400, 401, 403, 413}
 
 
+def deliver(url: str, events: list[dict], cafile: str, stopping: threading.Event, attempts: int = 30) -> bool:
+    """POST a batch of events to a WebHook as Event Grid does: retried after 10 s, doubling up
+    to 5 minutes, at most ``attempts`` times, not after 400, 401, 403 or 413 (Event Grid's
+    "Delivery and retry"). True when the endpoint took them. Shared by the local Azure's
+    subscriptions and the twin's watcher (scorer.twin.local)."""
+    delay = 10.0
+    for _ in range(attempts):
+        try:
+            resp = requests.post(url, data=json.dumps(events), timeout=30, verify=cafile,
+                                 headers={"aeg-event-type": "Notification", "Content-Type": "application/json"})
+            if resp.status_code < 300:
+                return True
+            if resp.status_code in NOT_RETRIED:
+                return False
+        except requests.RequestException:
+            pass
+        if stopping.wait(delay):
+            return False
+        delay = min(delay * 2, 300.0)
+    return False
+
+
 def blob_created(topic: str, blob_endpoint: str, container: str, name: str, etag: str) -> dict:
     """Event Grid's Microsoft.Storage.BlobCreated event for one blob (EventGridSchema)."""
     return {"id": str(uuid.uuid4()), "topic": topic,
@@ -184,22 +206,8 @@ class _Delivery:
         return True
 
     def _deliver(self, events: list[dict]) -> None:
-        delay = 10.0
-        for _ in range(30):
-            try:
-                resp = requests.post(self.endpoint, data=json.dumps(events), timeout=30,
-                                     headers={"aeg-event-type": "Notification", "Content-Type": "application/json"},
-                                     verify=str(self.grid.azure.cert))
-                if resp.status_code < 300:
-                    self.delivered += events
-                    return
-                if resp.status_code in NOT_RETRIED:
-                    return
-            except requests.RequestException:
-                pass
-            if self.stopping.wait(delay):
-                return
-            delay = min(delay * 2, 300.0)
+        if deliver(self.endpoint, events, str(self.grid.azure.cert), self.stopping):
+            self.delivered += events
 
     def stop(self) -> None:
         self.stopping.set()

@@ -53,7 +53,7 @@ from scorer.twin.arm_common import now_iso
 from scorer.twin.azurite import azurite_connection_string, ensure_azurite
 from scorer.twin.backends import Backend, choose
 from scorer.twin.engine import Run
-from scorer.twin.events import blob_created
+from scorer.twin.events import blob_created, deliver
 from scorer.twin.standin import Faults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,17 +131,7 @@ class EventGridWatcher:
         return len(new)
 
     def _deliver(self, event: dict) -> None:
-        delay = 10.0
-        for _ in range(8):
-            try:
-                status, _ = self._post([event], "Notification")
-                if status < 300:
-                    return
-            except OSError:
-                pass
-            if self.twin.stopping.wait(delay):
-                return
-            delay = min(delay * 2, 300.0)
+        deliver(self.url, [event], str(self.twin.azure.cert), self.twin.stopping)
 
 
 # -- the twin -----------------------------------------------------------------------------

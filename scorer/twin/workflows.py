@@ -33,7 +33,7 @@ from typing import Any
 
 from scorer.twin.arm_common import ArmError
 from scorer.twin.azurite import connection_parts
-from scorer.twin.engine import DefinitionRefused, Engine, Run
+from scorer.twin.engine import DefinitionRefused, Engine, Run, refusal
 from scorer.azure.recurrence import first_fire, next_fire
 from scorer.twin.runtime import CALLER_WAIT_S, Call, TriggerQueue, TwinTransport
 
@@ -135,11 +135,11 @@ class Workflows:
         state = props.get("state", "Enabled")
         if state not in ("Enabled", "Disabled"):
             raise ArmError(400, "InvalidWorkflowState", f"The workflow state '{state}' is not Enabled or Disabled.")
-        try:
-            Engine(props.get("definition") or {}, {k: (v.get("value") if isinstance(v, dict) else v)
-                                                    for k, v in (props.get("parameters") or {}).items()})
-        except DefinitionRefused as exc:
-            raise ArmError(400, "InvalidWorkflowDefinition", f"The workflow definition is not valid: {exc}.") from None
+        found = refusal(props.get("definition") or {}, {k: (v.get("value") if isinstance(v, dict) else v)
+                                                        for k, v in (props.get("parameters") or {}).items()})
+        if found:  # checked before anything is created; the engine itself is made once, by Hosted
+            raise ArmError(400, "InvalidWorkflowDefinition",
+                           f"The workflow definition is not valid: {DefinitionRefused(found)}.")
         props.update({"createdTime": props.get("createdTime") or _now(), "changedTime": _now(), "version": _now(),
                       "accessEndpoint": f"{self.azure.url}local/workflows/{view['name']}"})
 
