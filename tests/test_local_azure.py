@@ -365,6 +365,9 @@ def test_the_local_azure_answers_with_the_fields_of_microsofts_examples(rehearsa
     registry = next(v["id"] for v in r.azure.resources.values() if v["type"] == "Microsoft.ContainerRegistry/registries")
     assignment = next(v["id"] for v in r.azure.resources.values() if v["type"].endswith("roleAssignments"))
     run_id = next(iter(r.azure.types.registries.runs))
+    identity = next(v["id"] for v in r.azure.resources.values()
+                    if v["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities")
+    container = next(v["id"] for v in r.azure.resources.values() if v["type"].endswith("blobServices/containers"))
     calls = {
         "Microsoft.Resources/2022-09-01/CreateResourceGroup.json": ("GET", group),
         "Microsoft.Resources/2022-09-01/GetProvider.json": ("GET", f"subscriptions/{r.azure.subscription}/providers/"
@@ -384,6 +387,9 @@ def test_the_local_azure_answers_with_the_fields_of_microsofts_examples(rehearsa
         "Microsoft.ContainerRegistry/2019-04-01/RegistriesGetBuildSourceUploadUrl.json":
             ("POST", f"{registry[1:]}/listBuildSourceUploadUrl"),
         "Microsoft.ContainerRegistry/2019-04-01/RunsGet.json": ("GET", f"{registry[1:]}/runs/{run_id}"),
+        "Microsoft.ContainerRegistry/2023-07-01/RegistryGet.json": ("GET", registry[1:]),
+        "Microsoft.ManagedIdentity/2023-01-31/IdentityGet.json": ("GET", identity[1:]),
+        "Microsoft.Storage/2023-05-01/BlobContainersPut.json": ("GET", container[1:]),
     }
     missing = {}
     for example, (method, path) in calls.items():

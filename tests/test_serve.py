@@ -78,8 +78,8 @@ class Served:
         return requests.post(f"{self.url}/v1/models/{name}/predict", json=body, params=params, timeout=timeout, **kw)
 
     def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        # opened anew: seeking the handle the server writes through would move its offset too
+        return Path(self.log.name).read_text()
 
     def stop(self) -> str:
         """SIGTERM, and the server's log."""

@@ -18,11 +18,12 @@ import orjson
 import pytest
 import requests
 
-from test_serve import Served, rows_of, typed
+from test_serve import Served, conforms, rows_of, typed
 
 ROOT = Path(__file__).parents[1]
 #: the most the server may hold under these cases: a replica has 2 GiB
 RSS_BOUND_MB = 1024
+PREDICT = "/v1/models/{name}/predict"
 
 
 def rss_mb(proc) -> float:
@@ -73,7 +74,8 @@ def test_bodies_that_were_quadratic_are_refused_by_their_limit_and_healthz_answe
         assert health.status_code == 200
         for key in ("own", "wide"):
             r = answers[key]
-            assert r.status_code == 400 and "SCORER_SERVE_MAX_COLUMNS" in r.json()["error"]["message"], r.text
+            assert r.status_code == 400 and "SCORER_SERVE_MAX_COLUMNS" in conforms(r, PREDICT, "post")["error"][
+                "message"], r.text
         assert answers["long"].status_code == 400 and "SCORER_SERVE_MAX_NAME_CHARS" in answers["long"].text
         many = orjson.dumps(glm[:1] * 100_001)
         r = requests.post(f"{s.url}/v1/models/g/predict", data=many, timeout=60,
@@ -96,10 +98,10 @@ def test_a_hung_model_gets_504s_its_abandoned_requests_are_not_run_and_healthz_f
             other = pool.submit(s.post, "g", glm[:2])  # another model waits behind R too
             answers = [f.result() for f in slow] + [other.result()]
         assert [r.status_code for r in answers] == [504] * 5, [r.text for r in answers]
-        assert "SCORER_SERVE_DEADLINE_SECONDS" in answers[0].json()["error"]["message"]
+        assert "SCORER_SERVE_DEADLINE_SECONDS" in conforms(answers[0], PREDICT, "post")["error"]["message"]
         time.sleep(1.5)  # R is still in the first call, 2.5 s in
         stuck = requests.get(f"{s.url}/healthz", timeout=5)
-        assert stuck.status_code == 503 and stuck.json()["status"] == "stuck"
+        assert stuck.status_code == 503 and conforms(stuck, "/healthz")["status"] == "stuck"
         deadline = time.monotonic() + 20
         while requests.get(f"{s.url}/healthz", timeout=5).status_code != 200:
             assert time.monotonic() < deadline
@@ -207,3 +209,18 @@ def test_a_model_that_cannot_be_loaded_is_said_once_not_at_every_refresh(pipelin
     finally:
         log = s.stop()
     assert log.count('"serve_load_failed"') == 1, log
+
+
+def test_a_version_that_stops_being_current_is_unloaded_within_the_budget(pipeline, fitted, glm):
+    s = Served(pipeline.settings, SCORER_SERVE_VERSIONS_BYTES="1", SCORER_SERVE_REFRESH_SECONDS="0.5")
+    try:
+        assert s.post("g", glm[:2]).json()["version"] == 1
+        pipeline.publish(fitted / "glm_binomial.rds", "g", "response")  # version 2 becomes current
+        deadline = time.monotonic() + 30
+        while '"serve_unloaded"' not in s.read_log():
+            assert time.monotonic() < deadline, s.read_log()
+            time.sleep(0.2)
+        assert s.post("g", glm[:2]).json()["version"] == 2
+        assert s.post("g", glm[:2], version=1).status_code == 200  # loaded again when asked for
+    finally:
+        s.stop()

@@ -387,9 +387,10 @@ class Server:
         self._used((name, int(loaded.card["version"])))
         return loaded
 
-    def _used(self, key: tuple[str, int]) -> None:
+    def _used(self, key: tuple[str, int], keep: bool = True) -> None:
         """Note a use of a version; beyond SCORER_SERVE_VERSIONS_BYTES of non-current
-        versions, the least recently used are unloaded (on R's thread)."""
+        versions, the least recently used are unloaded (on R's thread): all but ``key``, or
+        ``key`` too when it has just stopped being current (``keep`` False)."""
         if self.state.current.get(key[0]) == key[1]:
             return
         with self._lock:
@@ -399,7 +400,7 @@ class Server:
             for k in kept:
                 loaded = self.state.loaded.get(k)
                 total += loaded.bytes if loaded else 0
-                if total > self.settings.serve_versions_bytes and k != key:
+                if total > self.settings.serve_versions_bytes and (k != key or not keep):
                     del self.versions_used[k]
                     self.work.put(_Forget(k))
 
@@ -437,6 +438,7 @@ class Server:
                 before = self.state.current.get(name)
                 self.state.current[name] = newest
             if before is not None:
+                self._used((name, before), keep=False)  # no longer current: it joins the LRU's versions
                 log.info(f"model {name!r}: now serving version {newest} (was {before})",
                          extra={"event": "serve_new_version", "model": name, "version": newest})
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -78,6 +79,18 @@ def default_builder(backend: Any) -> Callable[..., tuple[bool, str]]:
     return engine_builder(backend) if getattr(backend, "command", None) else recording_builder
 
 
+#: a registry's properties as Azure answers them when a template does not set them: the values of
+#: Microsoft's published example (Registries_Get, 2023-07-01, a Standard registry)
+REGISTRY_DEFAULTS = {
+    "adminUserEnabled": False, "networkRuleSet": {"defaultAction": "Allow", "ipRules": []},
+    "policies": {"quarantinePolicy": {"status": "disabled"}, "trustPolicy": {"type": "Notary", "status": "disabled"},
+                 "retentionPolicy": {"days": 7, "status": "disabled"}, "exportPolicy": {"status": "enabled"}},
+    "encryption": {"status": "disabled"}, "status": None, "dataEndpointEnabled": False, "dataEndpointHostNames": [],
+    "privateEndpointConnections": [], "publicNetworkAccess": "Enabled", "networkRuleBypassOptions": "AzureServices",
+    "zoneRedundancy": "Disabled",
+}
+
+
 class Registries:
     """Registries, their images and their ACR Tasks runs."""
 
@@ -93,6 +106,8 @@ class Registries:
             raise ArmError(400, "InvalidRegistryName", f"The registry name '{name}' is invalid: 5-50 letters and "
                            "digits only.")
         view["properties"].update({"loginServer": f"{name.lower()}.azurecr.local", "creationDate": now_iso()})
+        for key, value in REGISTRY_DEFAULTS.items():  # what the template leaves out, Azure fills in
+            view["properties"].setdefault(key, json.loads(json.dumps(value)))
         self.images.setdefault(view["id"].lower(), set())
 
     def by_login_server(self, server: str) -> dict | None:

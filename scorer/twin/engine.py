@@ -373,7 +373,6 @@ class Engine:
             respond({"statusCode": 202, "headers": {}, "body": None, "implicit": True})
         return run
 
-
     def _conditions_hold(self, trigger: str, scope: "_Scope") -> bool:
         """A trigger's ``conditions``: every expression must be true for the run to start
         ("Trigger conditions" in the triggers reference)."""
@@ -442,7 +441,7 @@ class _RunState:
         if rec.status == "Running":
             rec.status = "Succeeded"
         rec.endTime = _now()
-        self.e.log(f"action {name} ({kind}): {rec.status}")
+        self.e.log(f"action {name} ({type_name}): {rec.status}")
 
     def scope_status(self, actions: dict, records: dict[str, ActionRecord]) -> str:
         if self.e.scope_status == "branch ends":  # as a run's status: a handled failure leaves it Succeeded
