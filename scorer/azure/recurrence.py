@@ -94,7 +94,7 @@ def next_fire(recurrence: dict, after: datetime, saved: datetime) -> datetime:
 
 
 def _scheduled(recurrence: dict, after: datetime, base_utc: datetime, freq: str, interval: int) -> datetime:
-    tz = ZoneInfo(WINDOWS_ZONES.get(recurrence.get("timeZone") or "UTC", "UTC"))
+    tz = _zone(recurrence)
     base = base_utc.astimezone(tz)
     schedule = recurrence["schedule"]
     hours = sorted(schedule.get("hours") or [base.hour]) if freq != "hour" else list(range(24))
@@ -132,8 +132,13 @@ def _start(recurrence: dict) -> datetime | None:
         return None
     value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(WINDOWS_ZONES.get(recurrence.get("timeZone") or "UTC", "UTC")))
+        value = value.replace(tzinfo=_zone(recurrence))
     return value.astimezone(timezone.utc)
+
+
+def _zone(recurrence: dict) -> ZoneInfo:
+    """Where the start time and the schedule's hours are: the recurrence's timeZone, else UTC."""
+    return ZoneInfo(WINDOWS_ZONES.get(recurrence.get("timeZone") or "UTC", "UTC"))
 
 
 def _add(t: datetime, freq: str, n: int) -> datetime:

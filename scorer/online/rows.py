@@ -29,13 +29,14 @@ from scorer.r.pool import Answer
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold (the SCORER_SERVE_MAX_* settings): rows, columns, the
-    characters of a column's name, and cells (rows x columns of the table it makes)."""
+    """What one request may hold (the SCORER_SERVE_MAX_* settings, where their defaults
+    live): rows, columns, the characters of a column's name, and cells (rows x columns of
+    the table it makes)."""
 
-    rows: int = 100_000
-    columns: int = 1_000
-    name_chars: int = 256
-    cells: int = 5_000_000
+    rows: int
+    columns: int
+    name_chars: int
+    cells: int
 
     @classmethod
     def of(cls, settings: Any) -> "Limits":
@@ -61,7 +62,7 @@ class Limits:
                                    "(SCORER_SERVE_MAX_CELLS).", hint=hint, too_large=True)
 
 
-def table_from_json(body: bytes, where: str, limits: Limits = Limits()) -> pa.Table:
+def table_from_json(body: bytes, where: str, limits: Limits) -> pa.Table:
     """``{"rows": [{...}, ...]}`` or a bare array of records. Columns: numbers when
     every value is a number, TRUE/FALSE when every value is a boolean, else text (the
     model's schema then parses them, as it parses CSV text); a row without a key has

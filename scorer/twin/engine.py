@@ -751,7 +751,7 @@ def _decode(response: HttpResponse) -> Any:
     text = response.body.decode("utf-8", "replace") if response.body else ""
     if not text:
         return None
-    ctype = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+    ctype = _header(response, "Content-Type")
     if "json" in ctype or text[:1] in "{[":
         try:
             return json.loads(text)
