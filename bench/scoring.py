@@ -358,6 +358,79 @@ def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path)
     return r
 
 
+def small_files_run(az: Azurite, env_base: dict, case: Case, files: list[bytes], who: str,
+                    proxy: "LatencyProxy | None") -> tuple[float, float]:
+    """One run over ``files`` (each a small CSV) dropped at once under input/m/: ``who`` is
+    "a" (`scorer run`) or "loop" (the careful loop, bench/careful_loop.py). Returns the
+    wall time (process start to exit) and the requests per input sent through ``proxy``
+    (when given: its connection string is the one the run uses)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from azure.storage.blob import BlobServiceClient
+
+    tag = uuid.uuid4().hex[:8]
+    conn = proxy.connection_string(az.connection_string) if proxy else az.connection_string
+    env = dict(env_base, AZURE_STORAGE_CONNECTION_STRING=conn,
+               **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}" for c in CONTAINERS})
+    service = BlobServiceClient.from_connection_string(az.connection_string)  # set-up: past the proxy
+    if who == "a":
+        subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(case.model), "--name", "m"],
+                       env=dict(env, AZURE_STORAGE_CONNECTION_STRING=az.connection_string), check=True,
+                       capture_output=True)
+    for c in ("input", "output"):
+        try:
+            service.create_container(f"{c}-{tag}")
+        except Exception:  # made by the publish
+            pass
+    inputs = service.get_container_client(f"input-{tag}")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: inputs.upload_blob(f"m/store-{i:04d}.csv", files[i]), range(len(files))))
+    before = proxy.requests if proxy else 0
+    if who == "a":
+        wall, _, out = measure([sys.executable, "-m", "scorer", "run"], env)
+        check_scored(out, len(files) * 10)
+    else:
+        wall, _, out = measure([sys.executable, str(ROOT / "bench" / "careful_loop.py"), conn, f"input-{tag}",
+                                f"output-{tag}", str(case.model), "m/", case.ptype], env)
+        assert out.strip().splitlines()[-1] == str(len(files)), out[-500:]
+    per_input = ((proxy.requests - before) / len(files)) if proxy else float("nan")
+    outputs = service.get_container_client(f"output-{tag}")
+    assert sum(1 for b in outputs.list_blobs(name_starts_with="m/store-")) == len(files)
+    for c in CONTAINERS:
+        try:
+            service.delete_container(f"{c}-{tag}")
+        except Exception:  # the loop's run made only two
+            pass
+    return wall, per_input
+
+
+def small_files_case(case: Case, az: Azurite, repeat: int, env_base: dict, n: int, delay: float) -> dict:
+    """``n`` ten-row inputs in one run, (a) scorer and the careful loop taking turns; with
+    ``delay``, through a proxy that adds it to every request (bench/latency_proxy.py)."""
+    from latency_proxy import LatencyProxy
+
+    files = []
+    for i in range(n):
+        t = gen_glm(10, seed=1000 + i).select(["gre", "gpa", "rank"])
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(t, sink)
+        files.append(sink.getvalue().to_pybytes())
+    proxy = LatencyProxy(az.port, delay).start() if delay else None
+    runs: dict[str, list[tuple[float, float]]] = {"a": [], "loop": []}
+    try:
+        for i in range(repeat):
+            for who in (("a", "loop") if i % 2 == 0 else ("loop", "a")):
+                runs[who].append(small_files_run(az, env_base, case, files, who, proxy))
+    finally:
+        if proxy:
+            proxy.stop()
+    a, loop = statistics.median(r[0] for r in runs["a"]), statistics.median(r[0] for r in runs["loop"])
+    return {"case": f"small{n}" + (f"-{delay * 1000:g}ms" if delay else ""), "inputs": n, "delay_s": delay,
+            "a_scorer_s": a, "a_runs_s": [r[0] for r in runs["a"]], "a_inputs_per_s": n / a,
+            "a_requests_per_input": runs["a"][0][1], "loop_s": loop, "loop_runs_s": [r[0] for r in runs["loop"]],
+            "loop_inputs_per_s": n / loop, "loop_requests_per_input": runs["loop"][0][1], "a_over_loop": a / loop}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the glm case (default 1M)")
@@ -366,6 +439,9 @@ def main() -> int:
     ap.add_argument("--wide-rows", type=int, default=200_000, help="rows for the wide and ranger cases")
     ap.add_argument("--rf-rows", type=int, default=1_000_000,
                     help="rows for randomForest (500 trees), scored with 1 and with every core's R (0 skips it)")
+    ap.add_argument("--small-files", type=int, default=1000,
+                    help="ten-row inputs in one run, direct and through 10 ms per request (default 1,000; 0 skips)")
+    ap.add_argument("--only-small", action="store_true", help="only the many-small-inputs case")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; medians are printed")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -400,7 +476,17 @@ def main() -> int:
             load = f.read().split()[:3]
         print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load {' '.join(load)}, "
               f"Python {platform.python_version()}; data and models generated with fixed seeds in {work}", flush=True)
-        glm = Case("glm", gen_glm(args.rows), "glm", ["rank"], "response", work)
+        glm = Case("glm", gen_glm(args.rows if not args.only_small else 1000), "glm", ["rank"], "response", work)
+        if args.small_files:
+            for delay in (0.0, 0.010):
+                r = small_files_case(glm, az, min(args.repeat, 3), env_base, args.small_files, delay)
+                say(f"{r['case']:14} | (a) scorer {r['a_scorer_s']:6.2f} s, {r['a_inputs_per_s']:6.1f} inputs/s"
+                    + (f", {r['a_requests_per_input']:.1f} requests per input" if delay else "")
+                    + f" | careful loop {r['loop_s']:6.2f} s, {r['loop_inputs_per_s']:6.1f} inputs/s"
+                    + (f", {r['loop_requests_per_input']:.1f} requests per input" if delay else "")
+                    + f" | (a)/(loop) = {r['a_over_loop']:.2f}", r)
+        if args.only_small:
+            return 0
         say(ab(r := bench_case(glm, az, args.repeat, env_base, naive=True)), r)
         say(ab(r := fixed_case(glm, az, args.repeat * 2, env_base, work)), r)
         for case in (Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),

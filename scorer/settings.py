@@ -183,6 +183,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("split_bytes", "SCORER_SPLIT_BYTES", _positive_int, 256 * 1024**2,
             "Inputs larger than this are split into parts of about this size when the run has several container "
             "groups (CSV by line ranges, Parquet by row groups; never gzipped CSV)."),
+    Setting("inputs_in_flight", "SCORER_INPUTS_IN_FLIGHT", _positive_int, 8,
+            "Small inputs worked on at once: while R scores one, the others are claimed, read, committed and "
+            "archived, each under its own lease. 1 works on one input at a time."),
+    Setting("small_input_bytes", "SCORER_SMALL_INPUT_BYTES", _positive_int, 2 * 1024**2,
+            "Inputs up to this size may be in flight together (each is read whole into memory); a larger one "
+            "waits for them and streams alone, so memory stays bounded."),
     Setting("drift_psi", "SCORER_DRIFT_PSI", _positive_float, 0.2,
             "Population stability index at which a variable or prediction column is flagged as drifted "
             "(0.1 is commonly read as a moderate shift, 0.2 as a significant one). A flag is a warning, never a "
@@ -275,6 +281,8 @@ class Settings:
     split_bytes: int = 256 * 1024**2
     r_workers: int | str = "auto"
     r_workers_after: float = 0.5
+    inputs_in_flight: int = 8
+    small_input_bytes: int = 2 * 1024**2
     drift_psi: float = 0.2
     cpu_cores: float | None = None
     memory_gb: float | None = None

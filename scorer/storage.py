@@ -6,8 +6,9 @@ DefaultAzureCredential (Azure: the managed identity). Tests pass the real Azurit
 endpoint through the same settings; nothing is patched.
 
 Outputs are written through ``StagedBlob``: blocks are staged while scoring runs
-and become visible only when the block list is committed, all at once. A reader
-never sees a partial output, and an abandoned output leaves nothing visible.
+and become visible only when the block list is committed, all at once (an output
+smaller than a block is one Put Blob, as whole). A reader never sees a partial output,
+and an abandoned output leaves nothing visible.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import base64
 import io
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -37,6 +39,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
+from requests import Session
+from requests.utils import get_environ_proxies
 
 from scorer.errors import BlobError, ConfigError, StorageError
 from scorer.log import keep_secret
@@ -90,7 +94,8 @@ def as_seen(props: Any | None) -> dict:
     fails with one of FENCE_ERRORS instead."""
     if props is None:
         return {"match_condition": MatchConditions.IfMissing}
-    return {"etag": props.etag, "match_condition": MatchConditions.IfNotModified}
+    # a listing's ETags come without the quotes a property read's have: quoted here alike
+    return {"etag": f'"{etag_of(props)}"', "match_condition": MatchConditions.IfNotModified}
 
 
 def name_length(name: str) -> int:
@@ -114,7 +119,9 @@ def connect(settings: Settings) -> BlobServiceClient:
                   max_single_get_size=GET_SIZE, max_chunk_get_size=GET_SIZE)
     if settings.connection_string:
         try:
-            return BlobServiceClient.from_connection_string(settings.connection_string, **common)
+            client = BlobServiceClient.from_connection_string(settings.connection_string, **common)
+            return BlobServiceClient.from_connection_string(settings.connection_string, **common,
+                                                            session=_session(client.url))
         except ValueError as exc:
             raise ConfigError(
                 f"AZURE_STORAGE_CONNECTION_STRING is malformed: {exc}",
@@ -125,7 +132,22 @@ def connect(settings: Settings) -> BlobServiceClient:
 
     credential = wait_for_token(lambda: DefaultAzureCredential(exclude_interactive_browser_credential=True),
                                 settings.credential_timeout)
-    return BlobServiceClient(settings.account_url, credential=credential, **common)
+    return BlobServiceClient(settings.account_url, credential=credential, **common,
+                             session=_session(settings.account_url))
+
+
+def _session(url: str) -> Session:
+    """The HTTP session of every request: the environment's proxy and CA bundle read once,
+    here, rather than on every request (requests reads the environment and looks for a
+    .netrc file each time, a tenth of a small request's CPU: with a thousand small inputs
+    the job is bound by the CPU its requests take; docs/performance.md)."""
+    session = Session()
+    session.trust_env = False
+    session.proxies = get_environ_proxies(url)  # HTTPS_PROXY and NO_PROXY, as requests reads them
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
 
 
 def wait_for_token(make_credential: Callable[[], Any], timeout: float, *, sleep=time.sleep,
@@ -167,7 +189,9 @@ class Store:
     def __init__(self, service: BlobServiceClient, settings: Settings):
         self.service = service
         self.settings = settings
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
+        # reads sent ahead and blocks staged: a few for each input in flight (scorer.batch.flight)
+        self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * settings.inputs_in_flight),
+                                        thread_name_prefix="blob-io")
 
     def blob(self, container: str, name: str) -> BlobClient:
         return self.service.get_blob_client(container, name)
@@ -216,6 +240,19 @@ class Store:
         except ResourceNotFoundError:
             return
 
+    def properties_of(self, container: str, names: list[str]) -> dict[str, Any]:
+        """The properties (metadata included) of those of ``names`` that exist, read in one
+        listing of the blobs whose names start with the first: the others must start with
+        it too (an output and its rejected rows)."""
+        first = names[0]
+        assert all(n.startswith(first) for n in names), names
+        wanted = set(names)
+        try:
+            return {b.name: b for b in self.service.get_container_client(container).list_blobs(
+                name_starts_with=first, include=["metadata"]) if b.name in wanted}
+        except ResourceNotFoundError:
+            return {}
+
     def properties(self, container: str, name: str) -> Any | None:
         try:
             return self.blob(container, name).get_blob_properties()
@@ -230,8 +267,9 @@ class Store:
             downloader.readinto(f)
         return downloader.properties
 
-    def read_bytes(self, container: str, name: str) -> bytes:
-        return self.blob(container, name).download_blob(max_concurrency=2).readall()
+    def read_bytes(self, container: str, name: str, etag: str | None = None) -> bytes:
+        """A blob's content (with ``etag``: only that version of it, else 412)."""
+        return self.blob(container, name).download_blob(max_concurrency=2, **_version(etag)).readall()
 
     def put_bytes(self, container: str, name: str, data: bytes, *, overwrite: bool = True,
                   content_type: str = "application/octet-stream", metadata: dict | None = None,
@@ -271,9 +309,11 @@ class Store:
         return StagedBlob(self.blob(container, name), self._pool, prefix=prefix, max_blocks=max_blocks)
 
     def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str,
-             metadata: dict | None = None, timeout: float = 300, source_etag: str | None = None) -> None:
+             metadata: dict | None = None, timeout: float = 300, source_etag: str | None = None,
+             new: bool = False) -> None:
         """Server-side copy within the account; returns when the copy has succeeded.
-        With ``source_etag``, only of that version of the source (else 412).
+        With ``source_etag``, only of that version of the source (else 412); with ``new``,
+        only onto no blob (else 409 BlobAlreadyExists).
 
         Raises StorageError if the copy fails or does not finish within ``timeout``.
         """
@@ -281,6 +321,8 @@ class Store:
         dst = self.blob(dst_container, dst_name)
         only = {} if source_etag is None else {"source_etag": f'"{source_etag.strip(chr(34))}"',
                                                 "source_match_condition": MatchConditions.IfNotModified}
+        if new:
+            only["match_condition"] = MatchConditions.IfMissing
         # Within one account a copy usually completes in the request itself, and its
         # answer says so: the destination is read back only while it is pending.
         status, why = dst.start_copy_from_url(src.url, metadata=metadata, **only).get("copy_status"), None
@@ -482,15 +524,19 @@ class StagedBlob(io.RawIOBase):
         ``blocks``: commit these block IDs (staged by this and other writers) instead;
         ``conditions``: commit only if the blob is as it was seen (``as_seen``), else
         raise one of FENCE_ERRORS. Returns the number of bytes this writer wrote."""
-        if self._buf or not self._ids:
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        if not self._ids and blocks is None:  # less than a block: one Put Blob, as whole as a commit
+            self._client.upload_blob(bytes(self._buf), overwrite=True, metadata=metadata, content_settings=settings,
+                                     **(conditions or {}))
+            self._buf.clear()
+            return self._written
+        if self._buf:
             self._stage(bytes(self._buf))
             self._buf.clear()
         while self._inflight:
             self._inflight.popleft().result()
-        self._client.commit_block_list(
-            blocks if blocks is not None else self._ids, metadata=metadata,
-            content_settings=ContentSettings(content_type=content_type) if content_type else None,
-            **(conditions or {}))
+        self._client.commit_block_list(blocks if blocks is not None else self._ids, metadata=metadata,
+                                       content_settings=settings, **(conditions or {}))
         return self._written
 
     def abandon(self) -> None:

@@ -25,9 +25,10 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
@@ -37,6 +38,7 @@ from azure.core.exceptions import HttpResponseError
 
 from scorer import errors
 from scorer.batch.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error, poison
+from scorer.batch.flight import Flight
 from scorer.batch.outcomes import Outcomes, first_line
 from scorer.batch.parts import Parts
 from scorer.batch.scoring import Ahead, Scoring, Work
@@ -81,23 +83,35 @@ class Job:
         self.outcomes = Outcomes(settings, store, self.report)  # commit, archive, quarantine, left pending
         self.scoring = Scoring(settings, store, self.registry, self.outcomes, self._t0)  # R, drift, an input whole
         self.parts = Parts(self)  # inputs split across the run's container groups
+        self._cards: dict[str, Future] = {}  # each model's current card, read once per run (_card)
+        self._cards_lock = threading.Lock()
 
     # -- the run --------------------------------------------------------------------
 
     def run(self) -> RunReport:
         log.info("run started", extra={"event": "run_started", "scope": self.report.scope})
+        flight = Flight(self)  # small inputs worked on together (scorer.batch.flight)
         try:
             self.store.ensure_containers()
-            for props in self._pending():
-                check_stop()
-                ir = InputReport(blob=props.name)
-                self.report.inputs.append(ir)
-                try:
-                    self._take(props, ir)
-                finally:
-                    self.report.settle(ir, self._spill)
-                if self.outcomes.storage_error:
-                    break
+            try:
+                for props in self._pending():
+                    check_stop()
+                    ir = InputReport(blob=props.name)
+                    self.report.inputs.append(ir)
+                    if flight.takes(props):
+                        flight.start(props, ir)
+                    else:  # a large one alone: the small ones in flight land first
+                        flight.land()
+                        try:
+                            self._take(props, ir)
+                        finally:
+                            self.settle(ir)
+                    if self.outcomes.storage_error:
+                        break
+                flight.land()
+            finally:  # on an error too: every input in flight lands and is settled
+                flight.land(quiet=True)
+                flight.close()
         except Interrupted:
             self.report.error = {"kind": "Interrupted", "message": "the job was asked to stop; "
                                  "unfinished inputs stay in input/ for the next run"}
@@ -155,6 +169,10 @@ class Job:
             self._process(props, claim, ir)
         finally:
             claim.release()
+
+    def settle(self, ir: InputReport) -> None:
+        """Count an input that ended into the report (on the main thread: scorer.batch.flight)."""
+        self.report.settle(ir, self._spill)
 
     def _spill(self, records: list[dict]) -> None:
         """Write input records beside the run report (a run of more than report.LISTED
@@ -249,15 +267,27 @@ class Job:
             work.close()
 
     def _read_ahead(self, name: str) -> "Ahead":
-        """Reads that wait on nothing go out beside the attempt's record (two round trips):
-        whether an earlier run committed the output, and the model's card (two more)."""
+        """Reads that wait on nothing go out beside the attempt's record: whether an earlier
+        run committed the output and its rejected rows (one listing of both), and the
+        model's card (read once per run and model: ``_card``)."""
         s = self.settings
         model_name, _, rel = name.partition("/")
-        return Ahead(
-            committed=self.store.submit(self.store.properties, s.output_container, name),
-            rejected_before=(self.store.submit(self.store.properties, s.output_container, name + REJECTED_SUFFIX)
-                             if name_length(name) + _NAME_ROOM <= MAX_BLOB_NAME else _done(None)),  # else refused below
-            card=self.store.submit(self.registry.card, model_name) if rel else None)
+        if name_length(name) + _NAME_ROOM <= MAX_BLOB_NAME:
+            both = self.store.submit(self.store.properties_of, s.output_container, [name, name + REJECTED_SUFFIX])
+            committed, rejected_before = _then(both, lambda d: d.get(name)), _then(both, lambda d: d.get(
+                name + REJECTED_SUFFIX))
+        else:  # refused in _admit; no rejected rows' name to read
+            committed, rejected_before = self.store.submit(self.store.properties, s.output_container, name), _done(None)
+        return Ahead(committed=committed, rejected_before=rejected_before, card=self._card(model_name) if rel else None)
+
+    def _card(self, model: str) -> Future:
+        """The current card of ``model``, read once per run: every input of a run is scored
+        by the version that was current when the run first needed the model (a version
+        published during the run scores from the next run on; docs/performance.md)."""
+        with self._cards_lock:
+            if model not in self._cards:
+                self._cards[model] = self.store.submit(self.registry.card, model)
+            return self._cards[model]
 
     def _admit(self, work: "Work", ahead: "Ahead") -> tuple[dict, str] | None:
         """The attempt recorded and the input checked before anything is read: its card
@@ -389,6 +419,19 @@ def _done(value: Any) -> Future:
     """A future that already holds ``value``."""
     f: Future = Future()
     f.set_result(value)
+    return f
+
+
+def _then(first: Future, fn: Callable[[Any], Any]) -> Future:
+    """A future of ``fn`` of ``first``'s result (or of its error)."""
+    f: Future = Future()
+
+    def done(_: Future) -> None:
+        try:
+            f.set_result(fn(first.result()))
+        except BaseException as exc:
+            f.set_exception(exc)
+    first.add_done_callback(done)
     return f
 
 

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
 
 from scorer.batch.claims import Claim, LeaseLost
 from scorer.data.rejected import REJECTED_SUFFIX
@@ -130,20 +131,25 @@ class Outcomes:
 
     def archive(self, props: Any, claim: Claim, ir: InputReport) -> None:
         s = self.settings
-        dst = self._destination(s.archive_container, props.name, etag_of(props))
-        self._copy_input(props, s.archive_container, dst,
-                         metadata={SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id})
+        meta = {SOURCE_ETAG: etag_of(props), "scorer_run_id": self.report.run_id}
+        dst = props.name
+        try:  # a name not archived before, the usual case: one request instead of a read and a copy
+            self._copy_input(props, s.archive_container, dst, metadata=meta, new=True)
+        except ResourceExistsError:
+            dst = self._destination(s.archive_container, props.name, etag_of(props))
+            self._copy_input(props, s.archive_container, dst, metadata=meta)
         claim.delete_input(etag_of(props))
         ir.archived_to = f"{s.archive_container}/{dst}"
         log.info("input archived", extra={"event": "input_archived", "blob": props.name, "to": ir.archived_to})
 
-    def _copy_input(self, props: Any, container: str, dst: str, metadata: dict) -> None:
-        """Copy this version of the input (its ETag) to ``container``/``dst``. Raises
-        LeaseLost when it is gone or replaced: another job finished it while this one
-        was paused or cut off past its lease (issue 26), which is not the input's fault."""
+    def _copy_input(self, props: Any, container: str, dst: str, metadata: dict, new: bool = False) -> None:
+        """Copy this version of the input (its ETag) to ``container``/``dst`` (with ``new``,
+        only onto no blob: else ResourceExistsError). Raises LeaseLost when it is gone or
+        replaced: another job finished it while this one was paused or cut off past its
+        lease (issue 26), which is not the input's fault."""
         try:
             self.store.copy(self.settings.input_container, props.name, container, dst, metadata=metadata,
-                            source_etag=etag_of(props))
+                            source_etag=etag_of(props), new=new)
         except (ResourceNotFoundError, ResourceModifiedError):
             raise LeaseLost(f"{props.name}: the input is gone or was replaced while this job was paused or cut off "
                             "past its lease") from None

@@ -8,9 +8,11 @@ staged writers, the output committed (scorer.batch.outcomes).
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, wait
@@ -31,6 +33,7 @@ from scorer.errors import ScorerError, TooManyRejected
 from scorer.models.registry import Registry
 from scorer.monitoring.drift import Tally, not_computed
 from scorer.monitoring.report import InputReport
+from scorer.r.door import RDoor
 from scorer.r.pool import Pool, usable_cores
 from scorer.r.predict import PredictSpec, seed_for
 from scorer.settings import Settings
@@ -48,6 +51,8 @@ class Scoring:
         self.started = started  # the run's start (time.monotonic), for the first row's log line
         self._first_row_logged = False
         self._workers_pool: tuple[tuple, Pool] | None = None  # R workers kept for the next input (_pool)
+        #: R for inputs on threads of their own (scorer.batch.flight), while there are any
+        self.door: RDoor | None = None
 
     def close(self) -> None:
         """End the R workers kept for the next input."""
@@ -106,6 +111,8 @@ class Scoring:
         score()) into the writers; how far it got goes in the report, also on failure."""
         s, name, ir, counts = self.settings, work.props.name, work.ir, work.counts
         is_function = card.get("kind") == "function"
+        # an input in flight asks R through the door, and is small: never R workers for it
+        in_flight = self.door is not None and threading.current_thread() is not threading.main_thread()
         try:
             if is_function:  # the whole file, once, through score(data, ...)
                 run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
@@ -119,7 +126,8 @@ class Scoring:
                     table.batches = iter([whole] if whole is not None else [])
                 score_stream(table, spec, model, self.registry.r, out, rejected,
                              name, counts, on_first_scored=self.first_row, check_stop=check_stop,
-                             drift=tally, workers=self.workers(card) if spec.rowwise else None)
+                             drift=tally, workers=self.workers(card) if spec.rowwise and not in_flight else None,
+                             predict=self.door.predict_rows if in_flight else None)
         finally:  # how far it got, also when it failed
             ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
             if is_function:
@@ -168,6 +176,10 @@ class Scoring:
             self.store.download_to(s.input_container, name, local, etag=etag_of(props))
             ir.durations_s["download"] = round(time.monotonic() - t, 3)
             source = local
+        elif props.size <= s.small_input_bytes:  # in one request, with no download thread
+            t = time.monotonic()
+            source = io.BytesIO(self.store.read_bytes(s.input_container, name, etag=etag_of(props)))
+            ir.durations_s["download"] = round(time.monotonic() - t, 3)
         else:
             source = self.store.open_read(s.input_container, name, etag=etag_of(props))
             streams.append(source)

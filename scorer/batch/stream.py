@@ -9,6 +9,7 @@ number (counting data rows from 1) and the reason.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def _cut(batch: pa.RecordBatch, prep: Prepared, offset: int, size: int | None
 def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
                  where: str, counts: Counts | None = None, on_first_scored: Callable[[], None] | None = None,
                  check_stop: Callable[[], None] | None = None, drift: Tally | None = None,
-                 workers: Workers | None = None) -> Counts:
+                 workers: Workers | None = None, predict: Callable | None = None) -> Counts:
     """Score every batch of ``table`` and write the results.
 
     Three stages overlap, one batch apart: a reader thread parses and validates
@@ -96,13 +97,16 @@ def score_stream(table: InputTable, spec: PredictSpec, model: Any, r: Any, out: 
     them between reading batches, and results are written in input order. Then the
     pieces of at most two batches are in flight, plus one batch read ahead.
 
+    ``predict`` stands for scorer.r.predict.predict_rows with ``r`` (an input on a thread
+    of its own passes its door's: scorer.r.door).
+
     ``counts`` (updated as batches go) tells how far it got when it raises.
     Raises SchemaError (missing or mistyped columns) and PredictError (R's
     predict() failed on rows without missing values).
     """
     check_columns(table.names, spec.schema, where)
     stream = _Stream(table, spec, model, r, out, rejected, where, counts if counts is not None else Counts(),
-                     on_first_scored, check_stop, drift, workers)
+                     on_first_scored, check_stop, drift, workers, predict)
     stream.run()
     return stream.counts
 
@@ -112,8 +116,10 @@ class _Stream:
 
     def __init__(self, table: InputTable, spec: PredictSpec, model: Any, r: Any, out: Any, rejected: RejectedRows,
                  where: str, counts: Counts, on_first_scored: Callable[[], None] | None,
-                 check_stop: Callable[[], None] | None, drift: Tally | None, workers: Workers | None) -> None:
+                 check_stop: Callable[[], None] | None, drift: Tally | None, workers: Workers | None,
+                 predict: Callable | None = None) -> None:
         self.table, self.spec, self.model, self.r, self.out, self.rejected = table, spec, model, r, out, rejected
+        self.predict = predict or functools.partial(predict_rows, r)
         self.where, self.counts, self.on_first_scored, self.check_stop = where, counts, on_first_scored, check_stop
         self.drift, self.workers = drift, workers
         self.names: list[str] | None = None
@@ -182,7 +188,7 @@ class _Stream:
         if head_prep.n_kept:
             first = int(np.flatnonzero(head_prep.keep)[0])
             try:
-                predict_rows(self.r, self.model, head_prep.rows(first, first + 1), self.spec, Counter())
+                self.predict(self.model, head_prep.rows(first, first + 1), self.spec, Counter())
             except ScorerError:
                 pass  # a warm-up only: the batch's own call says what is wrong
         turn = Turn(head, head_prep, offset)
@@ -250,7 +256,7 @@ class _Stream:
         t = time.monotonic()
         try:
             warned: Counter = Counter()
-            turn.finish("job", Answer(*predict_rows(self.r, self.model, turn.prep, self.spec, warned), warned))
+            turn.finish("job", Answer(*self.predict(self.model, turn.prep, self.spec, warned), warned))
         except BaseException as exc:
             turn.finish("job", error=exc)
         return time.monotonic() - t

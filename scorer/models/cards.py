@@ -191,14 +191,18 @@ def prototype(schema: list[dict], rows: int = 1) -> dict[str, RColumn]:
 
 
 def rows_together(r: Any, model: Any, schema: list[dict], predict_type: str | None, args: list[dict]
-                  ) -> tuple[bool, bool, str | None]:
+                  ) -> tuple[bool, bool, str | None, bool]:
     """Whether a row's prediction depends on that row alone, decided by test predictions
     of 30 made-up rows: together, then one at a time. A formula term computed over the
     rows predict() is given (I(x - mean(x))) makes R's answer depend on the whole call,
     which scorer would cut into batches and gather from requests. Also whether predict()
     is random (the same rows twice give different answers: ranger's standard errors);
-    a random one is compared with R's seed set before each call. Returns (rowwise,
-    random, reason); rowwise when a test prediction fails (nothing to compare)."""
+    a random one is compared with R's seed set before each call. And whether predict()
+    answers in the order it was given the rows: the made-up rows backwards must come back
+    backwards (prophet's predict() sorts its rows by ds; scorer pairs the k-th prediction
+    with the k-th row). Returns (rowwise, random, reason, checked): rowwise (not checked)
+    when a test prediction fails, as there is nothing to compare; only a checked model's
+    calls are ever gathered (scorer.r.door, scorer serve)."""
     def predict(cols: dict[str, RColumn], n: int, seed: int | None) -> list[np.ndarray]:
         results, _ = r.predict(model, cols, n, predict_type, args, seed)
         return [np.asarray(a.to_numpy(zero_copy_only=False)) for _, a in results]
@@ -212,15 +216,22 @@ def rows_together(r: Any, model: Any, schema: list[dict], predict_type: str | No
         if random:
             together = predict(cols, rows, seed)
         alone = [predict({n: c.take_rows(np.array([i])) for n, c in cols.items()}, 1, seed) for i in range(rows)]
+        backwards = predict({n: c.take_rows(np.arange(rows)[::-1]) for n, c in cols.items()}, rows, seed)
     except PredictError:
-        return True, False, None
+        return True, False, None, False
+    if not _same(together, [b[::-1] for b in backwards]):
+        return False, random, ("predict() does not answer in the order it is given the rows (made-up rows given "
+                               "backwards did not come back backwards: prophet's predict() sorts them by ds), and "
+                               "scorer pairs the k-th prediction with the k-th row: an input must come in the order "
+                               "predict() puts its rows in (prophet: ds ascending), or be scored by an R function "
+                               "that keeps its order"), True
     joined = [np.concatenate([a[j] for a in alone]) for j in range(len(together))]
     if _same(together, joined):
-        return True, random, None
+        return True, random, None, True
     return False, random, ("its predictions depend on the other rows predicted with them (made-up rows predicted "
                            "together and one at a time differ): a formula term computed over the rows, such as "
                            "I(x - mean(x)) or scale(x) fitted without its training centre, or a method that "
-                           "calibrates over them")
+                           "calibrates over them"), True
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray], rel: float = 1e-9) -> bool:
@@ -340,8 +351,8 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             have = {f["name"] for f in schema}
             schema += [{"name": v, "class": "numeric", "levels": None} for v in r.response_variables(model)
                        if v not in have]
-    prediction_columns, rowwise, random = _test_predictions(r, model, schema, predict_type, args, unnamed, formals,
-                                                            warnings)
+    prediction_columns, rowwise, random, checked = _test_predictions(r, model, schema, predict_type, args, unnamed,
+                                                                     formals, warnings)
     outputs = opts.output_columns
     _check_outputs(outputs, prediction_columns)
     _check_image_packages(top, available, opts, warnings)
@@ -356,6 +367,8 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
         "prediction_columns": prediction_columns,
         "input_schema": schema,
         "rowwise": rowwise,
+        # rowwise by test predictions, the order of the rows included: only then are calls gathered
+        "rowwise_checked": checked,
         "random": random,
     }, warnings
 
@@ -488,12 +501,12 @@ def _unnamed_arguments(formals: dict | None, args: list[dict], predict_type: str
 
 def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_type: str | None, args: list[dict],
                       unnamed: list[str], formals: dict | None, warnings: list[str]
-                      ) -> tuple[list[str] | None, bool, bool]:
+                      ) -> tuple[list[str] | None, bool, bool, bool]:
     """Predictions on made-up rows: the result's columns, whether the arguments are used,
     whether rows are predicted alike alone and together, and whether predict() draws.
-    Returns (prediction columns or None, rowwise, random)."""
+    Returns (prediction columns or None, rowwise, random, whether rowwise was checked)."""
     prediction_columns = None
-    rowwise, random = True, False
+    rowwise, random, checked = True, False, False
     if formals is not None and schema:
         try:
             results, _ = r.predict(model, prototype(schema), 1, predict_type, args)
@@ -509,7 +522,7 @@ def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_typ
             warnings.append(f"a test prediction on one made-up row failed (scoring real rows may still work): {exc}")
         else:
             _check_used(r, model, schema, predict_type, args, unnamed, results, formals["method"], model.r_class)
-            rowwise, random, why = rows_together(r, model, schema, predict_type, args)
+            rowwise, random, why, checked = rows_together(r, model, schema, predict_type, args)
             if not rowwise:
                 warnings.append(f"{why}. So each input file is predicted in one call, as R would predict it whole "
                                 "(at most SCORER_MAX_FUNCTION_BYTES once read), and each HTTP request alone: a row's "
@@ -517,7 +530,7 @@ def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_typ
             if random:
                 warnings.append("predict() draws random numbers: R's seed is set from each input's name before "
                                 "it, so that a file scored again is scored the same (R itself differs run to run).")
-    return prediction_columns, rowwise, random
+    return prediction_columns, rowwise, random, checked
 
 
 def _check_outputs(outputs: list[str] | None, prediction_columns: list[str] | None) -> None:

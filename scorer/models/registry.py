@@ -18,8 +18,10 @@ import json
 import logging
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -94,10 +96,21 @@ class Registry:
         self._profiles: dict[tuple[str, int], dict] = {}
         self._files: dict[tuple[str, int], Path] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._loading = threading.Lock()
+
+    def through(self, make: Callable[[Callable[[], Any]], Any]) -> Any:
+        """Call R through ``make(start)`` from now on, and return it: the job's door
+        (scorer.r.door) when inputs on threads of their own load models. ``start`` gives the
+        bridge, starting R on first use (on the main thread)."""
+        held = self._r
+        if held is None:
+            from scorer.r.bridge import bridge
+        self._r = made = make(lambda: held if held is not None else bridge())
+        return made
 
     @property
     def r_started(self) -> bool:
-        return self._r is not None
+        return self._r is not None and getattr(self._r, "started", True)
 
     @property
     def r(self) -> Any:
@@ -181,6 +194,12 @@ class Registry:
         package it needs is not installed, or when R cannot read or run it.
         """
         key = (card["name"], int(card["version"]))
+        if key in self._cache:
+            return self._cache[key]
+        with self._loading:  # inputs in flight (scorer.batch.flight) load a version once, not once each
+            return self._load(key, card, data)
+
+    def _load(self, key: tuple[str, int], card: dict, data: bytes | None) -> Any:
         if key in self._cache:
             return self._cache[key]
         if key in self._failed:

@@ -100,11 +100,12 @@ class RunReport:
         self.inputs_total += 1
         if self.inputs_total <= self.listed:
             return
-        if spill is not None:
-            spill([redact_obj(dataclasses.asdict(i)) for i in self.inputs] if self.inputs_total == self.listed + 1
-                  else [redact_obj(dataclasses.asdict(item))])
-        clean = next((k for k in range(len(self.inputs) - 1, -1, -1) if not needs_eyes(self.inputs[k])), None)
-        del self.inputs[len(self.inputs) - 1 if clean is None else clean]
+        if spill is not None:  # the first time, every ended one so far; one still under way goes when it ends
+            spill([redact_obj(dataclasses.asdict(i)) for i in self.inputs if i.ended is not None]
+                  if self.inputs_total == self.listed + 1 else [redact_obj(dataclasses.asdict(item))])
+        # an ended one leaves: with inputs in flight (scorer.batch.flight), one under way may look clean
+        ended = [k for k in range(len(self.inputs) - 1, -1, -1) if self.inputs[k].ended is not None]
+        del self.inputs[next((k for k in ended if not needs_eyes(self.inputs[k])), ended[0])]
 
     def counts(self) -> dict[str, int]:
         """Counts over every input: those settled, and those listed but not yet ended."""

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from scorer.data.formats import CsvOptions, open_input
-from scorer.data.frames import Prepared, RColumn, layout
+from scorer.data.frames import Prepared, layout
 from scorer.errors import InputFormatError
 from scorer.r.pool import Answer
 
@@ -175,31 +175,6 @@ def signature(prep: Prepared) -> tuple:
     """Requests whose columns have the same names, kinds, levels and time zones can be
     predicted together (always so for a model with a schema)."""
     return layout(prep.columns)
-
-
-def merge(preps: list[Prepared]) -> Prepared:
-    """The kept rows of several prepared requests (same signature) as one."""
-    if len(preps) == 1:
-        return preps[0]
-    columns = {}
-    for name, first in preps[0].columns.items():
-        parts = [p.columns[name].values for p in preps]
-        values = [v for part in parts for v in part] if first.kind == "character" else np.concatenate(parts)
-        columns[name] = RColumn(first.kind, values, first.levels, first.ordered, first.tz)
-    n = sum(p.n_kept for p in preps)
-    return Prepared(columns=columns, keep=np.ones(n, dtype=bool))
-
-
-def split(answer: Answer, sizes: list[int]) -> list[Answer]:
-    """One predict() answer over merged rows, back into each request's share."""
-    out, start, at = [], 0, 0  # results hold no row for a dropped one: ``at`` counts in them
-    for n in sizes:
-        dropped = answer.dropped[start:start + n] if answer.dropped is not None else None
-        k = n - int(dropped.sum()) if dropped is not None else n
-        out.append(Answer([(name, arr.slice(at, k)) for name, arr in answer.results], dropped, answer.reason,
-                          answer.warnings))
-        start, at = start + n, at + k
-    return out
 
 
 @dataclass

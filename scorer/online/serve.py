@@ -49,9 +49,9 @@ from scorer.data.frames import (Prepared, check_columns, function_frame, na_kept
 from scorer.errors import (ConfigError, InputError, ModelNotFound, PredictError, ResourceError, SchemaError,
                            ScorerError)
 from scorer.log import redact_obj
-from scorer.online.rows import Limits, Scored, merge, outcome, signature, split, table_from_csv, table_from_json
-from scorer.r.pool import Answer
-from scorer.r.predict import PredictSpec, predict_rows, seed_for
+from scorer.online.rows import Limits, Scored, outcome, signature, table_from_csv, table_from_json
+from scorer.r.pool import Answer, split
+from scorer.r.predict import PredictSpec, merge, predict_rows, seed_for
 
 log = logging.getLogger("scorer.serve")
 
@@ -414,9 +414,9 @@ class Server:
 
     async def predict(self, loaded: Loaded, prep: Prepared, deadline: float | None = None) -> Answer:
         key = (loaded.card["name"], int(loaded.card["version"]))
-        # a model whose predictions depend on the rows predicted together (card's rowwise):
-        # each request alone, as R would predict its rows, never gathered with others
-        sig = signature(prep) if loaded.spec.rowwise else (object(),)
+        # a model whose predictions depend on the rows predicted together, or come back in
+        # another order (not PredictSpec.gather): each request alone, never gathered with others
+        sig = signature(prep) if loaded.spec.gather else (object(),)
         return await self._to_r(lambda deliver: _Predict(key, loaded, prep, sig, deliver), deadline)
 
     async def refresh(self) -> None:

@@ -139,6 +139,18 @@ class Answer:
     warnings: Counter
 
 
+def split(answer: Answer, sizes: list[int]) -> list[Answer]:
+    """One predict() answer over merged rows, back into each batch's (or request's) share."""
+    out, start, at = [], 0, 0  # results hold no row for a dropped one: ``at`` counts in them
+    for n in sizes:
+        dropped = answer.dropped[start:start + n] if answer.dropped is not None else None
+        k = n - int(dropped.sum()) if dropped is not None else n
+        out.append(Answer([(name, arr.slice(at, k)) for name, arr in answer.results], dropped, answer.reason,
+                          answer.warnings))
+        start, at = start + n, at + k
+    return out
+
+
 class Turn:
     """A piece of an input on its way through predict(), answered by the job's R or a
     worker's; ``result()`` waits for it and raises the error it met."""

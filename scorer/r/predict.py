@@ -39,6 +39,9 @@ class PredictSpec:
     random: bool = False
     #: R's seed for a random predict() (set per input by its caller: seed_for)
     seed: int | None = None
+    #: whether several inputs' or requests' rows may go to R in one call: rowwise as tested
+    #: at publish (a card from before that test says nothing: never), and not random
+    gather: bool = False
 
     @classmethod
     def from_card(cls, card: dict) -> "PredictSpec":
@@ -46,7 +49,8 @@ class PredictSpec:
         return cls(schema=[Field.from_card(f) for f in schema] if schema else None,
                    predict_type=card.get("predict_type"), args=card.get("predict_args") or [],
                    output_columns=card.get("output_columns"), rowwise=card.get("rowwise", True),
-                   random=card.get("random", False))
+                   random=card.get("random", False),
+                   gather=bool(card.get("rowwise", True) and card.get("rowwise_checked") and not card.get("random")))
 
 
 def select_outputs(results: list[tuple[str, Any]], wanted: list[str] | None) -> list[tuple[str, Any]]:
@@ -158,6 +162,19 @@ def _bisect(call: Callable, columns: dict[str, RColumn], n: int):
     names = [name for name, _ in done[0][1]]
     results = [(name, pa.concat_arrays([d[1][j][1] for d in done])) for j, name in enumerate(names)]
     return results, refused, message
+
+
+def merge(preps: list[Prepared]) -> Prepared:
+    """The kept rows of several prepared batches (or requests) of one layout, as one."""
+    if len(preps) == 1:
+        return preps[0]
+    columns = {}
+    for name, first in preps[0].columns.items():
+        parts = [p.columns[name].values for p in preps]
+        values = [v for part in parts for v in part] if first.kind == "character" else np.concatenate(parts)
+        columns[name] = RColumn(first.kind, values, first.levels, first.ordered, first.tz)
+    n = sum(p.n_kept for p in preps)
+    return Prepared(columns=columns, keep=np.ones(n, dtype=bool))
 
 
 def seed_for(name: str) -> int:
