@@ -11,11 +11,14 @@ with (a), (b) and (c) taking turns:
       runs on the same two cores as the job, and in Azure the storage service
       takes none of the job's CPU, so the emulator's own work should weigh least;
   (b) careful R: `Rscript` with data.table on local files: fread (columns as they are),
-      factors built with the model's own levels, predict, fwrite;
+      factors made with the model's own levels by plain assignment (d[[j]] <- factor(...),
+      the fast form: R_PLAIN says what set() cost), predict, fwrite;
   (c) naive rpy2: pandas read_csv, pandas2ri conversion of the whole frame, predict,
       pandas to_csv (bench/naive_rpy2.py).
-It prints wall-clock medians and the ratios (a)/(b) and (c)/(a) at 1M and 10M rows, the
-fixed cost (a 10-row input), peak memory (max RSS) of the job, cold start (process start
+It prints wall-clock medians and the ratios (a)/(b) and (c)/(a) at 1M and 10M rows, where a
+run's time goes at each (phases), many small inputs (1,000 ten-row files in one run, direct
+and through a proxy adding 10 ms per request, against a careful loop), the fixed cost (a
+10-row input), peak memory (max RSS) of the job, cold start (process start
 to first row scored, from the job's log), randomForest with one R session against one
 per core (R worker processes), one 10M-row input by one process against two processes on
 its parts (as two container groups), and (a) with a drift profile against (a) without.
@@ -37,6 +40,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -76,7 +80,9 @@ saveRDS(m, out)
 
 R_PLAIN = r"""
 # (b), the careful R user's script: columns read as they are (fread's own types), each
-# factor built from its column with the model's own levels, predict(), fwrite().
+# factor made from its column with the model's own levels by plain assignment, predict(),
+# fwrite(). (Made with set() instead, fwrite of 10M rows took 5.97 s instead of 2.32 s, and the
+# whole script 8.3 s instead of 4.6 s: issue 32, measured in one R session.)
 args <- commandArgs(trailingOnly = TRUE)
 suppressMessages(library(data.table))
 m <- readRDS(args[[1]])
@@ -84,10 +90,13 @@ if (inherits(m, "ranger")) suppressMessages(library(ranger))  # only what the mo
 if (inherits(m, "randomForest")) suppressMessages(library(randomForest))
 d <- fread(args[[2]])
 lev <- if (inherits(m, "ranger")) m$forest$covariate.levels else if (inherits(m, "randomForest")) m$forest$xlevels else m$xlevels
-for (j in names(lev)) if (is.character(lev[[j]])) set(d, j = j, value = factor(d[[j]], levels = lev[[j]]))
+for (j in names(lev)) if (is.character(lev[[j]])) d[[j]] <- factor(d[[j]], levels = lev[[j]])
 p <- predict(m, d, type = args[[5]])
 if (inherits(p, "ranger.prediction")) p <- p$predictions
-if (is.matrix(p)) d[, paste0("prediction_", colnames(p)) := as.data.table(p)] else d[, prediction := p]
+if (is.matrix(p)) {
+  colnames(p) <- paste0("prediction_", colnames(p))
+  d <- cbind(d, as.data.table(p))
+} else d$prediction <- p
 fwrite(d, args[[3]])
 """
 
@@ -147,7 +156,7 @@ CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports")
 
 
 def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None,
-               reference: Path | None = None) -> tuple[float, int, str]:
+               reference: Path | None = None, report: dict | None = None) -> tuple[float, int, str]:
     """(a) once: publish ``model`` (with a drift profile of ``reference`` if given), drop
     ``inp``, then time `scorer run`, in containers of its own that are deleted afterwards
     (the in-memory Azurite would fill up)."""
@@ -165,6 +174,10 @@ def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str |
                    env=env, check=True, capture_output=True)
     result = measure([sys.executable, "-m", "scorer", "run"], env)
     service = BlobServiceClient.from_connection_string(az.connection_string)
+    if report is not None:  # the run's report, kept for the caller
+        reports = service.get_container_client(f"reports-{tag}")
+        name = next(b.name for b in reports.list_blobs() if b.name.endswith(".json"))
+        report.update(json.loads(reports.download_blob(name).readall()))
     for c in CONTAINERS:
         service.delete_container(f"{c}-{tag}")
     return result
@@ -349,6 +362,26 @@ def groups_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict,
             "many_storage_cpu_s": many_storage, "many_floor_s": floor, "speedup_ceiling": one / floor}
 
 
+def phases_case(case: Case, az: Azurite, env_base: dict, inp: Path | None = None, rows: int | None = None) -> dict:
+    """Where one run's time goes: from the job's log (each line's time) and its report (each
+    stage's busy seconds, which overlap: reading and checking on one thread, R on another,
+    writing on a third)."""
+    from datetime import datetime
+
+    report: dict = {}
+    wall, _, out = scorer_run(az, env_base, case.model, inp or case.input, case.ptype, report=report)
+    events = check_scored(out, rows or case.rows)
+    at = {e["event"]: datetime.fromisoformat(e["ts"]).timestamp() for e in events}
+    first = next(e["since_start_s"] for e in events if e["event"] == "first_row_scored")
+    start = at["run_started"]
+    durations = report["inputs"][0]["durations_s"]
+    return {"case": f"phases-{case.name}", "rows": rows or case.rows, "wall_s": wall,
+            "to_run_started_s": round(wall - (at["run_finished"] - start), 3),  # the process's start-up
+            "first_row_since_command_s": first, "scored_s": round(at["input_scored"] - start, 3),
+            "archived_s": round(at["input_archived"] - at["input_scored"], 3),
+            "report_s": round(at["run_finished"] - at["input_archived"], 3), "input_durations_s": durations}
+
+
 def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path) -> dict:
     """The fixed cost: (a) and (b) on a 10-row input, taking turns."""
     inp = work / "ten.csv"
@@ -359,7 +392,7 @@ def fixed_case(case: Case, az: Azurite, repeat: int, env_base: dict, work: Path)
 
 
 def small_files_run(az: Azurite, env_base: dict, case: Case, files: list[bytes], who: str,
-                    proxy: "LatencyProxy | None") -> tuple[float, float]:
+                    proxy: Any) -> tuple[float, float]:
     """One run over ``files`` (each a small CSV) dropped at once under input/m/: ``who`` is
     "a" (`scorer run`) or "loop" (the careful loop, bench/careful_loop.py). Returns the
     wall time (process start to exit) and the requests per input sent through ``proxy``
@@ -431,6 +464,15 @@ def small_files_case(case: Case, az: Azurite, repeat: int, env_base: dict, n: in
             "loop_inputs_per_s": n / loop, "loop_requests_per_input": runs["loop"][0][1], "a_over_loop": a / loop}
 
 
+def phases(r: dict) -> str:
+    d = r["input_durations_s"]
+    busy = ", ".join(f"{k.removeprefix('score_')} {v:.2f}" for k, v in d.items() if k.startswith("score_"))
+    return (f"wall {r['wall_s']:.2f} s: start-up to run_started {r['to_run_started_s']:.2f}, first row at "
+            f"{r['first_row_since_command_s']:.2f} from the command's start; input scored {r['scored_s']:.2f} after "
+            f"run_started (load model {d.get('load_model', 0):.2f}, score {d.get('score', 0):.2f} [busy s: {busy}], "
+            f"commit {d.get('commit', 0):.2f}), archived +{r['archived_s']:.2f}, report and exit +{r['report_s']:.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the glm case (default 1M)")
@@ -442,6 +484,8 @@ def main() -> int:
     ap.add_argument("--small-files", type=int, default=1000,
                     help="ten-row inputs in one run, direct and through 10 ms per request (default 1,000; 0 skips)")
     ap.add_argument("--only-small", action="store_true", help="only the many-small-inputs case")
+    ap.add_argument("--on-disk", type=int, default=1, help="also glm at both sizes with Azurite on disk (1, the "
+                    "default, or 0)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; medians are printed")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -489,6 +533,8 @@ def main() -> int:
             return 0
         say(ab(r := bench_case(glm, az, args.repeat, env_base, naive=True)), r)
         say(ab(r := fixed_case(glm, az, args.repeat * 2, env_base, work)), r)
+        r = phases_case(glm, az, env_base)
+        say(f"phases   {r['rows']:>10,} rows | {phases(r)}", r)
         for case in (Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),
                      Case("ranger", gen_glm(args.wide_rows, seed=3), "ranger", ["rank"], "response", work)):
             say(ab(r := bench_case(case, az, args.repeat, env_base)), r)
@@ -496,6 +542,8 @@ def main() -> int:
             big = Case("glm-big", gen_glm(args.big_rows, seed=13), "glm", ["rank"], "response", work)
             # (c) on 10M rows takes minutes (pandas2ri converts the whole frame): once
             say(ab(r := bench_case(big, az, args.repeat, env_base, naive=True, naive_repeat=1)), r)
+            r = phases_case(big, az, env_base)
+            say(f"phases   {r['rows']:>10,} rows | {phases(r)}", r)
         if args.rf_rows:
             rf = Case("rf", gen_glm(args.rf_rows, seed=17), "rf", ["rank"], "prob", work, train_rows=5_000)
             n = min(os.cpu_count() or 1, 4)
@@ -514,6 +562,16 @@ def main() -> int:
             r = drift_case(glm, rows, az, args.repeat, env_base, work)
             say(f"drift    {rows:>10,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "
                 f"{r['without_profile_s']:6.2f} s | ratio {r['ratio']:.3f}", r)
+        if args.on_disk:  # Azurite writing its blobs to disk, on the job's two cores: the figures before 2026-12
+            disk = Azurite(work / "azurite-disk")
+            disk.start()
+            try:
+                for case in [glm] + ([big] if args.big_rows else []):
+                    r = bench_case(case, disk, min(args.repeat, 3), env_base)
+                    r["case"] += "-disk"
+                    say(ab(r), r)
+            finally:
+                disk.stop()
         with open("/proc/loadavg") as f:
             print(f"load at the end: {' '.join(f.read().split()[:3])}")
         if args.json:

@@ -309,3 +309,15 @@ def test_an_r_function_answers_over_http_as_it_scores_a_file(pipeline, tmp_path)
     finally:
         log = served.stop()
     assert served.proc.returncode == 0 and "Traceback" not in log, log[-3000:]
+
+
+def test_prophet_which_sorts_its_rows_by_ds_is_never_gathered(pipeline, prophet_model):
+    """prophet's predict() sorts its rows by ds. Its card has no input schema (prophet keeps
+    no formula), so publish cannot test whether predict() answers in the order given, and
+    only models whose order was tested are gathered: a prophet model's calls never are.
+    Found when inputs in flight were first gathered (issue 32): two files' rows came back
+    interleaved by date (test_prophets_date_time_result_stays_a_date_time)."""
+    from scorer.r.predict import PredictSpec
+
+    card = pipeline.publish(prophet_model / "prophet.rds", "visits", output_columns=["ds", "yhat"])
+    assert card["rowwise_checked"] is False and not PredictSpec.from_card(card).gather

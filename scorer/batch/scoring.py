@@ -136,6 +136,7 @@ class Scoring:
                 ir.rows_scored = counts.rows_scored
             if len(counts.batches_by_r) > 1:
                 ir.r_sessions = dict(counts.batches_by_r)
+            ir.durations_s.update({f"score_{k}": round(v, 3) for k, v in counts.busy_s.items()})
             self.r_warnings(ir, counts)
 
     def _commit_output(self, work: "Work", card: dict, fmt: str, table: InputTable, out: OutputWriter,

@@ -42,6 +42,11 @@ class Counts:
     warnings: Counter = field(default_factory=Counter)
     #: batches predicted by each R session: "job" (the job's own), "1", "2", ... (workers)
     batches_by_r: Counter = field(default_factory=Counter)
+    #: seconds each stage was busy: "read" (the next batch parsed, which waits on the
+    #: download), "check" (typed and checked against the model), "drift", "predict" (R, this
+    #: process's), "write" (formatted and handed to the upload, which waits when it is behind).
+    #: The stages overlap, so they add up to more than the input's time (docs/performance.md)
+    busy_s: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -202,16 +207,30 @@ class _Stream:
         return [cut for part in rest for cut in _cut(*part, self.piece_rows)]
 
     def read_next(self) -> tuple[pa.RecordBatch, Prepared | None] | None:
+        busy, t0 = self.counts.busy_s, time.monotonic()
         batch = next(self.batches, None)
+        t1 = time.monotonic()
+        busy["read"] += t1 - t0
         if batch is None:
             return None
         prep = prepare(batch, self.spec.schema, self.where, self.table.decimal) if batch.num_rows else None
+        t2 = time.monotonic()
+        busy["check"] += t2 - t1
         if self.drift is not None and prep is not None:
             self.drift.add_features(observe_batch(batch, prep))
+            busy["drift"] += time.monotonic() - t2
         return batch, prep
 
     def write(self, batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
               arrays: list[pa.Array], out_names: list[str], result_names: list[str]) -> None:
+        t = time.monotonic()
+        try:
+            self._write(batch, keep, details, offset, arrays, out_names, result_names)
+        finally:
+            self.counts.busy_s["write"] += time.monotonic() - t
+
+    def _write(self, batch: pa.RecordBatch, keep: np.ndarray, details: list, offset: int,
+               arrays: list[pa.Array], out_names: list[str], result_names: list[str]) -> None:
         self.rejected.add(batch, np.flatnonzero(~keep).tolist(), offset, details)
         if not keep.any():
             return
@@ -259,7 +278,9 @@ class _Stream:
             turn.finish("job", Answer(*self.predict(self.model, turn.prep, self.spec, warned), warned))
         except BaseException as exc:
             turn.finish("job", error=exc)
-        return time.monotonic() - t
+        seconds = time.monotonic() - t
+        self.counts.busy_s["predict"] += seconds
+        return seconds
 
     def emit_done(self) -> None:
         while self.inflight and self.inflight[0].done():
