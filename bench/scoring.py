@@ -152,7 +152,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return r["wall"], r["rss"], r["out"]
 
 
-CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports")
+CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports", "shadow")
 
 
 def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None,

@@ -163,7 +163,7 @@ def main() -> int:
         tag = uuid.uuid4().hex[:8]
         env = dict(CLEAN_ENV, AZURE_STORAGE_CONNECTION_STRING=az.connection_string, SCORER_LOG_LEVEL="WARNING",
                    **{f"SCORER_{c.upper()}_CONTAINER": f"{c}-{tag}"
-                      for c in ("models", "input", "output", "archive", "quarantine", "reports")})
+                      for c in ("models", "input", "output", "archive", "quarantine", "reports", "shadow")})
         subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "glm"], env=env,
                        check=True, capture_output=True)
         ports = {"scorer": _free_port(), "plumber": _free_port()}

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
                      help="the image's R package list, to warn about packages it lacks "
                      "(default: docker/r-packages.txt)")
+    pub.add_argument("--shadow", action="store_true",
+                     help="publish as the model's shadow: each input the current version scores is also scored by "
+                     "this one, into shadow/MODEL/, and compared; never current until `scorer models promote`")
     pub.set_defaults(func=cmd_publish)
     ls = msub.add_parser("list", help="list published models and their versions")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -99,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", help="the model's name")
     show.add_argument("--version", type=int, help="a version (default: the current one)")
     show.set_defaults(func=cmd_show)
+    hist = msub.add_parser("history", help="a model's runs over time: version, inputs, rows, rejected share, cost "
+                           "and worst drift (its page: reports/models/NAME.html)")
+    hist.add_argument("name", help="the model's name")
+    hist.add_argument("--rebuild", action="store_true",
+                      help="make the history (and its page and the index) again from the run reports")
+    hist.add_argument("--json", action="store_true", help="print the history document instead of a table")
+    hist.set_defaults(func=cmd_history)
+    shadow = msub.add_parser("shadow", help="make a published version the model's shadow (--version N), or stop "
+                             "shadowing (--off)")
+    shadow.add_argument("name", help="the model's name")
+    which = shadow.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", type=int, help="the version to score in the shadow")
+    which.add_argument("--off", action="store_true", help="no shadow from the next run on")
+    shadow.set_defaults(func=cmd_shadow)
+    promote = msub.add_parser("promote", help="make the model's shadow its current version")
+    promote.add_argument("name", help="the model's name")
+    promote.set_defaults(func=cmd_promote)
 
     drop = sub.add_parser("drop", help="upload a file as a pending input: input/MODEL/NAME")
     drop.add_argument("path", type=Path, metavar="FILE", help="a .csv, .csv.gz or .parquet file")
@@ -237,7 +257,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store.ensure_containers()
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
                    levels=args.levels, package_list=args.package_list, params=args.param, files=args.files,
-                   reference=args.reference, text=args.text, tz=args.tz,
+                   reference=args.reference, text=args.text, tz=args.tz, shadow=args.shadow,
                    output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
                    if args.output_columns else None)
     pub = Registry(store).publish(args.path, args.name, opts)
@@ -258,7 +278,35 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if card.get("profile"):
         p = card["profile"]
         print(f"drift profile: {p['source']}, {p['rows']} rows (predictions on {p['prediction_rows']})")
-    print(f"drop files under {settings.input_container}/{card['name']}/ to score them")
+    if args.shadow:
+        print(f"version {card['version']} is the shadow: each input the current version scores is also scored by it, "
+              f"into {settings.shadow_container}/{card['name']}/; `scorer models promote {card['name']}` makes it current")
+    else:
+        print(f"drop files under {settings.input_container}/{card['name']}/ to score them")
+    return 0
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from scorer.models import shadows
+    from scorer.models.registry import Registry
+
+    settings = _settings()
+    before = shadows.set_shadow(Registry(_store(settings)), args.name, None if args.off else args.version)
+    if args.off:
+        print(f"{args.name}: no shadow" + (f" (version {before} was)" if before is not None else " (there was none)"))
+    else:
+        print(f"{args.name}: version {args.version} is the shadow from the next run on, into "
+              f"{settings.shadow_container}/{args.name}/" + (f" (was version {before})" if before is not None else ""))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from scorer.models import shadows
+    from scorer.models.registry import Registry
+
+    version = shadows.promote(Registry(_store(_settings())), args.name)
+    print(f"{args.name}: version {version} is current from the next run on (and for `scorer serve` at its next "
+          "refresh); no shadow")
     return 0
 
 
@@ -270,8 +318,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in reg.names():
         versions = reg.versions(name)
-        card = reg.card(name, versions[-1])
-        rows.append({"name": name, "versions": versions, "current": versions[-1],
+        try:
+            card, shadow = reg.current_and_shadow(name)
+        except errors.ModelNotFound:  # only versions that are or were its shadow
+            card, shadow = reg.card(name, versions[-1]), None
+            card = dict(card, version=None)
+        rows.append({"name": name, "versions": versions, "current": card["version"],
+                     "shadow": shadow["version"] if shadow else None,
                      "r_class": card.get("r_class") or ["function"], "published_at": card["published_at"]})
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -279,9 +332,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no models published yet: scorer models publish MODEL.rds --name NAME")
         return 0
-    print(f"{'NAME':24} {'CURRENT':>7}  {'VERSIONS':16} {'R CLASS':24} PUBLISHED")
+    print(f"{'NAME':24} {'CURRENT':>7} {'SHADOW':>6}  {'VERSIONS':16} {'R CLASS':24} PUBLISHED")
     for r in rows:
-        print(f"{r['name']:24} {r['current']:>7}  {','.join(map(str, r['versions'])):16} "
+        print(f"{r['name']:24} {r['current'] or '–':>7} {r['shadow'] or '–':>6}  {','.join(map(str, r['versions'])):16} "
               f"{'/'.join(r['r_class']):24} {r['published_at']}")
     return 0
 
@@ -291,6 +344,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     reg = Registry(_store(_settings()))
     print(json.dumps(reg.card(args.name, args.version), indent=2))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from scorer.monitoring import history, runs
+
+    settings = _settings()
+    store, container = _store(settings), settings.reports_container
+    if args.rebuild:
+        t = time.monotonic()
+        made = runs.rebuild(store, container, only=args.name)
+        print(f"rebuilt from {len(runs.run_ids(store, container))} run report(s) in {time.monotonic() - t:.1f} s",
+              file=sys.stderr)
+        doc = made.get(args.name)
+    else:
+        doc = runs.load_history(store, container, args.name)
+    if not doc or not doc.get("runs"):
+        raise errors.ConfigError(f"no history of model {args.name!r} in {container}/{runs.MODELS}: no run has scored "
+                                 "it since histories are kept, and no run report names it.",
+                                 hint="Run `scorer run` with inputs for it; or --rebuild, to make the history "
+                                 "from the run reports there are.")
+    print(json.dumps(doc, indent=2) if args.json else "\n".join(history.table(doc)))
     return 0
 
 

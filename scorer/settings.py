@@ -140,6 +140,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Inputs that could not be scored, each with an .error.json beside it."),
     Setting("reports_container", "SCORER_REPORTS_CONTAINER", _container, "reports",
             "One JSON run report per run."),
+    Setting("shadow_container", "SCORER_SHADOW_CONTAINER", _container, "shadow",
+            "A shadow version's outputs (docs/models.md, \"A challenger in the shadow\"): never read by users' jobs."),
     Setting("max_rejected_fraction", "SCORER_MAX_REJECTED_FRACTION", _fraction, 0.1,
             "Largest share of an input's rows that may be rejected (unseen factor level, "
             "unparseable value) before the whole input is quarantined."),
@@ -267,6 +269,7 @@ class Settings:
     archive_container: str = "archive"
     quarantine_container: str = "quarantine"
     reports_container: str = "reports"
+    shadow_container: str = "shadow"
     max_rejected_fraction: float = 0.1
     batch_rows: int = 250_000
     lease_seconds: int = 60
@@ -362,7 +365,7 @@ class Settings:
     @property
     def containers(self) -> tuple[str, ...]:
         return (self.models_container, self.input_container, self.output_container,
-                self.archive_container, self.quarantine_container, self.reports_container)
+                self.archive_container, self.quarantine_container, self.reports_container, self.shadow_container)
 
     def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """The secrets this configuration holds, as values: the connection string's

@@ -240,19 +240,6 @@ class Store:
         except ResourceNotFoundError:
             return
 
-    def properties_of(self, container: str, names: list[str]) -> dict[str, Any]:
-        """The properties (metadata included) of those of ``names`` that exist, read in one
-        listing of the blobs whose names start with the first: the others must start with
-        it too (an output and its rejected rows)."""
-        first = names[0]
-        assert all(n.startswith(first) for n in names), names
-        wanted = set(names)
-        try:
-            return {b.name: b for b in self.service.get_container_client(container).list_blobs(
-                name_starts_with=first, include=["metadata"]) if b.name in wanted}
-        except ResourceNotFoundError:
-            return {}
-
     def properties(self, container: str, name: str) -> Any | None:
         try:
             return self.blob(container, name).get_blob_properties()
@@ -273,14 +260,25 @@ class Store:
 
     def put_bytes(self, container: str, name: str, data: bytes, *, overwrite: bool = True,
                   content_type: str = "application/octet-stream", metadata: dict | None = None,
-                  lease: Any = None) -> None:
+                  lease: Any = None, conditions: dict | None = None) -> None:
+        """Write a blob whole (``conditions``: see ``as_seen``)."""
         self.blob(container, name).upload_blob(
             data, overwrite=overwrite, metadata=metadata, lease=lease,
-            content_settings=ContentSettings(content_type=content_type))
+            content_settings=ContentSettings(content_type=content_type), **(conditions or {}))
 
-    def put_json(self, container: str, name: str, obj: Any, *, overwrite: bool = True) -> None:
+    def put_json(self, container: str, name: str, obj: Any, *, overwrite: bool = True,
+                 conditions: dict | None = None) -> None:
         self.put_bytes(container, name, (json.dumps(obj, indent=2, default=str) + "\n").encode(),
-                       overwrite=overwrite, content_type="application/json")
+                       overwrite=overwrite, content_type="application/json", conditions=conditions)
+
+    def get_json_seen(self, container: str, name: str) -> tuple[Any, Any]:
+        """A JSON blob and its properties (for a write fenced on them: ``as_seen``), or
+        (None, None) when there is none."""
+        try:
+            got = self.blob(container, name).download_blob(max_concurrency=1)
+        except ResourceNotFoundError:
+            return None, None
+        return json.loads(got.readall()), got.properties
 
     def get_json(self, container: str, name: str) -> Any:
         return json.loads(self.read_bytes(container, name))

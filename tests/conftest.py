@@ -83,7 +83,7 @@ def settings(azurite):
         connection_string=azurite.connection_string,
         models_container=f"models-{tag}", input_container=f"input-{tag}",
         output_container=f"output-{tag}", archive_container=f"archive-{tag}",
-        quarantine_container=f"quarantine-{tag}", reports_container=f"reports-{tag}",
+        quarantine_container=f"quarantine-{tag}", reports_container=f"reports-{tag}", shadow_container=f"shadow-{tag}",
         lease_seconds=15,
     )
 
@@ -159,7 +159,8 @@ class Pipeline:
 
     def reports(self) -> list[dict]:
         """The run reports (reports/<run id>.json, beside each its .html page), oldest first."""
-        return [self.read_json("reports", n) for n in sorted(self.names("reports")) if n.endswith(".json")]
+        return [self.read_json("reports", n) for n in sorted(self.names("reports"))
+                if n.endswith(".json") and "/" not in n]  # not the models' histories under models/
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def worker(index: int, runs: int, repo: Path, connection_string: str, fitted: Pa
     settings = Settings(connection_string=connection_string, models_container=f"models-{tag}",
                         input_container=f"input-{tag}", output_container=f"output-{tag}",
                         archive_container=f"archive-{tag}", quarantine_container=f"quarantine-{tag}",
-                        reports_container=f"reports-{tag}", lease_seconds=15)
+                        reports_container=f"reports-{tag}", shadow_container=f"shadow-{tag}", lease_seconds=15)
     store = Store(connect(settings), settings)
     store.ensure_containers()
     from conftest import env_for  # the tests' own environment for a `scorer` subprocess

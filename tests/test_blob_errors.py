@@ -222,8 +222,12 @@ def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitt
         last = json.loads(rest.strip().splitlines()[-1])
         assert last["event"] == "run_finished" and last["exit_code"] == 4
         report = last["report_json"]  # the report could not be written to storage: it is here
-        assert report["exit_code"] == 4 and report["inputs"][0]["output"] == "output/g/0.csv"
-        assert report["inputs"][0]["error"]["kind"] == "StorageError"  # its archive failed: left pending
+        assert report["exit_code"] == 4
+        # inputs are in flight together (scorer.batch.flight): the one that was scored, whichever, had its
+        # output committed and its archive failed, so it is left pending
+        scored = [i for i in report["inputs"] if i["output"]]
+        assert scored and all(i["error"]["kind"] == "StorageError" for i in scored if i["status"] != "scored"), report
+        assert any(i["status"] == "left_pending" and i["output"] for i in report["inputs"]), report
         print(f"\noutage figures: the job gave up {budget:.1f} s after storage went away")
         az.start()
         time.sleep(16)  # a claim held when storage vanished lapses
@@ -314,11 +318,11 @@ def test_a_blob_whose_copy_is_still_pending_is_left_for_the_next_run(gamma, azur
 
 def test_a_run_of_one_input_asks_storage_for_each_thing_once(gamma, azurite):
     """Each request is a round trip (milliseconds in Azure) and a billed transaction: a
-    run of one clean input, by a model with a drift profile, makes 16 (docs/performance.md
-    lists them): 8 for the input itself. The archive's copy is not read back when its
-    answer says it is done, and a deleted input's lease is not given back: it went with the
-    blob; the output and its rejected rows are seen in one listing, a small output is one
-    Put Blob, and a name not archived before is copied without a read first."""
+    run of one clean input, by a model with a drift profile, makes 23 (docs/performance.md
+    lists them): 9 for the input itself, 6 for the model's history and the index. The
+    archive's copy is not read back when its answer says it is done, and a deleted input's
+    lease is not given back: it went with the blob; a small output is one Put Blob, and a
+    name not archived before is copied without a read first."""
     gamma.drop("g/one.csv", ROW)
     report, proxy = _run_through_proxy(gamma, azurite)
     assert report.exit_code == 0 and gamma.names("archive") == ["g/one.csv"]
@@ -329,7 +333,7 @@ def test_a_run_of_one_input_asks_storage_for_each_thing_once(gamma, azurite):
     assert ("HEAD", archived) not in asked[copy:], asked  # the copy said "success"
     assert [m for m, b in asked[asked.index(("DELETE", pending)):] if b == pending] == ["DELETE"], asked
     assert ("HEAD", archived) not in asked, asked  # copied onto no blob (If-None-Match: *), not read first
-    assert len(asked) == 16, "\n".join(map(str, proxy.seen))
+    assert len(asked) == 23, "\n".join(map(str, proxy.seen))
 
 
 def test_a_copy_that_is_still_pending_when_answered_is_awaited_before_the_input_goes(gamma, azurite):

@@ -22,13 +22,14 @@ it again.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
@@ -49,7 +50,9 @@ from scorer.errors import (BlobError, ConfigError, InputError, InputFormatError,
                            OutOfMemory, ResourceError, StorageError)
 from scorer.log import now
 from scorer.models.registry import Registry
+from scorer.monitoring.history import RunModels
 from scorer.monitoring.page import render as render_page
+from scorer.monitoring.runs import record as record_history
 from scorer.monitoring.report import InputReport, RunReport, estimate_cost
 from scorer.settings import Settings
 from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, Store, is_outage, name_length
@@ -84,6 +87,7 @@ class Job:
         self.scoring = Scoring(settings, store, self.registry, self.outcomes, self._t0)  # R, drift, an input whole
         self.parts = Parts(self)  # inputs split across the run's container groups
         self._cards: dict[str, Future] = {}  # each model's current card, read once per run (_card)
+        self.models = RunModels()  # each model's inputs summed, for its history (_write_histories)
         self._cards_lock = threading.Lock()
 
     # -- the run --------------------------------------------------------------------
@@ -171,8 +175,11 @@ class Job:
             claim.release()
 
     def settle(self, ir: InputReport) -> None:
-        """Count an input that ended into the report (on the main thread: scorer.batch.flight)."""
+        """Count an input that ended into the report, and its model's history (on the main
+        thread: scorer.batch.flight)."""
         self.report.settle(ir, self._spill)
+        if ir.model:
+            self.models.add(dataclasses.asdict(ir))
 
     def _spill(self, records: list[dict]) -> None:
         """Write input records beside the run report (a run of more than report.LISTED
@@ -251,6 +258,8 @@ class Job:
             ir.status = "scored"
             if tally is not None:
                 self.scoring.drift(ir, tally)
+            if work.shadow_card is not None:  # after the output is committed: it never waits on the shadow
+                self.scoring.shadow(work, card, work.shadow_card, fmt)
             log.info("input scored", extra={"event": "input_scored", "blob": props.name, "rows_scored": ir.rows_scored,
                                             "rows_rejected": ir.rows_rejected, "rows_written": ir.rows_written,
                                             "model": ir.model, "model_version": ir.model_version})
@@ -268,25 +277,26 @@ class Job:
 
     def _read_ahead(self, name: str) -> "Ahead":
         """Reads that wait on nothing go out beside the attempt's record: whether an earlier
-        run committed the output and its rejected rows (one listing of both), and the
+        run committed the output and its rejected rows (two reads side by side: a listing of
+        both would be one request, but Blob Storage bills a listing as a write, and the
+        emulator's listing time grows with the container; docs/performance.md), and the
         model's card (read once per run and model: ``_card``)."""
         s = self.settings
         model_name, _, rel = name.partition("/")
-        if name_length(name) + _NAME_ROOM <= MAX_BLOB_NAME:
-            both = self.store.submit(self.store.properties_of, s.output_container, [name, name + REJECTED_SUFFIX])
-            committed, rejected_before = _then(both, lambda d: d.get(name)), _then(both, lambda d: d.get(
-                name + REJECTED_SUFFIX))
-        else:  # refused in _admit; no rejected rows' name to read
-            committed, rejected_before = self.store.submit(self.store.properties, s.output_container, name), _done(None)
-        return Ahead(committed=committed, rejected_before=rejected_before, card=self._card(model_name) if rel else None)
+        return Ahead(
+            committed=self.store.submit(self.store.properties, s.output_container, name),
+            rejected_before=(self.store.submit(self.store.properties, s.output_container, name + REJECTED_SUFFIX)
+                             if name_length(name) + _NAME_ROOM <= MAX_BLOB_NAME else _done(None)),  # else refused below
+            card=self._card(model_name) if rel else None)
 
     def _card(self, model: str) -> Future:
-        """The current card of ``model``, read once per run: every input of a run is scored
-        by the version that was current when the run first needed the model (a version
-        published during the run scores from the next run on; docs/performance.md)."""
+        """The current card of ``model`` and its shadow's (or None), read once per run: every
+        input of a run is scored by the versions that were current and shadow when the run
+        first needed the model (one published during the run scores from the next run on;
+        docs/performance.md)."""
         with self._cards_lock:
             if model not in self._cards:
-                self._cards[model] = self.store.submit(self.registry.card, model)
+                self._cards[model] = self.store.submit(self.registry.current_and_shadow, model)
             return self._cards[model]
 
     def _admit(self, work: "Work", ahead: "Ahead") -> tuple[dict, str] | None:
@@ -315,7 +325,7 @@ class Job:
                 hint="Move the file into the folder named after the model that should score it.")
         _check_not_derived(name)
         ir.format = fmt = format_of(name)
-        card = ahead.card.result()
+        card, work.shadow_card = ahead.card.result()
         ir.model, ir.model_version, ir.model_sha256 = card["name"], card["version"], card["sha256"]
         if props.size > s.max_input_bytes:  # before loading the model: no R for a file refused anyway
             raise InputFormatError(
@@ -405,7 +415,24 @@ class Job:
             page = None
         log.info("report written", extra={"event": "report_written", "report": f"{s.reports_container}/{name}",
                                           "page": f"{s.reports_container}/{page}" if page else None})
+        self._write_histories(doc)
         return f"{s.reports_container}/{name}"
+
+    def _write_histories(self, doc: dict) -> None:
+        """Each model this run scored: its history, page and the index (scorer.monitoring.runs.record).
+        What people read, beside the record: never the run's failure."""
+        if not self.models.models:
+            return
+        t = time.monotonic()
+        try:
+            record_history(self.store, self.settings.reports_container, self.models.entries(doc))
+        except Exception as exc:
+            log.error("could not write the models' histories", extra={"event": "history_failed",
+                                                                     "error": first_line(exc)})
+            return
+        log.info("models' histories written", extra={
+            "event": "history_written", "models": sorted(self.models.models),
+            "seconds": round(time.monotonic() - t, 3)})
 
 
 def format_of_or_none(name: str) -> str | None:
@@ -419,19 +446,6 @@ def _done(value: Any) -> Future:
     """A future that already holds ``value``."""
     f: Future = Future()
     f.set_result(value)
-    return f
-
-
-def _then(first: Future, fn: Callable[[Any], Any]) -> Future:
-    """A future of ``fn`` of ``first``'s result (or of its error)."""
-    f: Future = Future()
-
-    def done(_: Future) -> None:
-        try:
-            f.set_result(fn(first.result()))
-        except BaseException as exc:
-            f.set_exception(exc)
-    first.add_done_callback(done)
     return f
 
 

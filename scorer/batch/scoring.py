@@ -8,6 +8,7 @@ staged writers, the output committed (scorer.batch.outcomes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import itertools
 import logging
@@ -25,17 +26,18 @@ import pyarrow as pa
 from scorer.batch.claims import Claim, LeaseLost
 from scorer.batch.outcomes import Outcomes
 from scorer.batch.stopping import check as check_stop
+from scorer.batch.shadow import shadow_stream
 from scorer.batch.stream import Counts, Workers, run_function, score_stream, whole_file
 from scorer.data.formats import CsvOptions, InputTable, OutputWriter, content_type, open_input
 from scorer.data.frames import na_kept, prediction_names
 from scorer.data.rejected import REJECTED_SUFFIX, RejectedRows
-from scorer.errors import ScorerError, TooManyRejected
+from scorer.errors import Interrupted, ScorerError, TooManyRejected
 from scorer.models.registry import Registry
 from scorer.monitoring.drift import Tally, not_computed
 from scorer.monitoring.report import InputReport
 from scorer.r.door import RDoor
 from scorer.r.pool import Pool, usable_cores
-from scorer.r.predict import PredictSpec, seed_for
+from scorer.r.predict import PredictSpec, predict_rows, seed_for
 from scorer.settings import Settings
 from scorer.storage import BlobReader, Store, etag_of
 
@@ -91,6 +93,49 @@ class Scoring:
             raise
         work.ir.durations_s["load_model"] = round(time.monotonic() - t, 3)
         return model, fetch.result()
+
+    def shadow(self, work: "Work", card: dict, shadow_card: dict, fmt: str) -> None:
+        """The input scored again, by the model's shadow version beside the current one, into
+        shadow/ and compared (scorer.batch.shadow), after the current version's output is
+        committed. Never raises but to stop: a shadow that fails is reported in ``ir.shadow``
+        and a warning, and the input goes on to its archive as it would without a shadow."""
+        s, ir, name = self.settings, work.ir, work.props.name
+        t = time.monotonic()
+        ir.shadow = {"version": shadow_card["version"]}
+        sink, streams = None, []
+        try:
+            current = (self.spec(card, name), self.registry.load(card))
+            shadow = (self.spec(shadow_card, name), self.registry.load(shadow_card))
+            with tempfile.TemporaryDirectory(prefix="scorer-shadow-") as tmp:
+                table = self._fetch(work.props, Path(tmp) / "input", fmt, InputReport(blob=name), streams,
+                                    self.na_kept(card))
+                if not (current[0].rowwise and shadow[0].rowwise):  # predicted whole, as R would: see _score_into
+                    whole = whole_file(table.batches, s.max_function_bytes, name, "a version's predictions depend "
+                                       "on the rows predicted together, so it gets the whole file at once", check_stop)
+                    table.batches = iter([whole] if whole is not None else [])
+                sink = self.store.staged(s.shadow_container, name)
+                out = OutputWriter(sink, fmt, table.delimiter, table.decimal, encoding=table.encoding)
+                in_flight = self.door is not None and threading.current_thread() is not threading.main_thread()
+                predict = self.door.predict_rows if in_flight else functools.partial(predict_rows, self.registry.r)
+                comparison = shadow_stream(table, current, shadow, predict, out, name, check_stop)
+                out.close()
+                sink.commit(metadata={**self.outcomes.output_metadata(work.props, shadow_card, None),
+                                      "scorer_shadow_of": str(card["version"])}, content_type=content_type(fmt))
+            ir.shadow.update(comparison.result(), output=f"{s.shadow_container}/{name}")
+        except Interrupted:
+            raise
+        except Exception as exc:
+            ir.shadow["error"] = {"kind": type(exc).__name__, "message": str(exc).splitlines()[0] if str(exc) else ""}
+            ir.warnings.append(f"the shadow (version {shadow_card['version']}) failed on this input; the current "
+                               f"version's output stands: {ir.shadow['error']['message']}")
+            log.warning("shadow failed", extra={"event": "shadow_failed", "blob": name,
+                                                "version": shadow_card["version"], "error": ir.shadow["error"]})
+        finally:
+            if sink is not None:
+                sink.abandon()  # after a commit, nothing
+            for stream in reversed(streams):
+                stream.close()
+            ir.shadow["seconds"] = round(time.monotonic() - t, 3)
 
     def _writers(self, work: "Work", fmt: str, table: InputTable) -> tuple[OutputWriter, RejectedRows]:
         """The output, staged in the input's format and CSV dialect, and the rejected rows
@@ -282,7 +327,7 @@ class Ahead:
 
     committed: Future  # the output's properties, or None
     rejected_before: Future  # the rejected rows' properties, or None
-    card: Future | None  # the model's card; None for a blob outside a model's folder
+    card: Future | None  # the model's card and its shadow's (or None); None for a blob outside a model's folder
 
 
 class Work:
@@ -298,6 +343,7 @@ class Work:
         self.out_sink: Any = None
         self.rej_sink: Any = None
         self.profile: Future | None = None
+        self.shadow_card: dict | None = None  # the model's shadow version's, when it has one
 
     def close(self) -> None:
         for sink in self.sinks:  # drops what was staged and not committed; after a commit, nothing

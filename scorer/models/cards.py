@@ -51,6 +51,7 @@ class Options:
     reference: Path | None = None                             # training data, for the drift profile
     text: list[str] = field(default_factory=list)             # columns an R function gets as text
     tz: list[str] = field(default_factory=list)               # NAME=ZONE: a date-time's training time zone
+    shadow: bool = False                                      # published as the shadow, not current
 
 
 def parse_predict_arg(text: str) -> dict:

@@ -35,6 +35,7 @@ from scorer.errors import (ConfigError, InputError, InputFormatError, ModelError
 from scorer.log import now
 from scorer.models.cards import Options, describe_function, describe_model
 from scorer.models.profile import profile_reference
+from scorer.models.shadows import mark
 from scorer.r.predict import PredictSpec
 from scorer.storage import Store
 
@@ -46,6 +47,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 #: the drift profile's name beside a version's card (scorer.monitoring.drift)
 PROFILE = "profile.json"
+
+
+#: the empty blobs that mark a model's versions that are not current however high: its shadow,
+#: <name>/shadow-v<N>, and one that was a shadow until stopped and never promoted, <name>/held-v<N>
+#: (scorer.models.shadows)
+SHADOW_MARKER = r"/(shadow|held)-v(\d+)"
 
 
 def check_name(name: str) -> str | None:
@@ -123,12 +130,27 @@ class Registry:
 
     def versions(self, name: str) -> list[int]:
         """Published versions of ``name`` (those with a card), ascending."""
-        out = []
-        for b in self.store.list_names(self.container, prefix=f"{name}/v"):
+        return self.listing(name)[0]
+
+    def listing(self, name: str) -> tuple[list[int], int | None, set[int]]:
+        """``name``'s published versions, ascending, its shadow's (None: none), and the versions
+        that are not current however high (the shadow, and those held), in one listing."""
+        out, shadow, held = [], None, set()
+        for b in self.store.list_names(self.container, prefix=f"{name}/"):
             m = re.fullmatch(re.escape(name) + r"/v(\d+)/card\.json", b.name)
             if m:
                 out.append(int(m.group(1)))
-        return sorted(out)
+            s = re.fullmatch(re.escape(name) + SHADOW_MARKER, b.name)
+            if s:
+                held.add(int(s.group(2)))
+                if s.group(1) == "shadow":
+                    shadow = int(s.group(2))
+        return sorted(out), (shadow if shadow in out else None), held
+
+    def current_and_shadow(self, name: str) -> tuple[dict, dict | None]:
+        """The current card of ``name`` and its shadow's (or None), from one listing."""
+        seen = self.listing(name)
+        return self.card(name, seen=seen), (None if seen[1] is None else self.card(name, seen[1], seen=seen))
 
     def _highest_slot(self, name: str) -> int:
         """The highest version number with any file, card or not: a publish that
@@ -138,13 +160,20 @@ class Registry:
         return max(nums, default=0)
 
     def catalog(self) -> dict[str, list[int]]:
-        """Every published model's versions (those with a card), ascending: one listing."""
+        """Every published model's versions (those with a card), ascending, but its shadow
+        (which requests reach only by asking for its version): one listing. The last is
+        the current one; a model whose only version is its shadow is left out."""
         out: dict[str, list[int]] = {}
+        held: dict[str, set[int]] = {}
         for b in self.store.list_names(self.container):
             m = re.fullmatch(r"([^/]+)/v(\d+)/card\.json", b.name)
             if m:
                 out.setdefault(m.group(1), []).append(int(m.group(2)))
-        return {n: sorted(v) for n, v in sorted(out.items())}
+            s = re.fullmatch(r"([^/]+)" + SHADOW_MARKER, b.name)
+            if s:
+                held.setdefault(s.group(1), set()).add(int(s.group(3)))
+        kept = {n: sorted(v for v in vs if v not in held.get(n, set())) for n, vs in out.items()}
+        return {n: v for n, v in sorted(kept.items()) if v}
 
     def names(self) -> list[str]:
         names = set()
@@ -153,8 +182,9 @@ class Registry:
                 names.add(b.name.split("/", 1)[0])
         return sorted(names)
 
-    def card(self, name: str, version: int | None = None) -> dict:
-        """The card of ``name`` at ``version`` (default: the current one).
+    def card(self, name: str, version: int | None = None, seen: tuple | None = None) -> dict:
+        """The card of ``name`` at ``version`` (default: the current one: the highest version
+        but the shadow's, docs/models.md "A challenger in the shadow").
 
         Raises ModelNotFound, naming the models that do exist.
         """
@@ -163,7 +193,7 @@ class Registry:
             raise ModelNotFound(f"{name!r} is not a valid model name: {why}.",
                                 hint="Put inputs under input/<model-name>/ with a published model's name.",
                                 model=name)
-        versions = self.versions(name)
+        versions, shadow, held = seen or self.listing(name)  # seen: a listing already read
         if not versions:
             known = self.names()
             raise ModelNotFound(
@@ -173,7 +203,12 @@ class Registry:
                 model=name,
             )
         if version is None:
-            version = versions[-1]
+            champions = [v for v in versions if v not in held]
+            if not champions:
+                raise ModelNotFound(f"Model {name!r} has no current version: its versions ({versions}) are its shadow "
+                                    "or were.", hint=f"Make the shadow current: `scorer models promote {name}`, or "
+                                    "publish a version without --shadow.", model=name)
+            version = champions[-1]
         elif version not in versions:
             raise ModelNotFound(f"Model {name!r} has no version {version} (versions: {versions}).",
                                 hint="Pick one of the published versions.", model=name)
@@ -276,7 +311,8 @@ class Registry:
     # -- publishing -----------------------------------------------------------------
 
     def publish(self, path: Path, name: str, opts: Options | None = None) -> Published:
-        """Publish ``path`` as the next version of ``name``.
+        """Publish ``path`` as the next version of ``name`` (``opts.shadow``: as its shadow,
+        scored beside the current version into shadow/, never current until promoted).
 
         Reads the model in R to build its card (scorer.models.cards). Raises ConfigError
         for a bad name, file or option, ModelLoadError when R cannot read it,
@@ -330,7 +366,7 @@ class Registry:
                                "prediction_rows": profile["prediction_rows"]}
         else:
             card["profile"] = None
-        return self._store_version(name, data, card, warnings, extra=extra)
+        return self._store_version(name, data, card, warnings, extra=extra, shadow=opts.shadow)
 
     def _profile(self, model: Any, fields: dict, opts: Options) -> tuple[dict | None, list[str]]:
         """The drift profile (scorer.monitoring.drift) of the reference rows: ``--reference``, else
@@ -401,6 +437,10 @@ class Registry:
         return self._profiles[key]
 
     def _publish_function(self, path: Path, name: str, opts: Options) -> Published:
+        if opts.shadow:
+            raise ConfigError("--shadow is for saved models: a shadow's predictions are compared with the current "
+                              "version's row by row, and an R function's output rows are its own.",
+                              hint="Publish the function as a version of its own, or shadow a saved model.")
         """Publish an R script (with the files it reads) as the next version of ``name``."""
         if opts.reference is not None:
             raise ConfigError("--reference profiles a saved model's inputs for drift; an R function has no fixed "
@@ -432,7 +472,8 @@ class Registry:
         return self._store_version(name, data, card, warnings, {f.name: f.read_bytes() for f in files})
 
     def _store_version(self, name: str, data: bytes, card: dict, warnings: list[str],
-                       files: dict[str, bytes] | None = None, extra: dict[str, bytes] | None = None) -> Published:
+                       files: dict[str, bytes] | None = None, extra: dict[str, bytes] | None = None,
+                       shadow: bool = False) -> Published:
         main = "function.R" if card.get("kind") == "function" else "model.rds"
         for _ in range(20):  # another publisher may take a version number first
             version = self._highest_slot(name) + 1
@@ -444,6 +485,8 @@ class Registry:
                 self.store.put_bytes(self.container, f"{name}/v{version}/files/{fname}", content, overwrite=False)
             for fname, content in (extra or {}).items():
                 self.store.put_bytes(self.container, f"{name}/v{version}/{fname}", content, overwrite=False)
+            if shadow:  # marked before its card: never current, not even for a moment
+                mark(self, name, version)
             card["version"] = version
             self.store.put_json(self.container, f"{name}/v{version}/card.json", card, overwrite=False)
             return Published(card=card, warnings=warnings)

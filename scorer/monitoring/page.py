@@ -222,8 +222,30 @@ def _input(item: dict) -> str:
     if item.get("warnings"):
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{_e(w)}</li>" for w in item["warnings"]) + "</ul>")
     parts.append(_drift(item.get("drift")))
+    parts.append(_shadow(item.get("shadow")))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _shadow(sh: dict | None) -> str:
+    """The shadow version against the current one on this input (scorer.batch.shadow)."""
+    if not sh:
+        return ""
+    head = f"<h3>Shadow: version {_e(sh.get('version'))}</h3>"
+    if sh.get("error"):
+        return head + (f'<div class="error"><strong>{_e(sh["error"].get("kind"))}</strong>: '
+                       f'{_e(sh["error"].get("message"))}<br>The current version\'s output stands.</div>')
+    rows = []
+    for name, c in (sh.get("columns") or {}).items():
+        rows.append(f"<tr><td>{_e(name)}</td><td class=\"num\">{_num(c.get('mean_abs_diff'))}</td>"
+                    f"<td class=\"num\">{_num(c.get('max_abs_diff'))}</td><td class=\"num\">{_pct(c.get('changed_share'))}"
+                    f"</td><td class=\"num\">{_num(c.get('psi'))}</td></tr>")
+    return (head + f'<p class="muted">{_e(sh.get("rows_compared"))} rows compared; output {_e(sh.get("output"))}'
+            + (f"; {sh['rows_only_current']} rows scored by the current version only" if sh.get("rows_only_current")
+               else "") + (f"; {sh['rows_only_shadow']} by the shadow only" if sh.get("rows_only_shadow") else "")
+            + '.</p><div class="scroll"><table class="shadow"><tr><th>prediction</th><th>mean |difference|</th>'
+            "<th>largest |difference|</th><th>rows changed</th><th>PSI between the two</th></tr>"
+            + "".join(rows) + "</table></div>")
 
 
 def _needs_eyes(item: dict) -> tuple[int, str]:

@@ -50,6 +50,8 @@ class InputReport:
     drift: dict | None = None
     #: batches each R session predicted, when R workers helped: {"job": 40, "1": 38}
     r_sessions: dict | None = None
+    #: the model's shadow version on this input (scorer.batch.shadow): its output, the comparison, or its error
+    shadow: dict | None = None
     #: a split input (scorer.batch.split): the parts this job scored, or, for the job that
     #: finished it, every part with who scored it
     parts: list[dict] = field(default_factory=list)

@@ -1,23 +1,40 @@
-"""Past runs, from the reports container: `scorer runs` and `scorer report`.
+"""Past runs, from the reports container: `scorer runs`, `scorer report`, and each model's
+history over its runs (`scorer models history`; written after each run by ``record``).
 
 Run ids start with the run's UTC start time (scorer.batch.job.new_run_id), so the names
 of ``reports/<run id>.json`` sort in the order the runs started.
+
+    reports/<run id>.json, .html         a run (scorer.monitoring.report, page)
+    reports/models/<model>.json, .html   a model's runs (scorer.monitoring.history, model_page)
+    reports/models/index.json            each model's last run and worst recent drift
+    reports/index.html                   the models, worst first: the one page to bookmark
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+from collections.abc import Callable
 from typing import Any
 
-from scorer.errors import EXIT_OUTCOME, ConfigError
+from scorer.errors import EXIT_OUTCOME, ConfigError, StorageError
+from scorer.monitoring import history
+from scorer.monitoring.model_page import render_index, render_model
 from scorer.monitoring.page import seconds_text, usd_text
+from scorer.storage import FENCE_ERRORS, as_seen
 
 SUFFIX = ".json"
+MODELS = "models/"
+INDEX = f"{MODELS}index.json"
+HTML = "text/html; charset=utf-8"
+#: tries of a history's read and fenced write when other runs write it at the same time
+TRIES = 5
 
 
 def run_ids(store: Any, container: str) -> list[str]:
     """Every run id with a report, oldest first."""
-    return sorted(b.name[: -len(SUFFIX)] for b in store.list_names(container) if b.name.endswith(SUFFIX))
+    return sorted(b.name[: -len(SUFFIX)] for b in store.list_names(container)
+                  if b.name.endswith(SUFFIX) and "/" not in b.name and not b.name.endswith(".inputs.jsonl"))
 
 
 def recent(store: Any, container: str, top: int) -> list[dict]:
@@ -104,3 +121,72 @@ def summary(report: dict) -> list[str]:
         elif drift:
             lines.append(f"    drift not computed: {drift.get('reason')}")
     return lines
+
+
+# -- a model's history over its runs ---------------------------------------------------
+
+def record(store: Any, container: str, entries: dict[str, dict]) -> None:
+    """This run's entry of each model into the model's history and page, then the index and
+    its page. Each document is written only over the version read (``as_seen``): a run that
+    ends beside another reads again and merges (entries are kept by run id, oldest first)."""
+    updated = {}
+    for name, e in sorted(entries.items()):
+        hist = _update(store, container, f"{MODELS}{name}.json", lambda doc, n=name, e=e: history.merged(doc, n, [e]))
+        store.put_bytes(container, f"{MODELS}{name}.html", render_model(hist).encode(), content_type=HTML)
+        updated[name] = history.index_entry(hist)
+    _write_index(store, container, updated)
+
+
+def _write_index(store: Any, container: str, updated: dict[str, dict]) -> None:
+    def change(doc: dict | None) -> dict:
+        models = dict((doc or {}).get("models") or {})
+        for name, item in updated.items():  # a run that ended late never hides a newer one
+            if name not in models or models[name]["last"]["run_id"] <= item["last"]["run_id"]:
+                models[name] = item
+        return {"format": history.FORMAT, "models": models}
+    idx = _update(store, container, INDEX, change)
+    store.put_bytes(container, "index.html", render_index(list(idx["models"].values())).encode(), content_type=HTML)
+
+
+def _update(store: Any, container: str, name: str, change: Callable[[Any], dict]) -> dict:
+    for _ in range(TRIES):
+        doc, seen = store.get_json_seen(container, name)
+        new = change(doc)
+        try:
+            store.put_json(container, name, new, conditions=as_seen(seen))
+            return new
+        except FENCE_ERRORS:  # another run wrote it since: read it again
+            continue
+    raise StorageError(f"{container}/{name} kept changing under this run ({TRIES} tries): other runs write it")
+
+
+def load_history(store: Any, container: str, name: str) -> dict | None:
+    return store.get_json_seen(container, f"{MODELS}{name}.json")[0]
+
+
+def rebuild(store: Any, container: str, only: str | None = None) -> dict[str, dict]:
+    """Every model's history (or ``only`` one's) made again from the run reports: each
+    report, and the records of its every input when it had more than it lists. Rewrites the
+    histories, their pages and the index; returns the histories."""
+    reports = []
+    for rid in run_ids(store, container):
+        report = store.get_json(container, f"{rid}{SUFFIX}")
+        inputs = report.get("inputs") or []
+        if report.get("inputs_file") and (report.get("inputs_total") or 0) > len(inputs):
+            try:
+                text = store.read_bytes(container, report["inputs_file"].split("/", 1)[1]).decode()
+                inputs = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except Exception:  # noqa: S110 - the listed inputs still count
+                pass
+        reports.append((report, inputs))
+    made = {}
+    for name, entries in history.from_reports(reports).items():
+        if only is not None and name != only:
+            continue
+        hist = history.merged(None, name, entries)
+        store.put_json(container, f"{MODELS}{name}.json", hist)
+        store.put_bytes(container, f"{MODELS}{name}.html", render_model(hist).encode(), content_type=HTML)
+        made[name] = hist
+    if made:
+        _write_index(store, container, {n: history.index_entry(h) for n, h in made.items()})
+    return made
