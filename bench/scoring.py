@@ -156,7 +156,8 @@ CONTAINERS = ("models", "input", "output", "archive", "quarantine", "reports", "
 
 
 def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str | None = None,
-               reference: Path | None = None, report: dict | None = None) -> tuple[float, int, str]:
+               reference: Path | None = None, report: dict | None = None, shadow: bool = False
+               ) -> tuple[float, int, str]:
     """(a) once: publish ``model`` (with a drift profile of ``reference`` if given), drop
     ``inp``, then time `scorer run`, in containers of its own that are deleted afterwards
     (the in-memory Azurite would fill up)."""
@@ -170,6 +171,9 @@ def scorer_run(az: Azurite, env_base: dict, model: Path, inp: Path, ptype: str |
                           *(["--reference", str(reference)] if reference else [])],
                          env=env, check=True, capture_output=True, text=True)
     assert ("drift profile:" in pub.stdout) == (reference is not None), pub.stdout + pub.stderr
+    if shadow:  # the same model again, as the shadow: what a shadow costs, whatever it predicts
+        subprocess.run([sys.executable, "-m", "scorer", "models", "publish", str(model), "--name", "m", "--shadow",
+                        *(["--predict-type", ptype] if ptype else [])], env=env, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "scorer", "drop", str(inp), "--model", "m", "--as", "in.csv"],
                    env=env, check=True, capture_output=True)
     result = measure([sys.executable, "-m", "scorer", "run"], env)
@@ -362,20 +366,24 @@ def groups_case(case: Case, rows: int, az: Azurite, repeat: int, env_base: dict,
             "many_storage_cpu_s": many_storage, "many_floor_s": floor, "speedup_ceiling": one / floor}
 
 
-def phases_case(case: Case, az: Azurite, env_base: dict, inp: Path | None = None, rows: int | None = None) -> dict:
+def phases_case(case: Case, az: Azurite, env_base: dict, inp: Path | None = None, rows: int | None = None,
+                shadow: bool = False) -> dict:
     """Where one run's time goes: from the job's log (each line's time) and its report (each
     stage's busy seconds, which overlap: reading and checking on one thread, R on another,
-    writing on a third)."""
+    writing on a third); with ``shadow``, the model has a shadow version too."""
     from datetime import datetime
 
     report: dict = {}
-    wall, _, out = scorer_run(az, env_base, case.model, inp or case.input, case.ptype, report=report)
+    wall, _, out = scorer_run(az, env_base, case.model, inp or case.input, case.ptype, report=report, shadow=shadow)
     events = check_scored(out, rows or case.rows)
     at = {e["event"]: datetime.fromisoformat(e["ts"]).timestamp() for e in events}
     first = next(e["since_start_s"] for e in events if e["event"] == "first_row_scored")
     start = at["run_started"]
     durations = report["inputs"][0]["durations_s"]
-    return {"case": f"phases-{case.name}", "rows": rows or case.rows, "wall_s": wall,
+    history = next((e["seconds"] for e in events if e["event"] == "history_written"), None)
+    shadow_s = (report["inputs"][0].get("shadow") or {}).get("seconds")
+    return {"case": f"phases-{case.name}" + ("-shadow" if shadow else ""), "rows": rows or case.rows, "wall_s": wall,
+            "history_s": history, "shadow_s": shadow_s,
             "to_run_started_s": round(wall - (at["run_finished"] - start), 3),  # the process's start-up
             "first_row_since_command_s": first, "scored_s": round(at["input_scored"] - start, 3),
             "archived_s": round(at["input_archived"] - at["input_scored"], 3),
@@ -437,10 +445,15 @@ def small_files_run(az: Azurite, env_base: dict, case: Case, files: list[bytes],
     return wall, per_input
 
 
-def small_files_case(case: Case, az: Azurite, repeat: int, env_base: dict, n: int, delay: float) -> dict:
+def small_files_case(case: Case, work: Path, repeat: int, env_base: dict, n: int, delay: float) -> dict:
     """``n`` ten-row inputs in one run, (a) scorer and the careful loop taking turns; with
-    ``delay``, through a proxy that adds it to every request (bench/latency_proxy.py)."""
+    ``delay``, through a proxy that adds it to every request (bench/latency_proxy.py). An
+    Azurite of its own, in memory: the emulator's work grows with what it has held, and
+    thousands of blobs go through it here."""
     from latency_proxy import LatencyProxy
+
+    az = Azurite(work / f"azurite-small-{delay}", in_memory=True)
+    az.start()
 
     files = []
     for i in range(n):
@@ -457,6 +470,7 @@ def small_files_case(case: Case, az: Azurite, repeat: int, env_base: dict, n: in
     finally:
         if proxy:
             proxy.stop()
+        az.stop()
     a, loop = statistics.median(r[0] for r in runs["a"]), statistics.median(r[0] for r in runs["loop"])
     return {"case": f"small{n}" + (f"-{delay * 1000:g}ms" if delay else ""), "inputs": n, "delay_s": delay,
             "a_scorer_s": a, "a_runs_s": [r[0] for r in runs["a"]], "a_inputs_per_s": n / a,
@@ -470,7 +484,11 @@ def phases(r: dict) -> str:
     return (f"wall {r['wall_s']:.2f} s: start-up to run_started {r['to_run_started_s']:.2f}, first row at "
             f"{r['first_row_since_command_s']:.2f} from the command's start; input scored {r['scored_s']:.2f} after "
             f"run_started (load model {d.get('load_model', 0):.2f}, score {d.get('score', 0):.2f} [busy s: {busy}], "
-            f"commit {d.get('commit', 0):.2f}), archived +{r['archived_s']:.2f}, report and exit +{r['report_s']:.2f}")
+            f"commit {d.get('commit', 0):.2f}), archived +{r['archived_s']:.2f}, report and exit +{r['report_s']:.2f}"
+            + (f"; the model's history {r['history_s']:.3f} s ({100 * r['history_s'] / r['wall_s']:.1f}% of the run)"
+               if r.get("history_s") is not None else "")
+            + (f"; the shadow {r['shadow_s']:.2f} s ({100 * r['shadow_s'] / r['wall_s']:.0f}% of the run)"
+               if r.get("shadow_s") is not None else ""))
 
 
 def main() -> int:
@@ -484,6 +502,8 @@ def main() -> int:
     ap.add_argument("--small-files", type=int, default=1000,
                     help="ten-row inputs in one run, direct and through 10 ms per request (default 1,000; 0 skips)")
     ap.add_argument("--only-small", action="store_true", help="only the many-small-inputs case")
+    ap.add_argument("--skip", default="", help="sections to leave out, comma-separated: wide (wide and ranger), rf, "
+                    "groups, drift")
     ap.add_argument("--on-disk", type=int, default=1, help="also glm at both sizes with Azurite on disk (1, the "
                     "default, or 0)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; medians are printed")
@@ -523,7 +543,7 @@ def main() -> int:
         glm = Case("glm", gen_glm(args.rows if not args.only_small else 1000), "glm", ["rank"], "response", work)
         if args.small_files:
             for delay in (0.0, 0.010):
-                r = small_files_case(glm, az, min(args.repeat, 3), env_base, args.small_files, delay)
+                r = small_files_case(glm, work, min(args.repeat, 3), env_base, args.small_files, delay)
                 say(f"{r['case']:14} | (a) scorer {r['a_scorer_s']:6.2f} s, {r['a_inputs_per_s']:6.1f} inputs/s"
                     + (f", {r['a_requests_per_input']:.1f} requests per input" if delay else "")
                     + f" | careful loop {r['loop_s']:6.2f} s, {r['loop_inputs_per_s']:6.1f} inputs/s"
@@ -533,10 +553,13 @@ def main() -> int:
             return 0
         say(ab(r := bench_case(glm, az, args.repeat, env_base, naive=True)), r)
         say(ab(r := fixed_case(glm, az, args.repeat * 2, env_base, work)), r)
-        r = phases_case(glm, az, env_base)
-        say(f"phases   {r['rows']:>10,} rows | {phases(r)}", r)
-        for case in (Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),
-                     Case("ranger", gen_glm(args.wide_rows, seed=3), "ranger", ["rank"], "response", work)):
+        for shadow in (False, True):
+            r = phases_case(glm, az, env_base, shadow=shadow)
+            say(f"phases   {r['rows']:>10,} rows{' (with a shadow)' if shadow else ''} | {phases(r)}", r)
+        skip = set(args.skip.split(",")) - {""}
+        for case in () if "wide" in skip else (
+                Case("wide", gen_wide(args.wide_rows), "wide", [f"f{i}" for i in range(10)], "response", work),
+                Case("ranger", gen_glm(args.wide_rows, seed=3), "ranger", ["rank"], "response", work)):
             say(ab(r := bench_case(case, az, args.repeat, env_base)), r)
         if args.big_rows:
             big = Case("glm-big", gen_glm(args.big_rows, seed=13), "glm", ["rank"], "response", work)
@@ -544,21 +567,21 @@ def main() -> int:
             say(ab(r := bench_case(big, az, args.repeat, env_base, naive=True, naive_repeat=1)), r)
             r = phases_case(big, az, env_base)
             say(f"phases   {r['rows']:>10,} rows | {phases(r)}", r)
-        if args.rf_rows:
+        if args.rf_rows and "rf" not in skip:
             rf = Case("rf", gen_glm(args.rf_rows, seed=17), "rf", ["rank"], "prob", work, train_rows=5_000)
             n = min(os.cpu_count() or 1, 4)
             r = sessions_case(rf, az, min(args.repeat, 3), env_base, n)
             say(f"rf       {r['rows']:>10,} rows | randomForest, 500 trees: 1 R session {r['one_s']:6.2f} s "
                 f"(peak {r['one_peak_rss_mb']:.0f} MB), {n} R sessions {r['many_s']:6.2f} s (peak job "
                 f"{r['many_peak_rss_mb']:.0f} MB) | {r['speedup']:.2f}x faster", r)
-        if args.big_rows:
+        if args.big_rows and "groups" not in skip:
             r = groups_case(glm, args.big_rows, az, args.repeat, env_base, work)
             say(f"groups   {r['rows']:>10,} rows | one process {r['one_s']:6.2f} s | {r['groups']} processes on its "
                 f"parts {r['many_s']:6.2f} s | {r['speedup']:.2f}x faster | CPU s, scorer + storage emulator: one "
                 f"{r['one_cpu_s']:.2f} + {r['one_storage_cpu_s']:.2f}, split {r['many_cpu_s']:.2f} + "
                 f"{r['many_storage_cpu_s']:.2f}: on {os.cpu_count()} shared cores the split cannot end before "
                 f"{r['many_floor_s']:.2f} s ({r['speedup_ceiling']:.2f}x at most)", r)
-        for rows in [args.rows] + ([args.big_rows] if args.big_rows else []):
+        for rows in [] if "drift" in skip else [args.rows] + ([args.big_rows] if args.big_rows else []):
             r = drift_case(glm, rows, az, args.repeat, env_base, work)
             say(f"drift    {rows:>10,} rows | with a drift profile {r['with_profile_s']:6.2f} s | without "
                 f"{r['without_profile_s']:6.2f} s | ratio {r['ratio']:.3f}", r)

@@ -157,10 +157,11 @@ def test_the_door_gathers_waiting_predict_calls_and_gives_each_rs_own_answer(fit
 
 @pytest.mark.slow
 def test_a_kill_with_several_inputs_in_flight_leaves_each_scored_exactly_once_after_a_rerun(fitted, settings, store):
-    """SIGKILL at seeded points of runs that have eight inputs in flight; then reruns until
-    nothing is pending. Each input ends in exactly one place, each output is whole, and each
-    output was committed exactly once (every successful write to output/ seen by a proxy in
-    front of Azurite): nothing lost, nothing doubled."""
+    """SIGKILL at seeded points of runs that have eight inputs in flight, and a shadow version
+    scoring each beside the current one; then reruns until nothing is pending. Each input
+    ends in exactly one place, each output is whole, and each output was committed exactly
+    once (every successful write to output/ seen by a proxy in front of Azurite): nothing
+    lost, nothing doubled."""
     import dataclasses
 
     from scorer.storage import Store, connect
@@ -170,6 +171,7 @@ def test_a_kill_with_several_inputs_in_flight_leaves_each_scored_exactly_once_af
                             inputs_in_flight=8)
     p = Pipeline(s, Store(connect(s), s))  # the reruns here go through the proxy too
     p.publish(fitted / "glm_gamma.rds", "g", predict_type="response")
+    p.publish(fitted / "glm_gamma.rds", "g", predict_type="link", shadow=True)  # the kills land in its pass too
     rows = 400
     names = [f"g/feed-{i:03d}.csv" for i in range(60)]
     for i, n in enumerate(names):

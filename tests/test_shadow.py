@@ -71,6 +71,14 @@ def test_a_shadow_leaves_the_outputs_byte_for_byte_and_its_comparison_is_compute
             "scorer_model_version"] == "2"
     page = with_shadow.read("reports", f"{runs[id(with_shadow)].run_id}.html").decode()
     assert "Shadow: version 2" in page and 'table class="shadow"' in page
+    (entry,) = with_shadow.read_json("reports", "models/churn.json")["runs"]  # the run, in the model's history
+    sh = entry["shadow"]
+    assert sh["version"] == 2 and sh["inputs"] == 4 and sh["failed"] == 0 and sh["rows_compared"] == 905
+    every = [item.shadow["columns"]["prediction"] for item in runs[id(with_shadow)].inputs]
+    assert math.isclose(sh["columns"]["prediction"]["max_abs_diff"], max(c["max_abs_diff"] for c in every))
+    assert math.isclose(sh["columns"]["prediction"]["mean_abs_diff"],
+                        sum(c["mean_abs_diff"] * c["rows"] for c in every) / 905, rel_tol=1e-9)
+    assert 'data-shadow="prediction"' in with_shadow.read("reports", "models/churn.html").decode()
 
 
 def test_a_failing_shadow_is_reported_and_the_input_still_archived_with_the_current_versions_output(

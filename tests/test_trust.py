@@ -407,7 +407,7 @@ def test_a_bare_account_key_in_an_r_error_or_r_output_reaches_no_log_report_page
     note = pipeline.read_json("quarantine", "leaky/a.csv.error.json")
     assert note["kind"] == "PredictError" and "the key is <redacted>" in note["message"]
     texts = [run.stdout, json.dumps(note)] + [pipeline.read("reports", n).decode() for n in pipeline.names("reports")]
-    assert len(texts) == 4  # the log, the note, the report and its page
+    assert len(texts) == 8  # the log, the note, the report and its page, the model's history, its page, the index
     for text in texts:
         assert ACCOUNT_KEY not in text and ACCOUNT_KEY[:12] not in text
 
