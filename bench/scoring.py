@@ -543,7 +543,7 @@ def main() -> int:
         glm = Case("glm", gen_glm(args.rows if not args.only_small else 1000), "glm", ["rank"], "response", work)
         if args.small_files:
             for delay in (0.0, 0.010):
-                r = small_files_case(glm, work, min(args.repeat, 3), env_base, args.small_files, delay)
+                r = small_files_case(glm, work, min(args.repeat, 2), env_base, args.small_files, delay)
                 say(f"{r['case']:14} | (a) scorer {r['a_scorer_s']:6.2f} s, {r['a_inputs_per_s']:6.1f} inputs/s"
                     + (f", {r['a_requests_per_input']:.1f} requests per input" if delay else "")
                     + f" | careful loop {r['loop_s']:6.2f} s, {r['loop_inputs_per_s']:6.1f} inputs/s"
