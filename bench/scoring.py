@@ -11,8 +11,8 @@ with (a), (b) and (c) taking turns:
       runs on the same two cores as the job, and in Azure the storage service
       takes none of the job's CPU, so the emulator's own work should weigh least;
   (b) careful R: `Rscript` with data.table on local files: fread (columns as they are),
-      factors made with the model's own levels by plain assignment (d[[j]] <- factor(...),
-      the fast form: R_PLAIN says what set() cost), predict, fwrite;
+      factors made with the model's own levels by plain assignment (d[[j]] <- factor(...);
+      R_PLAIN says what set() was measured to cost), predict, fwrite;
   (c) naive rpy2: pandas read_csv, pandas2ri conversion of the whole frame, predict,
       pandas to_csv (bench/naive_rpy2.py).
 It prints wall-clock medians and the ratios (a)/(b) and (c)/(a) at 1M and 10M rows, where a
@@ -81,8 +81,10 @@ saveRDS(m, out)
 R_PLAIN = r"""
 # (b), the careful R user's script: columns read as they are (fread's own types), each
 # factor made from its column with the model's own levels by plain assignment, predict(),
-# fwrite(). (Made with set() instead, fwrite of 10M rows took 5.97 s instead of 2.32 s, and the
-# whole script 8.3 s instead of 4.6 s: issue 32, measured in one R session.)
+# fwrite(). Issue 32 measured set() making fwrite of 10M rows slower (5.97 s against 2.32 s);
+# measured again here (2026-12-07, the three forms, two turns each, 10M rows): set() 16.4 and
+# 17.0 s, d[[j]] <- 17.3 and 16.1 s, d$rank <- 16.5 and 14.0 s, fwrite 2.8-3.4 s in all:
+# no difference beyond this machine's noise. The plain form stays, as the issue asked.
 args <- commandArgs(trailingOnly = TRUE)
 suppressMessages(library(data.table))
 m <- readRDS(args[[1]])

@@ -258,11 +258,11 @@ class Job:
             ir.status = "scored"
             if tally is not None:
                 self.scoring.drift(ir, tally)
-            if work.shadow_card is not None:  # after the output is committed: it never waits on the shadow
-                self.scoring.shadow(work, card, work.shadow_card, fmt)
             log.info("input scored", extra={"event": "input_scored", "blob": props.name, "rows_scored": ir.rows_scored,
                                             "rows_rejected": ir.rows_rejected, "rows_written": ir.rows_written,
                                             "model": ir.model, "model_version": ir.model_version})
+            if work.shadow_card is not None:  # after the output is committed: it never waits on the shadow
+                self.scoring.shadow(work, card, work.shadow_card, fmt)
             self.outcomes.archive(props, claim, ir)
             if props.size > self.settings.split_bytes:  # a plan given up for scoring whole: its parts go too
                 self.parts.drop(props.name)
