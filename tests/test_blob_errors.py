@@ -263,7 +263,15 @@ def test_an_outage_shorter_than_the_retry_budget_is_ridden_out(fitted, tmp_path)
                 break
         rest = proc.stdout.read()
         assert proc.wait(timeout=300) == 0, rest
-        assert sorted(p.names("archive")) == [f"g/{i}.csv" for i in range(3)]
+        # with inputs in flight, one may have been in the act of being leased when storage went: a lease
+        # Blob Storage granted whose answer was lost is retried and refused (409), and that input is
+        # skipped, left in input/ untouched. Nothing is lost; the next run, once the lease lapses, scores it
+        names = [f"g/{i}.csv" for i in range(3)]
+        assert sorted(p.names("archive") + p.names("input")) == names, rest
+        if p.names("input"):
+            time.sleep(16)
+            assert p.run().exit_code == 0
+        assert sorted(p.names("archive")) == names
         store.close()
     finally:
         az.stop()

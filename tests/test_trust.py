@@ -221,8 +221,11 @@ def test_rejected_rows_are_never_visible_without_their_output(gamma, azurite):
     commits = []
     job: list[subprocess.Popen] = []
 
+    out = gamma.settings.output_container
+
     def die_before_the_rejected_rows(index, method, blob, query):
-        if method == "PUT" and "comp=blocklist" in query:
+        # a commit: a block list, or a small output's one Put Blob (no comp= at all)
+        if method == "PUT" and ("comp=blocklist" in query or "comp=" not in query) and blob.startswith(out + "/"):
             commits.append(blob)
             if blob.endswith(".rejected.csv"):
                 job[0].kill()

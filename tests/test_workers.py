@@ -43,7 +43,7 @@ def forest(tmp_path_factory):
 
 def score_with(pipeline, forest, sessions: int, name: str):
     pipeline.drop(f"rf/{name}.csv", (forest / "in.csv").read_bytes())
-    report = pipeline.run(r_workers=sessions, r_workers_after=0.0, batch_rows=500)
+    report = pipeline.run(inputs_in_flight=1, r_workers=sessions, r_workers_after=0.0, batch_rows=500)
     (item,) = report.inputs
     assert item.status == "scored", item.error
     out = pipeline.read("output", f"rf/{name}.csv")
@@ -78,11 +78,11 @@ def test_workers_start_only_when_a_batch_is_slow_never_for_a_fast_model_or_a_sma
     pipeline.drop("rf/a.csv", (forest / "in.csv").read_bytes())
     caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
-    pipeline.run(r_workers=2, r_workers_after=3600.0, batch_rows=500)
+    pipeline.run(inputs_in_flight=1, r_workers=2, r_workers_after=3600.0, batch_rows=500)
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
     # a small input: its 5 rows take R a few ms, however slow a full batch would be
     pipeline.drop("rf/small.csv", "\n".join((forest / "in.csv").read_text().splitlines()[:6]).encode() + b"\n")
-    report = pipeline.run(r_workers=2, r_workers_after=0.05)
+    report = pipeline.run(inputs_in_flight=1, r_workers=2, r_workers_after=0.05)
     assert report.inputs[0].rows_scored == 5
     assert not any(getattr(r, "event", None) == "r_workers_starting" for r in caplog.records)
 
@@ -96,7 +96,7 @@ def test_the_workers_of_one_input_score_the_next_input_of_the_model_without_star
         pipeline.drop(f"rf/{name}.csv", (forest / "in.csv").read_bytes())
     caplog.set_level("INFO", logger="scorer.pool")
     caplog.clear()
-    report = pipeline.run(r_workers=2, r_workers_after=0.0, batch_rows=500)
+    report = pipeline.run(inputs_in_flight=1, r_workers=2, r_workers_after=0.0, batch_rows=500)
     assert [r.workers for r in caplog.records if getattr(r, "event", None) == "r_workers_starting"] == [1]
     assert [i.status for i in report.inputs] == ["scored"] * 3
     assert all(i.r_sessions["1"] > 0 for i in report.inputs), [i.r_sessions for i in report.inputs]
@@ -126,14 +126,14 @@ def test_a_worker_that_dies_leaves_the_input_pending(pipeline, forest):
 
     t = threading.Thread(target=kill_a_worker)
     t.start()
-    report = pipeline.run(r_workers=2, r_workers_after=0.0, batch_rows=500)
+    report = pipeline.run(inputs_in_flight=1, r_workers=2, r_workers_after=0.0, batch_rows=500)
     t.join()
     assert killed
     (item,) = report.inputs
     assert item.status == "left_pending" and report.exit_code == 1, item
     assert "R worker 1 ended unexpectedly" in item.error["message"]
     assert pipeline.names("input") == ["rf/a.csv"] and pipeline.names("output") == []
-    again = pipeline.run(r_workers=1)
+    again = pipeline.run(inputs_in_flight=1, r_workers=1)
     assert again.inputs[0].status == "scored" and again.inputs[0].rows_scored == 6 * 39_998
 
 

@@ -48,8 +48,11 @@ class Flight:
         self._started = 0
 
     def takes(self, props: Any) -> bool:
-        """Whether this input may fly with others: small, and more than one may fly."""
-        return self.size > 1 and props.size <= self.job.settings.small_input_bytes
+        """Whether this input may fly with others: small, more than one may fly, and it is not
+        one the run's container groups may split (scorer.batch.parts runs alone)."""
+        s = self.job.settings
+        return (self.size > 1 and props.size <= s.small_input_bytes
+                and (s.parallel_jobs <= 1 or props.size <= s.split_bytes))
 
     def start(self, props: Any, ir: InputReport) -> None:
         """Put the input in flight, once there is room; raises what an input that landed
