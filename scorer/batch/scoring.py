@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from scorer.batch.claims import Claim, LeaseLost
-from scorer.batch.outcomes import Outcomes
+from scorer.batch.outcomes import Outcomes, first_line
 from scorer.batch.stopping import check as check_stop
 from scorer.batch.shadow import shadow_stream
 from scorer.batch.stream import Counts, Workers, run_function, score_stream, whole_file
@@ -115,8 +115,7 @@ class Scoring:
                     table.batches = iter([whole] if whole is not None else [])
                 sink = self.store.staged(s.shadow_container, name)
                 out = OutputWriter(sink, fmt, table.delimiter, table.decimal, encoding=table.encoding)
-                in_flight = self.door is not None and threading.current_thread() is not threading.main_thread()
-                predict = self.door.predict_rows if in_flight else functools.partial(predict_rows, self.registry.r)
+                predict = self._door_here() or functools.partial(predict_rows, self.registry.r)
                 comparison = shadow_stream(table, current, shadow, predict, out, name, check_stop)
                 out.close()
                 sink.commit(metadata={**self.outcomes.output_metadata(work.props, shadow_card, None),
@@ -125,7 +124,7 @@ class Scoring:
         except Interrupted:
             raise
         except Exception as exc:
-            ir.shadow["error"] = {"kind": type(exc).__name__, "message": str(exc).splitlines()[0] if str(exc) else ""}
+            ir.shadow["error"] = {"kind": type(exc).__name__, "message": first_line(exc)}
             ir.warnings.append(f"the shadow (version {shadow_card['version']}) failed on this input; the current "
                                f"version's output stands: {ir.shadow['error']['message']}")
             log.warning("shadow failed", extra={"event": "shadow_failed", "blob": name,
@@ -136,6 +135,13 @@ class Scoring:
             for stream in reversed(streams):
                 stream.close()
             ir.shadow["seconds"] = round(time.monotonic() - t, 3)
+
+    def _door_here(self) -> Any:
+        """predict_rows through the R door, for an input in flight on a thread of its own
+        (scorer.batch.flight); None on the main thread, which calls R itself."""
+        if self.door is not None and threading.current_thread() is not threading.main_thread():
+            return self.door.predict_rows
+        return None
 
     def _writers(self, work: "Work", fmt: str, table: InputTable) -> tuple[OutputWriter, RejectedRows]:
         """The output, staged in the input's format and CSV dialect, and the rejected rows
@@ -156,8 +162,7 @@ class Scoring:
         score()) into the writers; how far it got goes in the report, also on failure."""
         s, name, ir, counts = self.settings, work.props.name, work.ir, work.counts
         is_function = card.get("kind") == "function"
-        # an input in flight asks R through the door, and is small: never R workers for it
-        in_flight = self.door is not None and threading.current_thread() is not threading.main_thread()
+        door = self._door_here()  # an input in flight asks R through the door, and is small: never R workers for it
         try:
             if is_function:  # the whole file, once, through score(data, ...)
                 run_function(table, model, self.registry.r, card.get("params") or [], out, name, counts,
@@ -171,8 +176,8 @@ class Scoring:
                     table.batches = iter([whole] if whole is not None else [])
                 score_stream(table, spec, model, self.registry.r, out, rejected,
                              name, counts, on_first_scored=self.first_row, check_stop=check_stop,
-                             drift=tally, workers=self.workers(card) if spec.rowwise and not in_flight else None,
-                             predict=self.door.predict_rows if in_flight else None)
+                             drift=tally, workers=self.workers(card) if spec.rowwise and door is None else None,
+                             predict=door)
         finally:  # how far it got, also when it failed
             ir.rows_read, ir.rows_rejected = counts.rows_read, counts.rows_rejected
             if is_function:
