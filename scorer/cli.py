@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--package-list", type=Path, default=DEFAULT_PACKAGE_LIST,
                      help="the image's R package list, to warn about packages it lacks "
                      "(default: docker/r-packages.txt)")
+    pub.add_argument("--id-column", metavar="COLUMN",
+                     help="the input column that identifies a row, by which label files are matched to its "
+                     "predictions (default: none; labels then name the input and the row number)")
+    pub.add_argument("--outcome-column", metavar="COLUMN", default="outcome",
+                     help="the column of label files (labels/MODEL/...) that holds the outcome (default: outcome)")
     pub.add_argument("--shadow", action="store_true",
                      help="publish as the model's shadow: each input the current version scores is also scored by "
                      "this one, into shadow/MODEL/, and compared; never current until `scorer models promote`")
@@ -258,6 +263,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     opts = Options(predict_type=args.predict_type, packages=args.package, predict_args=args.predict_arg,
                    levels=args.levels, package_list=args.package_list, params=args.param, files=args.files,
                    reference=args.reference, text=args.text, tz=args.tz, shadow=args.shadow,
+                   id_column=args.id_column, outcome_column=args.outcome_column,
                    output_columns=[c.strip() for c in args.output_columns.split(",") if c.strip()]
                    if args.output_columns else None)
     pub = Registry(store).publish(args.path, args.name, opts)

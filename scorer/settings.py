@@ -142,6 +142,9 @@ SETTINGS: tuple[Setting, ...] = (
             "One JSON run report per run."),
     Setting("shadow_container", "SCORER_SHADOW_CONTAINER", _container, "shadow",
             "A shadow version's outputs (docs/models.md, \"A challenger in the shadow\"): never read by users' jobs."),
+    Setting("labels_container", "SCORER_LABELS_CONTAINER", _container, "labels",
+            "Label files: <model>/<any/path>.csv|.csv.gz|.parquet with an id and an outcome column, matched to the "
+            "predictions in output/ by the next run (docs/monitoring.md, \"Outcomes\")."),
     Setting("max_rejected_fraction", "SCORER_MAX_REJECTED_FRACTION", _fraction, 0.1,
             "Largest share of an input's rows that may be rejected (unseen factor level, "
             "unparseable value) before the whole input is quarantined."),
@@ -270,6 +273,7 @@ class Settings:
     quarantine_container: str = "quarantine"
     reports_container: str = "reports"
     shadow_container: str = "shadow"
+    labels_container: str = "labels"
     max_rejected_fraction: float = 0.1
     batch_rows: int = 250_000
     lease_seconds: int = 60
@@ -352,8 +356,7 @@ class Settings:
                 hint="Set SCORER_LEASE_SECONDS between 15 and 60.",
                 setting="SCORER_LEASE_SECONDS",
             )
-        names = [self.models_container, self.input_container, self.output_container,
-                 self.archive_container, self.quarantine_container, self.reports_container]
+        names = list(self.containers)
         if len(set(names)) != len(names):
             raise ConfigError(
                 f"Two of scorer's containers share a name ({', '.join(names)}).",
@@ -365,7 +368,8 @@ class Settings:
     @property
     def containers(self) -> tuple[str, ...]:
         return (self.models_container, self.input_container, self.output_container,
-                self.archive_container, self.quarantine_container, self.reports_container, self.shadow_container)
+                self.archive_container, self.quarantine_container, self.reports_container, self.shadow_container,
+                self.labels_container)
 
     def secret_values(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """The secrets this configuration holds, as values: the connection string's

@@ -232,11 +232,14 @@ class Store:
         except ResourceNotFoundError:
             return []
 
-    def iter_names(self, container: str, prefix: str | None = None, tags: bool = False) -> Iterator[Any]:
-        """As ``list_names``, read a page (5,000 blobs) at a time as the caller goes."""
+    def iter_names(self, container: str, prefix: str | None = None, tags: bool = False,
+                   metadata: bool = False) -> Iterator[Any]:
+        """As ``list_names``, read a page (5,000 blobs) at a time as the caller goes (with
+        ``metadata``, each blob's metadata too)."""
+        include = (["tags"] if tags else []) + (["metadata"] if metadata else [])
         try:
             yield from self.service.get_container_client(container).list_blobs(
-                name_starts_with=prefix, include=["tags"] if tags else None)
+                name_starts_with=prefix, include=include or None)
         except ResourceNotFoundError:
             return
 

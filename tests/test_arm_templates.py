@@ -192,7 +192,7 @@ def test_storage_account_is_https_only_tls12_private_blobs_and_no_shared_key():
 
 def test_containers_created_are_exactly_those_the_job_and_logic_app_use():
     values = wf.settings(wf.load()["definition"])
-    assert wf.blob_containers(values) == ["models", "input", "output", "archive", "quarantine", "reports", "shadow", "logs"]
+    assert wf.blob_containers(values) == ["models", "input", "output", "archive", "quarantine", "reports", "shadow", "labels", "logs"]
     assert template()["parameters"]["blobContainers"]["defaultValue"] == wf.blob_containers(values)
     assert template()["parameters"]["inputContainer"]["defaultValue"] == wf.input_container(values)
     assert template()["parameters"]["logsContainer"]["defaultValue"] == values["logsContainer"]

@@ -223,11 +223,15 @@ def test_an_outage_longer_than_the_retry_budget_still_prints_the_run_report(fitt
         assert last["event"] == "run_finished" and last["exit_code"] == 4
         report = last["report_json"]  # the report could not be written to storage: it is here
         assert report["exit_code"] == 4
-        # inputs are in flight together (scorer.batch.flight): the one that was scored, whichever, had its
-        # output committed and its archive failed, so it is left pending
-        scored = [i for i in report["inputs"] if i["output"]]
-        assert scored and all(i["error"]["kind"] == "StorageError" for i in scored if i["status"] != "scored"), report
-        assert any(i["status"] == "left_pending" and i["output"] for i in report["inputs"]), report
+        # inputs are in flight together (scorer.batch.flight), and storage goes away at some point after the
+        # first input_scored line: that input may or may not have been archived in time, the others may or may
+        # not have been started. What must hold: none is quarantined for storage's fault, and an input left
+        # pending with an error was left for a StorageError (the rerun below completes them all)
+        statuses = [i["status"] for i in report["inputs"]]
+        assert set(statuses) <= {"scored", "left_pending"}, report
+        assert any(i["output"] for i in report["inputs"]), report
+        assert all(i["error"]["kind"] == "StorageError" for i in report["inputs"]
+                   if i["status"] == "left_pending" and i["error"]), report  # (no error: stopped, never started)
         print(f"\noutage figures: the job gave up {budget:.1f} s after storage went away")
         az.start()
         time.sleep(16)  # a claim held when storage vanished lapses

@@ -188,7 +188,7 @@ def test_up_what_if_calls_arm_what_if_and_deploys_nothing(capsys):
     assert props["template"] == json.loads((ROOT / "arm_templates" / "main.json").read_text())
     assert props["parameters"]["workflowDefinition"]["value"]["triggers"]["Scheduled_run"]["recurrence"]["schedule"] == {"hours": [2], "minutes": [0]}
     assert props["parameters"]["operatorPrincipalId"]["value"] == "33333333-3333-3333-3333-333333333333"
-    assert props["parameters"]["blobContainers"]["value"] == ["models", "input", "output", "archive", "quarantine", "reports", "shadow", "logs"]
+    assert props["parameters"]["blobContainers"]["value"] == ["models", "input", "output", "archive", "quarantine", "reports", "shadow", "labels", "logs"]
 
 
 def test_a_first_up_registers_providers_deploys_disabled_builds_then_enables_the_built_tag(capsys):

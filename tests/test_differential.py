@@ -99,7 +99,7 @@ def world(azurite, fitted, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     s = Settings(connection_string=azurite.connection_string, lease_seconds=15, max_rejected_fraction=1.0,
                  **{f"{w}_container": f"{w[:3]}-d{tag}" for w in
-                    ("models", "input", "output", "archive", "quarantine", "reports", "shadow")})
+                    ("models", "input", "output", "archive", "quarantine", "reports", "shadow", "labels")})
     store = Store(connect(s), s)
     store.ensure_containers()
     zoo3 = tmp_path_factory.mktemp("zoo3-diff")

@@ -20,7 +20,7 @@ def pipeline_of(settings, suffix: str) -> Pipeline:
 
     s = dataclasses.replace(settings, **{f"{c}_container": f"{getattr(settings, f'{c}_container')}-{suffix}"
                                          for c in ("models", "input", "output", "archive", "quarantine", "reports",
-                                                   "shadow")})
+                                                   "shadow", "labels")})
     store = Store(connect(s), s)
     store.ensure_containers()
     return Pipeline(s, store)

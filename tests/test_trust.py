@@ -79,7 +79,7 @@ def test_a_quarantine_note_never_overwrites_an_input_quarantined_under_its_name(
 def _containers_like(settings, tag: str):
     """Settings for a set of containers of its own, with ``tag`` in their names."""
     return dataclasses.replace(settings, **{f"{w}_container": f"{w[:3]}-{tag}" for w in
-                                            ("models", "input", "output", "archive", "quarantine", "reports", "shadow")})
+                                            ("models", "input", "output", "archive", "quarantine", "reports", "shadow", "labels")})
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@
         in parts across the run's container groups, if large              batch.parts.Parts
         or whole: load the model, score batch by batch, commit             batch.scoring.Scoring
         archive the input; or quarantine it with a note                    batch.outcomes.Outcomes
+      then each pending label file, matched to its predictions            batch.labels.Labels
       write the run report                                                 _write_report
       return the exit status                                               _exit_code
 
@@ -40,6 +41,7 @@ from azure.core.exceptions import HttpResponseError
 from scorer import errors
 from scorer.batch.claims import ATTEMPTS_TAG, Attempts, Claim, LeaseLost, is_lease_error, poison
 from scorer.batch.flight import Flight
+from scorer.batch.labels import Labels
 from scorer.batch.outcomes import Outcomes, first_line
 from scorer.batch.parts import Parts
 from scorer.batch.scoring import Ahead, Scoring, Work
@@ -52,7 +54,7 @@ from scorer.log import now
 from scorer.models.registry import Registry
 from scorer.monitoring.history import RunModels
 from scorer.monitoring.page import render as render_page
-from scorer.monitoring.runs import record as record_history
+from scorer.monitoring.runs import outcome_summary, record as record_history
 from scorer.monitoring.report import InputReport, RunReport, estimate_cost
 from scorer.settings import Settings
 from scorer.storage import MAX_BLOB_NAME, TRANSPORT_ERRORS, Store, is_outage, name_length
@@ -88,6 +90,7 @@ class Job:
         self.parts = Parts(self)  # inputs split across the run's container groups
         self._cards: dict[str, Future] = {}  # each model's current card, read once per run (_card)
         self.models = RunModels()  # each model's inputs summed, for its history (_write_histories)
+        self.labels = Labels(settings, store, self.registry, self.outcomes, self.report.labels)
         self._cards_lock = threading.Lock()
 
     # -- the run --------------------------------------------------------------------
@@ -116,6 +119,8 @@ class Job:
             finally:  # on an error too: every input in flight lands and is settled
                 flight.land(quiet=True)
                 flight.close()
+            if not self.outcomes.storage_error and self.settings.blob is None:  # a blob event's run: its blob alone
+                self.labels.run(check_stop)
         except Interrupted:
             self.report.error = {"kind": "Interrupted", "message": "the job was asked to stop; "
                                  "unfinished inputs stay in input/ for the next run"}
@@ -231,7 +236,10 @@ class Job:
             return errors.EXIT_INTERNAL
         if self._resource_error:
             return errors.EXIT_RESOURCES
-        if self.outcomes.blob_error or any(i.status == "quarantined" for i in self.report.inputs):
+        if any(item["status"] == "left_pending" for item in self.report.labels):
+            return errors.EXIT_INTERNAL
+        if (self.outcomes.blob_error or any(i.status == "quarantined" for i in self.report.inputs)
+                or any(item["status"] == "refused" for item in self.report.labels)):
             return errors.EXIT_INPUTS_FAILED
         return errors.EXIT_OK
 
@@ -421,17 +429,18 @@ class Job:
     def _write_histories(self, doc: dict) -> None:
         """Each model this run scored: its history, page and the index (scorer.monitoring.runs.record).
         What people read, beside the record: never the run's failure."""
-        if not self.models.models:
+        if not self.models.models and not self.labels.changed:
             return
         t = time.monotonic()
         try:
-            record_history(self.store, self.settings.reports_container, self.models.entries(doc))
+            outcomes = {m: outcome_summary(self.store, self.settings.reports_container, m) for m in self.labels.changed}
+            record_history(self.store, self.settings.reports_container, self.models.entries(doc), outcomes)
         except Exception as exc:
             log.error("could not write the models' histories", extra={"event": "history_failed",
                                                                      "error": first_line(exc)})
             return
         log.info("models' histories written", extra={
-            "event": "history_written", "models": sorted(self.models.models),
+            "event": "history_written", "models": sorted(set(self.models.models) | self.labels.changed),
             "seconds": round(time.monotonic() - t, 3)})
 
 

@@ -102,7 +102,7 @@ class Outcomes:
                 "scorer_model": card["name"], "scorer_model_version": str(card["version"]),
                 ROWS_REJECTED: str(rows_rejected or 0)}
 
-    def _destination(self, container: str, name: str, etag: str, room: int = 0) -> str:
+    def destination(self, container: str, name: str, etag: str, room: int = 0) -> str:
         """``name`` in ``container``, unless an archived copy of a different input
         (another ETag) already has that name, or (with ``room``, a quarantine) the
         note's name is another input's copy (an input once named ``b.csv.error.json``):
@@ -136,7 +136,7 @@ class Outcomes:
         try:  # a name not archived before, the usual case: one request instead of a read and a copy
             self._copy_input(props, s.archive_container, dst, metadata=meta, new=True)
         except ResourceExistsError:
-            dst = self._destination(s.archive_container, props.name, etag_of(props))
+            dst = self.destination(s.archive_container, props.name, etag_of(props))
             self._copy_input(props, s.archive_container, dst, metadata=meta)
         claim.delete_input(etag_of(props))
         ir.archived_to = f"{s.archive_container}/{dst}"
@@ -172,7 +172,7 @@ class Outcomes:
         ir.error = exc.as_dict()
         log.warning(str(exc), extra={"event": "input_quarantined", "blob": props.name, "error": ir.error})
         try:
-            dst = self._destination(s.quarantine_container, props.name, etag_of(props), room=len(ERROR_SUFFIX))
+            dst = self.destination(s.quarantine_container, props.name, etag_of(props), room=len(ERROR_SUFFIX))
             note = {"input": f"{s.input_container}/{props.name}", "quarantined_at": now(),
                     "run_id": self.report.run_id, "model": ir.model, "model_version": ir.model_version,
                     "rows_read": ir.rows_read, "rows_rejected": ir.rows_rejected, **ir.error}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from scorer.data.frames import RColumn
 from scorer.errors import ConfigError, ModelError, PredictError
@@ -52,6 +53,8 @@ class Options:
     text: list[str] = field(default_factory=list)             # columns an R function gets as text
     tz: list[str] = field(default_factory=list)               # NAME=ZONE: a date-time's training time zone
     shadow: bool = False                                      # published as the shadow, not current
+    id_column: str | None = None                              # a row's id, for labels (scorer.batch.labels)
+    outcome_column: str = "outcome"                           # the outcome's column in label files
 
 
 def parse_predict_arg(text: str) -> dict:
@@ -151,7 +154,8 @@ def describe_function(r: Any, script: Any, opts: Options, available: set[str] | 
     needed = [p for p in script.packages if p not in base]
     _check_image_packages(needed, available, opts, warnings, "the script uses")
     return {"kind": "function", "packages": {p: versions[p] for p in needed}, "top_packages": needed,
-            "params": params, "arguments": script.args, "text_columns": list(opts.text)}, warnings
+            "params": params, "arguments": script.args, "text_columns": list(opts.text),
+            "outcome": outcome_spec([], None, opts)}, warnings
 
 
 def parse_levels(texts: list[str]) -> dict[str, list[str]]:
@@ -352,10 +356,12 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
             have = {f["name"] for f in schema}
             schema += [{"name": v, "class": "numeric", "levels": None} for v in r.response_variables(model)
                        if v not in have]
-    prediction_columns, rowwise, random, checked = _test_predictions(r, model, schema, predict_type, args, unnamed,
-                                                                     formals, warnings)
+    prediction_columns, rowwise, random, checked, results = _test_predictions(
+        r, model, schema, predict_type, args, unnamed, formals, warnings)
     outputs = opts.output_columns
     _check_outputs(outputs, prediction_columns)
+    binary = r.binary_classes(model) if formals is not None and not missing else None
+    outcome = outcome_spec([(n, a) for n, a in results if not outputs or n in outputs], binary, opts)
     _check_image_packages(top, available, opts, warnings)
     return {
         "r_class": model.r_class,
@@ -371,6 +377,7 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
         # rowwise by test predictions, the order of the rows included: only then are calls gathered
         "rowwise_checked": checked,
         "random": random,
+        "outcome": outcome,
     }, warnings
 
 
@@ -502,11 +509,12 @@ def _unnamed_arguments(formals: dict | None, args: list[dict], predict_type: str
 
 def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_type: str | None, args: list[dict],
                       unnamed: list[str], formals: dict | None, warnings: list[str]
-                      ) -> tuple[list[str] | None, bool, bool, bool]:
+                      ) -> tuple[list[str] | None, bool, bool, bool, list]:
     """Predictions on made-up rows: the result's columns, whether the arguments are used,
     whether rows are predicted alike alone and together, and whether predict() draws.
-    Returns (prediction columns or None, rowwise, random, whether rowwise was checked)."""
-    prediction_columns = None
+    Returns (prediction columns or None, rowwise, random, whether rowwise was checked,
+    the test prediction's (name, values) pairs)."""
+    prediction_columns, results = None, []
     rowwise, random, checked = True, False, False
     if formals is not None and schema:
         try:
@@ -531,7 +539,7 @@ def _test_predictions(r: Any, model: Any, schema: list[dict] | None, predict_typ
             if random:
                 warnings.append("predict() draws random numbers: R's seed is set from each input's name before "
                                 "it, so that a file scored again is scored the same (R itself differs run to run).")
-    return prediction_columns, rowwise, random, checked
+    return prediction_columns, rowwise, random, checked, results
 
 
 def _check_outputs(outputs: list[str] | None, prediction_columns: list[str] | None) -> None:
@@ -556,3 +564,59 @@ def _check_image_packages(packages: list[str], available: set[str] | None, opts:
             "depends on), so the scoring image will not have them: add "
             + ", ".join(f"r-cran-{p.lower()}" for p in absent)
             + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
+
+
+def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, opts: Options) -> dict:
+    """How labels are matched to this model's predictions and scored (scorer.batch.labels,
+    scorer.monitoring.quality), from the test prediction's columns (``results``: raw
+    names, values) and ``binary`` (the two classes of a model whose single number is the
+    second one's probability: glm binomial, gbm bernoulli; else None):
+
+    - a column of classes (a factor): ``kind`` class, that column the predicted class, and
+      each class's probability column when the result has one (named the class, or ending
+      in _<class>: lda's posterior_<class>);
+    - several number columns that sum to 1 on the test rows: class probabilities, named by
+      class (multinom type=probs, randomForest type=prob);
+    - one number column of a ``binary`` model: the positive class's probability;
+    - else ``kind`` number, the column named fit (intervals) or the first.
+
+    An R function's result is unknown at publish (``kind`` None): its output's
+    ``prediction`` column decides when labels arrive. Columns are the raw names the card
+    lists (an output names them prediction_<name>)."""
+    spec: dict[str, Any] = {"id_column": opts.id_column, "column": opts.outcome_column, "kind": None,
+                            "classes": None, "label": None, "probabilities": None, "score": None}
+    if not results:
+        return spec
+    texts = [(n, a) for n, a in results if _is_text(a)]
+    numbers = [n for n, a in results if not _is_text(a)]
+    if texts:
+        name, values = texts[0]
+        classes = _levels(values)
+        spec.update(kind="class", label=name, classes=classes)
+        probs = {c: _class_column(c, numbers) for c in classes}
+        if classes and all(probs.values()):
+            spec["probabilities"] = probs
+        return spec
+    rows = np.column_stack([np.asarray(a.to_numpy(zero_copy_only=False), dtype=float) for _, a in results])
+    if len(numbers) >= 2 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-6):
+        return dict(spec, kind="class", classes=numbers, probabilities={n: n for n in numbers})
+    if len(numbers) == 1 and binary:
+        return dict(spec, kind="class", classes=list(binary), probabilities={binary[1]: numbers[0]},
+                    score=numbers[0])
+    return dict(spec, kind="number", score="fit" if "fit" in numbers else numbers[0])
+
+
+def _is_text(values: Any) -> bool:
+    return pa.types.is_dictionary(values.type) or pa.types.is_string(values.type) or pa.types.is_large_string(
+        values.type)
+
+
+def _levels(values: Any) -> list[str]:
+    if pa.types.is_dictionary(values.type):
+        return [str(x) for x in values.dictionary.to_pylist()]
+    return sorted({str(x) for x in values.to_pylist() if x is not None})
+
+
+def _class_column(cls: str, numbers: list[str]) -> str | None:
+    named = [n for n in numbers if n == cls or n.endswith(f"_{cls}")]
+    return named[0] if len(named) == 1 else None

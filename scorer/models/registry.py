@@ -437,11 +437,11 @@ class Registry:
         return self._profiles[key]
 
     def _publish_function(self, path: Path, name: str, opts: Options) -> Published:
+        """Publish an R script (with the files it reads) as the next version of ``name``."""
         if opts.shadow:
             raise ConfigError("--shadow is for saved models: a shadow's predictions are compared with the current "
                               "version's row by row, and an R function's output rows are its own.",
                               hint="Publish the function as a version of its own, or shadow a saved model.")
-        """Publish an R script (with the files it reads) as the next version of ``name``."""
         if opts.reference is not None:
             raise ConfigError("--reference profiles a saved model's inputs for drift; an R function has no fixed "
                               "inputs or predictions to compare.", hint="Leave --reference out for a .R script.")

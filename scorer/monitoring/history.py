@@ -140,14 +140,16 @@ def _shadow_entry(acc: dict | None) -> dict | None:
             "rows_compared": acc["rows_compared"], "columns": cols}
 
 
-def merged(history: dict | None, name: str, entries: list[dict]) -> dict:
+def merged(history: dict | None, name: str, entries: list[dict], outcomes: dict | None = None) -> dict:
     """``history`` (None: a first run) with ``entries`` in it, each run once, oldest first,
-    the last KEPT_RUNS kept."""
+    the last KEPT_RUNS kept; ``outcomes`` (the model's quality, scorer.monitoring.runs.
+    outcome_summary) in place of the history's, when given."""
     runs = {e["run_id"]: e for e in (history or {}).get("runs") or []}
     for e in entries:
         runs[e["run_id"]] = e
     kept = [runs[k] for k in sorted(runs)][-KEPT_RUNS:]
-    return {"format": FORMAT, "model": name, "runs": kept}
+    return {"format": FORMAT, "model": name, "runs": kept,
+            "outcomes": outcomes if outcomes is not None else (history or {}).get("outcomes")}
 
 
 def worst(runs: list[dict]) -> dict | None:

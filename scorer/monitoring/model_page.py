@@ -17,10 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from scorer.monitoring.history import RECENT_RUNS, state
-from scorer.monitoring.page import CSP, FLAGGED_COLOUR, NOW_COLOUR, STYLE, _e, _num, _pct, usd_text
+from scorer.monitoring.page import CSP, FLAGGED_COLOUR, NOW_COLOUR, REF_COLOUR, STYLE, _e, _num, _pct, usd_text
 
 #: runs the page's table lists (the charts draw every run kept)
 TABLE_RUNS = 30
+#: quality is drawn by day up to this many days with labels, else by ISO week
+QUALITY_DAYS = 60
+#: each kind's metrics, in the order drawn, with how to show them
+QUALITY = {"class": (("accuracy", _pct), ("log_loss", _num), ("auc", _num)),
+           "number": (("rmse", _num), ("mae", _num), ("bias", _num))}
 STATE_CLASS = {"ok": "ok", "drift": "warn", "inputs failed": "bad", "run failed": "bad"}
 _EXTRA_STYLE = """
 .multiples { display: flex; flex-wrap: wrap; gap: 10px 18px; margin-top: 8px; }
@@ -100,6 +105,7 @@ def render_model(history: dict) -> str:
                 + "</div></section>")
     body.append(_drift_section(runs, ids, versions))
     body.append(_shadow_section(runs, ids, versions))
+    body.append(_quality_section(history.get("outcomes")))
     body.append(_table(runs))
     return _html(f"scorer model {name}", body, "PSI (population stability index) of a run: the model's rows of "
                  "that run taken together against its training data (0 the same distribution, 0.1 a moderate "
@@ -149,6 +155,80 @@ def _shadow_section(runs: list[dict], ids: list[str], versions: list[Any]) -> st
     return ('<section><h2>The shadow against the current version</h2><p class="muted">Shadow version(s) '
             + _e(", ".join(map(str, shadows))) + ": each run's inputs scored by both, compared on the rows both "
             'scored.</p><div class="multiples">' + "".join(charts) + "</div></section>")
+
+
+def period_chart(title: str, periods: list[str], lines: dict[str, list], fmt: Any, data: str = "") -> str:
+    """A metric over periods (oldest left): the current version's line solid, the shadow's
+    dashed grey; each point's title gives its period, value and rows."""
+    width, height, left, top, bottom = 300, 130, 46, 22, 18
+    plot_w, plot_h = width - left - 8, height - top - bottom
+    have = [v["value"] for vs in lines.values() for v in vs if v and v["value"] is not None]
+    low, high = min(have + [0.0]), max(have + [0.0])
+    high = high if high > low else low + 1.0
+    n = len(periods)
+
+    def x(i: int) -> float:
+        return left + plot_w * (i + 0.5) / max(n, 1)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - (v - low) / (high - low))
+
+    out = [f'<svg class="chart quality" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'{data}><title>{_e(title)}</title><text x="{left}" y="13" font-size="12" font-weight="600">{_e(title)}'
+           "</text>"]
+    for frac in (0.0, 0.5, 1.0):
+        yy = top + plot_h * (1 - frac)
+        out.append(f'<line x1="{left}" x2="{width - 6}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e3e6ea"/>'
+                   f'<text x="{left - 4}" y="{yy + 3:.1f}" font-size="10" text-anchor="end">'
+                   f'{_e(fmt(low + (high - low) * frac))}</text>')
+    for role, values in lines.items():
+        colour, dash = (NOW_COLOUR, "") if role == "current" else (REF_COLOUR, ' stroke-dasharray="4 3"')
+        points = [(x(i), y(v["value"])) for i, v in enumerate(values) if v and v["value"] is not None]
+        if len(points) > 1:
+            out.append(f'<polyline class="{role}" fill="none" stroke="{colour}" stroke-width="1.5"{dash} points="'
+                       + " ".join(f"{px:.1f},{py:.1f}" for px, py in points) + '"/>')
+        for i, v in enumerate(values):
+            if v and v["value"] is not None:
+                out.append(f'<circle class="{role}" cx="{x(i):.1f}" cy="{y(v["value"]):.1f}" r="2.5" fill="{colour}">'
+                           f'<title>{_e(periods[i])}, {role} (v{_e(",".join(map(str, v["versions"])))}): '
+                           f'{_e(fmt(v["value"]))} over {v["n"]:,} rows</title></circle>')
+    out.append(f'<line x1="{left}" x2="{width - 6}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#5c6773"/>'
+               f'<text x="{left}" y="{height - 4}" font-size="10">{_e(periods[0] if periods else "")}</text>'
+               f'<text x="{width - 6}" y="{height - 4}" font-size="10" text-anchor="end">'
+               f'{_e(periods[-1] if periods else "")}</text></svg>')
+    return "".join(out)
+
+
+def _quality_section(outcomes: dict | None) -> str:
+    """The model's quality once labels arrived (scorer.monitoring.quality), per day (per
+    week past QUALITY_DAYS days), the shadow's beside the current version's."""
+    if not outcomes:
+        return ('<section><h2>Quality</h2><p class="muted">No labels yet: drop files with the id and the outcome '
+                "into labels/&lt;model&gt;/ and the next run matches them to the predictions.</p></section>")
+    days = sorted({m["period"] for m in outcomes["by_day"]})
+    key, unit = ("by_day", "day") if len(days) <= QUALITY_DAYS else ("by_week", "ISO week")
+    items = outcomes[key]
+    periods = sorted({m["period"] for m in items})
+    at = {p: i for i, p in enumerate(periods)}
+    charts = []
+    for metric, fmt in QUALITY[outcomes["kind"]]:
+        lines: dict[str, list] = {}
+        for m in items:
+            lines.setdefault(m["role"], [None] * len(periods))[at[m["period"]]] = {
+                "value": m.get(metric), "n": m["n"], "versions": m["versions"]}
+        charts.append(period_chart(metric.replace("_", " "), periods, lines, fmt, data=f'data-quality="{metric}"'))
+    rows = "".join(f'<tr><td>{_e(m["period"])}</td><td>{_e(m["role"])}</td><td class="num">'
+                   f'{_e(",".join(map(str, m["versions"])))}</td><td class="num">{m["n"]:,}</td>'
+                   + "".join(f'<td class="num">{_e(fmt(m.get(k)) if m.get(k) is not None else "–")}</td>'
+                             for k, fmt in QUALITY[outcomes["kind"]]) + "</tr>"
+                   for m in reversed(items[-2 * TABLE_RUNS:]))
+    head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k, _ in QUALITY[outcomes["kind"]])
+    return ('<section><h2>Quality, from labels</h2><p class="muted">'
+            f'{outcomes["rows"]:,} predictions matched to labels from {outcomes["files"]} label file(s); each '
+            f"{unit}'s predictions against their outcomes (the period is the run's, not the label's). Solid: the "
+            "current version; dashed grey: the shadow on the same rows.</p><div class=\"multiples\">"
+            + "".join(charts) + '</div><div class="scroll"><table class="quality"><tr><th>period</th><th>role</th>'
+            f"<th>version</th><th>rows</th>{head}</tr>{rows}</table></div></section>")
 
 
 def _table(runs: list[dict]) -> str:

@@ -80,6 +80,8 @@ class RunReport:
     inputs_total: int = 0
     #: where every input's record is, one JSON line each, when the run had more than LISTED
     inputs_file: str | None = None
+    #: label files taken (scorer.batch.labels): matched, refused, left pending or skipped
+    labels: list[dict] = field(default_factory=list)
     #: the settled inputs' counts (statuses, rows, inputs with drift flagged)
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (*STATUSES, "rows_scored", "rows_written", "rows_rejected", "drift_flagged"), 0))

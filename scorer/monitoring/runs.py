@@ -8,17 +8,23 @@ of ``reports/<run id>.json`` sort in the order the runs started.
     reports/models/<model>.json, .html   a model's runs (scorer.monitoring.history, model_page)
     reports/models/index.json            each model's last run and worst recent drift
     reports/index.html                   the models, worst first: the one page to bookmark
+    reports/models/<model>/outcomes/     predictions matched to labels (scorer.batch.labels),
+                                         summed into the history's quality (``outcomes``)
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from scorer.errors import EXIT_OUTCOME, ConfigError, StorageError
-from scorer.monitoring import history
+from scorer.monitoring import history, quality
 from scorer.monitoring.model_page import render_index, render_model
 from scorer.monitoring.page import seconds_text, usd_text
 from scorer.storage import FENCE_ERRORS, as_seen
@@ -26,6 +32,10 @@ from scorer.storage import FENCE_ERRORS, as_seen
 SUFFIX = ".json"
 MODELS = "models/"
 INDEX = f"{MODELS}index.json"
+#: a model's matched labels, one Parquet file per label file (scorer.batch.labels)
+OUTCOMES = MODELS + "{model}/outcomes/"
+#: the outcome's kind and classes, in each of those files' schema metadata
+OUTCOME_META = b"scorer_outcome"
 HTML = "text/html; charset=utf-8"
 #: tries of a history's read and fenced write when other runs write it at the same time
 TRIES = 5
@@ -125,16 +135,23 @@ def summary(report: dict) -> list[str]:
 
 # -- a model's history over its runs ---------------------------------------------------
 
-def record(store: Any, container: str, entries: dict[str, dict]) -> None:
-    """This run's entry of each model into the model's history and page, then the index and
+def record(store: Any, container: str, entries: dict[str, dict], outcomes: dict[str, dict] | None = None) -> None:
+    """This run's entry of each model into the model's history and page (and ``outcomes``:
+    the quality of those whose labels changed, ``outcome_summary``), then the index and
     its page. Each document is written only over the version read (``as_seen``): a run that
     ends beside another reads again and merges (entries are kept by run id, oldest first)."""
     updated = {}
-    for name, e in sorted(entries.items()):
-        hist = _update(store, container, f"{MODELS}{name}.json", lambda doc, n=name, e=e: history.merged(doc, n, [e]))
+    outcomes = outcomes or {}
+    for name in sorted(set(entries) | set(outcomes)):
+        change = (lambda doc, n=name: history.merged(doc, n, [entries[n]] if n in entries else [],
+                                                     outcomes.get(n)))
+        hist = _update(store, container, f"{MODELS}{name}.json", change)
+        if not hist["runs"]:  # labels of a model whose history is gone: made again with --rebuild
+            continue
         store.put_bytes(container, f"{MODELS}{name}.html", render_model(hist).encode(), content_type=HTML)
         updated[name] = history.index_entry(hist)
-    _write_index(store, container, updated)
+    if updated:
+        _write_index(store, container, updated)
 
 
 def _write_index(store: Any, container: str, updated: dict[str, dict]) -> None:
@@ -183,10 +200,37 @@ def rebuild(store: Any, container: str, only: str | None = None) -> dict[str, di
     for name, entries in history.from_reports(reports).items():
         if only is not None and name != only:
             continue
-        hist = history.merged(None, name, entries)
+        hist = history.merged(None, name, entries, outcome_summary(store, container, name))
         store.put_json(container, f"{MODELS}{name}.json", hist)
         store.put_bytes(container, f"{MODELS}{name}.html", render_model(hist).encode(), content_type=HTML)
         made[name] = hist
     if made:
         _write_index(store, container, {n: history.index_entry(h) for n, h in made.items()})
     return made
+
+
+def outcome_summary(store: Any, container: str, model: str) -> dict | None:
+    """The model's quality from every label file matched so far: metrics per day and per
+    week, current and shadow (scorer.monitoring.quality.by_period); None when none was."""
+    tables = []
+    for b in store.list_names(container, OUTCOMES.format(model=model)):
+        if b.name.endswith(".parquet"):
+            tables.append(pq.read_table(io.BytesIO(store.read_bytes(container, b.name))))
+    if not tables:
+        return None
+    spec = json.loads(tables[-1].schema.metadata[OUTCOME_META])  # the newest file's kind: older ones of another go
+    tables = [t for t in tables if json.loads(t.schema.metadata[OUTCOME_META])["kind"] == spec["kind"]]
+    rows: dict[str, Any] = {}
+    for col in ("key", "role", "version", "run_id", "day", "outcome", "outcome_number", "score", "label"):
+        if col in tables[0].column_names:
+            rows[col] = np.concatenate([np.asarray(t.column(col).to_pylist(), dtype=object) for t in tables])
+    if spec["kind"] == "number":
+        rows["score"], rows["outcome_number"] = rows["score"].astype(float), rows["outcome_number"].astype(float)
+    else:
+        probs = [p for t in tables for p in t.column("probabilities").to_pylist()]
+        rows["probabilities"] = (np.array(probs, dtype=float) if probs and all(p is not None for p in probs)
+                                 else None)
+    rows["version"] = rows["version"].astype(int)
+    return {"kind": spec["kind"], "classes": spec.get("classes"), "files": len(tables),
+            "rows": int(len(rows["key"])), "keys": int(len(set(rows["key"].tolist()))),
+            **quality.by_period(spec["kind"], spec.get("classes"), rows)}

@@ -234,7 +234,8 @@ class RBridge:
         self._fn = {name: self._globalenv.find(name) for name in
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
-                     "scorer_reference_frame", "scorer_frame", "scorer_columns", "scorer_response_vars")}
+                     "scorer_reference_frame", "scorer_frame", "scorer_columns", "scorer_response_vars",
+                     "scorer_binary_classes")}
 
     def _load_functions(self) -> str:
         """Put scorer.R's functions in R's global environment: byte-compiled from
@@ -339,6 +340,12 @@ class RBridge:
     def response_variables(self, model: LoadedModel) -> list[str]:
         """The variables of the model's response (time and status of Surv(time, status))."""
         return [str(x) for x in self._fn["scorer_response_vars"](model.robj)]
+
+    def binary_classes(self, model: LoadedModel) -> list[str] | None:
+        """The two classes (negative, positive) of a model whose single number is the
+        probability of the second (glm binomial, gbm bernoulli); None for any other."""
+        got = self._fn["scorer_binary_classes"](model.robj)
+        return None if got is self.ri.NULL else [str(x) for x in got]
 
     def dependencies(self, packages: list[str]) -> set[str]:
         """``packages`` and every package they need, recursively (installed ones only)."""

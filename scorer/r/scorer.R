@@ -303,6 +303,24 @@ scorer_response_vars <- function(model) {
   all.vars(attr(tt, "variables")[[attr(tt, "response") + 1L]])
 }
 
+# The two classes of a model that predicts the probability of the second one as a single
+# number (glm's binomial and quasibinomial families, gbm's bernoulli): the response's
+# factor levels when the model frame keeps them ("the first level denotes failure and all
+# others success", ?glm), FALSE/TRUE for a logical response, else 0/1. NULL for any other
+# model. Read by publish for the card's outcome (scorer.models.cards.outcome_spec).
+scorer_binary_classes <- function(model) {
+  fam <- tryCatch(stats::family(model)$family, error = function(e) NULL)
+  bernoulli <- inherits(model, "gbm") && identical(model$distribution$name, "bernoulli")
+  if (!bernoulli && !(is.character(fam) && fam %in% c("binomial", "quasibinomial"))) return(NULL)
+  y <- if (is.data.frame(model$model)) model$model[[1L]] else NULL
+  if (is.factor(y)) {
+    lev <- levels(y)
+    return(c(lev[[1L]], if (length(lev) == 2L) lev[[2L]] else paste0("not ", lev[[1L]])))
+  }
+  if (is.logical(y)) return(c("FALSE", "TRUE"))
+  c("0", "1")
+}
+
 # -- predict() arguments ------------------------------------------------------------------
 
 # The formal arguments of the predict() method that serves `model`, and the
