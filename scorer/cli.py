@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="its path under input/MODEL/ (default: the file's name)")
     drop.add_argument("--replace", action="store_true",
                       help="replace a pending input of that name (refused without it: no copy of it would be kept)")
+    drop.add_argument("--labels", action="store_true",
+                      help="drop a label file (an id and an outcome column) into labels/MODEL/NAME instead: the next "
+                      "run matches it to the model's predictions")
     drop.set_defaults(func=cmd_drop)
 
     cat = sub.add_parser("cat", help="print a blob, e.g. output/MODEL/file.csv or the latest run report")
@@ -371,7 +374,10 @@ def cmd_history(args: argparse.Namespace) -> int:
                                  "it since histories are kept, and no run report names it.",
                                  hint="Run `scorer run` with inputs for it; or --rebuild, to make the history "
                                  "from the run reports there are.")
-    print(json.dumps(doc, indent=2) if args.json else "\n".join(history.table(doc)))
+    quality = history.quality_table(doc)
+    print(json.dumps(doc, indent=2) if args.json else "\n".join(
+        history.table(doc) + (["", "quality from labels, by the day of the run that predicted:", *quality]
+                              if quality else [])))
     return 0
 
 
@@ -391,10 +397,10 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
     store = _store(settings)
     store.ensure_containers()
-    where = f"{settings.input_container}/{args.model}/{rel}"
+    container = settings.labels_container if args.labels else settings.input_container
+    where = f"{container}/{args.model}/{rel}"
     try:  # a pending input is replaced only when asked: Blob Storage keeps no copy of what it overwrites
-        store.put_bytes(settings.input_container, f"{args.model}/{rel}", args.path.read_bytes(),
-                        overwrite=args.replace)
+        store.put_bytes(container, f"{args.model}/{rel}", args.path.read_bytes(), overwrite=args.replace)
     except ResourceExistsError:
         raise errors.ConfigError(
             f"{where} is pending already (not scored yet); dropping {args.path} there would replace it, and no copy "

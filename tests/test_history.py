@@ -11,6 +11,7 @@ import pytest
 
 from conftest import scorer_cli
 from test_drift import as_float, column, frame, numeric_shares, psi, to_csv, trained  # noqa: F401
+from test_outcomes import labels_csv, run_on, with_ids
 from test_report_page import browser  # noqa: F401  (the fixture)
 
 
@@ -77,19 +78,30 @@ def test_no_history_yet_says_what_makes_one(settings, store):
 @pytest.mark.slow
 def test_the_model_page_and_index_over_40_runs_open_offline_and_link_flagged_runs(
         pipeline, trained, browser, tmp_path):  # noqa: F811
-    """40 runs of one model, drift rising with time and a new version at run 25: the model's
-    page draws every run in each small multiple, the threshold, the version change, and its
-    flagged points link to run pages that exist; the index lists the model as drifting.
-    Opened from files, offline, as a user opens them from blob storage."""
-    pipeline.publish(trained / "glm.rds", "churn", reference=trained / "train.csv")
+    """40 runs of one model, a day apart, drift rising with time and a new version at run 25,
+    and labels for the first 20 runs' rows arriving at the end: the model's page draws every
+    run in each small multiple, the threshold, the version change, and its flagged points
+    link to run pages that exist; its quality charts draw a point per labelled day; the index
+    lists the model as drifting. Opened from files, offline, as a user opens them from blob
+    storage."""
+    pipeline.publish(trained / "glm.rds", "churn", reference=trained / "train.csv", id_column="id")
+    rng = np.random.default_rng(11)
+    labels = []
     for run in range(40):
         if run == 25:
-            pipeline.publish(trained / "glm.rds", "churn", reference=trained / "train.csv")
-        pipeline.drop(f"churn/day-{run:02d}.csv", to_csv(frame(400, 500 + run, shift=run / 40)))
-        assert pipeline.run().exit_code == 0
+            pipeline.publish(trained / "glm.rds", "churn", reference=trained / "train.csv", id_column="id")
+        ids = [f"r{run}-{k}" for k in range(400)]
+        pipeline.drop(f"churn/day-{run:02d}.csv", with_ids(frame(400, 500 + run, shift=run / 40), ids))
+        assert run_on(pipeline, f"2026-10-{run + 1:02d}" if run < 31 else f"2026-11-{run - 30:02d}").exit_code == 0
+        if run < 20:
+            labels += [(i, int(rng.uniform() < 0.3)) for i in ids]
+    for k in range(4):  # four label files, five runs' rows each
+        pipeline.store.put_bytes(pipeline.settings.labels_container, f"churn/labels-{k}.csv",
+                                 labels_csv(labels[k * 2000:(k + 1) * 2000]))
+    assert [i["status"] for i in run_on(pipeline, "2026-11-10").labels] == ["matched"] * 4
     folder = tmp_path / "reports"
-    (folder / "models").mkdir(parents=True)
     for name in pipeline.names("reports"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(pipeline.read("reports", name))
     hist = pipeline.read_json("reports", "models/churn.json")
     assert len(hist["runs"]) == 40 and [e["version"] for e in hist["runs"]] == [1] * 25 + [2] * 15
@@ -111,6 +123,11 @@ def test_the_model_page_and_index_over_40_runs_open_offline_and_link_flagged_run
         target = (folder / "models" / href).resolve()
         assert target.exists() and target.parent == folder.resolve(), href
         assert target.name.removesuffix(".html") in flagged_runs
+    for metric in ("accuracy", "log_loss", "auc"):  # a point per labelled day, the version in its title
+        circles = browser.evaluate(f"[...document.querySelectorAll('svg[data-quality=\"{metric}\"] circle.current')]"
+                                   ".map(c => c.textContent)", tab)
+        assert len(circles) == 20 and all("(v1)" in c and "over 400 rows" in c for c in circles), circles[:2]
+    assert hist["outcomes"]["rows"] == 8000 and hist["outcomes"]["files"] == 4
     shot = browser.screenshot(tab)
     assert len(shot) > 10_000
 

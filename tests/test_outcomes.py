@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from conftest import Pipeline
+from conftest import Pipeline, scorer_cli
 from test_drift import frame, to_csv, trained  # noqa: F401  (the fixture)
 from test_shadow import pipeline_of
 
@@ -207,7 +207,8 @@ def test_labels_are_matched_to_every_prediction_of_their_ids_and_the_metrics_are
     assert 'data-quality="auc"' in page and 'data-quality="log_loss"' in page
 
 
-def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_refused(settings, trained):  # noqa: F811
+def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_refused(settings, trained,  # noqa: F811
+                                                                                     tmp_path):
     """A model published without --id-column: labels name the input and the row. A rejected
     row has no prediction (unmatched); the others line up with the input's rows. RMSE, MAE
     and bias against the loops above. Label files without a needed column, with an outcome
@@ -220,8 +221,10 @@ def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_ref
     p.drop("amount/d.csv", to_csv(rows))
     assert run_on(p, "2026-11-10").exit_code == 0
     y = {k: round(0.1 * k - 0.5, 3) for k in range(1, 21)}
-    p.store.put_bytes(p.settings.labels_container, "amount/l.csv",
-                      labels_csv([("d.csv", k, y[k]) for k in range(1, 21)], header=("input", "row", "outcome")))
+    (tmp_path / "l.csv").write_bytes(labels_csv([("d.csv", k, y[k]) for k in range(1, 21)],
+                                                header=("input", "row", "outcome")))
+    dropped = scorer_cli(p.settings, "drop", str(tmp_path / "l.csv"), "--model", "amount", "--labels")
+    assert dropped.returncode == 0 and "labels-o2/amount/l.csv" in dropped.stdout, dropped.stderr
     bad = {"amount/bad1.csv": labels_csv([("d.csv", 1)], header=("input", "outcome")),
            "amount/bad2.csv": labels_csv([("d.csv", 1, "2.5"), ("d.csv", 2, "lots")], header=("input", "row", "outcome")),
            "nomodel/x.csv": labels_csv([("a", "1")])}
@@ -253,3 +256,27 @@ def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_ref
     assert got["period"] == "2026-11-10" and got["n"] == 19
     for k in ("rmse", "mae", "bias"):
         assert got[k] == pytest.approx(want[k])
+    told = scorer_cli(p.settings, "models", "history", "amount").stdout
+    assert "quality from labels" in told and "2026-11-10 current" in told and "RMSE" in told, told
+    told = scorer_cli(p.settings, "report", "latest").stdout
+    assert "labels labels-o2/amount/l.csv: 19 ids matched to 19 predictions, 1 unmatched" in told, told
+    assert "labels labels-o2/amount/bad2.csv: refused" in told and "what to do:" in told
+
+
+def test_the_card_says_how_labels_are_scored_for_each_family(pipeline, fitted):
+    """What publish records for outcomes (scorer.models.cards.outcome_spec): a glm binomial's
+    one number is the probability of its second class; a factor result gives the predicted
+    class; probability columns (type prob/probs) are the classes; a Gamma glm predicts numbers."""
+    iris = ["setosa", "versicolor", "virginica"]
+    cases = {
+        "glm_binomial": (None, {"kind": "class", "classes": ["0", "1"], "probabilities": {"1": ""}, "label": None}),
+        "glm_gamma": ("response", {"kind": "number", "score": "", "classes": None}),
+        "rpart_class": ("prob", {"kind": "class", "classes": iris, "probabilities": {c: c for c in iris}}),
+        "randomforest": (None, {"kind": "class", "classes": iris, "label": "", "probabilities": None}),
+        "multinom": ("probs", {"kind": "class", "classes": iris, "label": None}),
+    }
+    for name, (ptype, want) in cases.items():
+        card = pipeline.publish(fitted / f"{name}.rds", name.replace("_", "-"), ptype, id_column="id")
+        got = card["outcome"]
+        assert got["id_column"] == "id" and got["column"] == "outcome", (name, got)
+        assert {k: got[k] for k in want} == want, (name, got)

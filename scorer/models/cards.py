@@ -155,7 +155,7 @@ def describe_function(r: Any, script: Any, opts: Options, available: set[str] | 
     _check_image_packages(needed, available, opts, warnings, "the script uses")
     return {"kind": "function", "packages": {p: versions[p] for p in needed}, "top_packages": needed,
             "params": params, "arguments": script.args, "text_columns": list(opts.text),
-            "outcome": outcome_spec([], None, opts)}, warnings
+            "outcome": outcome_spec([], None, None, opts)}, warnings
 
 
 def parse_levels(texts: list[str]) -> dict[str, list[str]]:
@@ -360,8 +360,9 @@ def describe_model(r: Any, model: Any, loaded_before: list[str], opts: Options,
         r, model, schema, predict_type, args, unnamed, formals, warnings)
     outputs = opts.output_columns
     _check_outputs(outputs, prediction_columns)
-    binary = r.binary_classes(model) if formals is not None and not missing else None
-    outcome = outcome_spec([(n, a) for n, a in results if not outputs or n in outputs], binary, opts)
+    known = formals is not None and not missing
+    outcome = outcome_spec([(n, a) for n, a in results if not outputs or n in outputs],
+                           r.binary_classes(model) if known else None, r.class_levels(model) if known else None, opts)
     _check_image_packages(top, available, opts, warnings)
     return {
         "r_class": model.r_class,
@@ -566,11 +567,13 @@ def _check_image_packages(packages: list[str], available: set[str] | None, opts:
             + " there (or build with scripts/build-image --r-packages), then rebuild the image.")
 
 
-def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, opts: Options) -> dict:
+def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, levels: list[str] | None,
+                 opts: Options) -> dict:
     """How labels are matched to this model's predictions and scored (scorer.batch.labels,
     scorer.monitoring.quality), from the test prediction's columns (``results``: raw
     names, values) and ``binary`` (the two classes of a model whose single number is the
-    second one's probability: glm binomial, gbm bernoulli; else None):
+    second one's probability: glm binomial, gbm bernoulli; else None) and ``levels`` (a
+    classifier's classes, where its family keeps them; else those the test rows got):
 
     - a column of classes (a factor): ``kind`` class, that column the predicted class, and
       each class's probability column when the result has one (named the class, or ending
@@ -591,7 +594,7 @@ def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, opts:
     numbers = [n for n, a in results if not _is_text(a)]
     if texts:
         name, values = texts[0]
-        classes = _levels(values)
+        classes = levels or _levels(values)
         spec.update(kind="class", label=name, classes=classes)
         probs = {c: _class_column(c, numbers) for c in classes}
         if classes and all(probs.values()):

@@ -216,5 +216,19 @@ def table(history: dict) -> list[str]:
     return lines
 
 
+def quality_table(history: dict) -> list[str]:
+    """`scorer models history NAME`: the quality from labels, one line per day and role,
+    newest first (none without labels)."""
+    out = history.get("outcomes")
+    if not out:
+        return []
+    names = ("accuracy", "log_loss", "auc") if out["kind"] == "class" else ("rmse", "mae", "bias")
+    lines = [f"{'DAY':10} {'ROLE':8} {'VERSION':>7} {'ROWS':>8} " + " ".join(f"{n.upper():>9}" for n in names)]
+    for m in reversed(out["by_day"]):
+        lines.append(f"{m['period']:10} {m['role']:8} {','.join(map(str, m['versions'])):>7} {m['n']:>8} "
+                     + " ".join(f"{'–' if m.get(n) is None else format(m[n], '.4f'):>9}" for n in names))
+    return lines
+
+
 def _text(x: Any) -> str:
     return "–" if x is None else str(x)

@@ -248,6 +248,30 @@ def _shadow(sh: dict | None) -> str:
             + "".join(rows) + "</table></div>")
 
 
+def _labels(items: list[dict]) -> str:
+    """The label files the run took (scorer.batch.labels): what each matched, or why refused."""
+    if not items:
+        return ""
+    rows = []
+    for i in items:
+        err = i.get("error") or {}
+        what = (f'{i.get("matched", 0):,} ids matched to {i.get("predictions_matched", 0):,} predictions'
+                + (f', {i["shadow_predictions_matched"]:,} of the shadow' if i.get("shadow_predictions_matched") else "")
+                + (f'; {i["unmatched"]:,} ids with no prediction ({", ".join(i.get("unmatched_ids") or [])})'
+                   if i.get("unmatched") else "")
+                + (f'; {i["duplicates"]:,} ids refused as labelled twice ({", ".join(i.get("duplicate_ids") or [])})'
+                   if i.get("duplicates") else "")
+                + (f'; {i["no_outcome"]:,} rows without an outcome' if i.get("no_outcome") else "")
+                if i["status"] == "matched" else
+                f'{err.get("message", i.get("note", ""))}' + (f' What to do: {err["what_to_do"]}'
+                                                               if err.get("what_to_do") else ""))
+        where = i.get("archived_to") or i.get("quarantined_to") or ""
+        rows.append(f'<tr><td>{_e(i["blob"])}</td><td><span class="badge {"ok" if i["status"] == "matched" else "bad"}">'
+                    f'{_e(i["status"].replace("_", " "))}</span></td><td>{_e(what)}</td><td>{_e(where)}</td></tr>')
+    return ('<section><h2>Labels</h2><div class="scroll"><table class="labels"><tr><th>label file</th><th>status'
+            '</th><th>what happened</th><th>kept at</th></tr>' + "".join(rows) + "</table></div></section>")
+
+
 def _needs_eyes(item: dict) -> tuple[int, str]:
     drift = item.get("drift") or {}
     return (0 if item.get("error") else 1 if drift.get("flagged") else 2, item["blob"])
@@ -301,6 +325,7 @@ def render(report: dict) -> str:
                     + ".</p></section>")
     if not inputs:
         body.append('<section><p class="muted">No input was pending.</p></section>')
+    body.append(_labels(report.get("labels") or []))
     note = cost.get("note")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -130,6 +130,17 @@ def summary(report: dict) -> list[str]:
                          + (f"; {drift['note']}" if drift.get("note") else ""))
         elif drift:
             lines.append(f"    drift not computed: {drift.get('reason')}")
+    for item in report.get("labels") or []:
+        if item["status"] == "matched":
+            lines.append(f"- labels {item['blob']}: {item['matched']} ids matched to {item['predictions_matched']} "
+                         f"predictions, {item['unmatched']} unmatched, {item['duplicates']} refused as labelled twice"
+                         + (f" ({', '.join(item['duplicate_ids'])})" if item["duplicates"] else "")
+                         + f"\n    -> {item['archived_to']}")
+        else:
+            err = item.get("error") or {}
+            lines.append(f"- labels {item['blob']}: {item['status'].replace('_', ' ')}"
+                         + (f"\n    error: {err.get('message')}" if err else "")
+                         + (f"\n    what to do: {err['what_to_do']}" if err.get("what_to_do") else ""))
     return lines
 
 

@@ -235,7 +235,7 @@ class RBridge:
                     ("scorer_schema", "scorer_packages", "scorer_predict", "scorer_predict_formals",
                      "scorer_dependencies", "scorer_load_script", "scorer_call_score", "scorer_package_versions",
                      "scorer_reference_frame", "scorer_frame", "scorer_columns", "scorer_response_vars",
-                     "scorer_binary_classes")}
+                     "scorer_binary_classes", "scorer_class_levels")}
 
     def _load_functions(self) -> str:
         """Put scorer.R's functions in R's global environment: byte-compiled from
@@ -340,6 +340,11 @@ class RBridge:
     def response_variables(self, model: LoadedModel) -> list[str]:
         """The variables of the model's response (time and status of Surv(time, status))."""
         return [str(x) for x in self._fn["scorer_response_vars"](model.robj)]
+
+    def class_levels(self, model: LoadedModel) -> list[str] | None:
+        """A classifier's classes, in its own order, where its family keeps them; else None."""
+        got = self._fn["scorer_class_levels"](model.robj)
+        return None if got is self.ri.NULL else [str(x) for x in got]
 
     def binary_classes(self, model: LoadedModel) -> list[str] | None:
         """The two classes (negative, positive) of a model whose single number is the

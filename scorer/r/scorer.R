@@ -321,6 +321,21 @@ scorer_binary_classes <- function(model) {
   c("0", "1")
 }
 
+# The classes of a classifier, in its own order, from where each family keeps them
+# (randomForest $classes, rpart's ylevels, lda/multinom/nnet $lev, svm/naiveBayes $levels,
+# caret $obsLevels, ranger $forest$levels, else a factor response in the model frame); NULL
+# when none is found. A test prediction shows only the classes its made-up rows got.
+scorer_class_levels <- function(model) {
+  getters <- list(function(m) m$classes, function(m) attr(m, "ylevels"), function(m) m$lev,
+                  function(m) m$levels, function(m) m$obsLevels, function(m) m$forest$levels,
+                  function(m) if (is.data.frame(m$model) && is.factor(m$model[[1L]])) levels(m$model[[1L]]))
+  for (get in getters) {
+    lev <- tryCatch(get(model), error = function(e) NULL)
+    if (is.character(lev) && length(lev) > 1L) return(lev)
+  }
+  NULL
+}
+
 # -- predict() arguments ------------------------------------------------------------------
 
 # The formal arguments of the predict() method that serves `model`, and the
