@@ -317,8 +317,21 @@ class Labels:
             self.store.put_bytes(s.reports_container, stored, sink.getvalue(),
                                  metadata={SOURCE_ETAG: etag_of(props), "scorer_kind": spec["kind"]})
             item["stored"] = f"{s.reports_container}/{stored}"
+        try:
+            self._archive(props, claim, item)
+        except BaseException:
+            # not archived (replaced under us, an outage, a stop): the file is taken again, and
+            # its stored rows must not count it twice meanwhile. (A kill right here leaves them:
+            # the same file taken again rewrites them, their name holding its ETag; a file
+            # replaced in that gap finds its ids labelled already, refused and listed as such.)
+            if got["key"]:
+                try:
+                    self.store.delete(s.reports_container, stored)
+                except Exception:  # noqa: BLE001, S110 - the error being raised says more
+                    pass
+            raise
+        if got["key"]:
             self.changed.add(model)
-        self._archive(props, claim, item)
 
     def _read(self, props: Any, where: str) -> pa.Table:
         s = self.settings
