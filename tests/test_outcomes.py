@@ -171,8 +171,20 @@ def test_labels_are_matched_to_every_prediction_of_their_ids_and_the_metrics_are
 
     second = [("c10", "1")] + [(i, truth[i]) for i in ids_b[20:]]
     p.store.put_bytes(p.settings.labels_container, "churn/l2.csv", labels_csv(second))
-    (l2,) = run_on(p, "2026-11-04").labels
+    no_id = labels_csv([("c1", "1")], header=("customer", "outcome"))
+    not_a_class = labels_csv([("c2", "1"), ("c3", "maybe")])
+    p.store.put_bytes(p.settings.labels_container, "churn/no-id.csv", no_id)
+    p.store.put_bytes(p.settings.labels_container, "churn/not-a-class.csv", not_a_class)
+    r4 = run_on(p, "2026-11-04")
+    items = {i["blob"].rsplit("/", 1)[1]: i for i in r4.labels}
+    l2 = items["l2.csv"]
     assert l2["status"] == "matched" and l2["duplicate_ids"] == ["c10"] and l2["matched"] == 30
+    assert items["no-id.csv"]["status"] == "refused" and "no column 'id'" in items["no-id.csv"]["error"]["message"]
+    assert "row 2, column 'outcome': 'maybe' is not one of the model's classes ('0', '1'" in \
+        items["not-a-class.csv"]["error"]["message"]
+    assert r4.exit_code == 3
+    assert p.read("quarantine", "_labels/churn/no-id.csv") == no_id  # nothing lost
+    assert p.read("quarantine", "_labels/churn/not-a-class.csv") == not_a_class
 
     assert p.names("labels") == []
     assert sorted(n for n in p.names("archive") if n.startswith("_labels/")) == ["_labels/churn/2026/l1.csv",

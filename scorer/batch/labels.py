@@ -292,16 +292,17 @@ class Labels:
         spec = dict(card.get("outcome") or {"id_column": None, "column": "outcome", "kind": None})
         item["id_column"], item["outcome_column"] = spec.get("id_column"), spec.get("column") or "outcome"
         table = self._read(props, where)
-        labels = read_labels(table, spec, where)
+        every = read_labels(table, spec, where)
         stored = f"{OUTCOMES.format(model=model)}{name.split('/', 1)[1]}@{_short(etag_of(props))}.parquet"
-        labels = split_duplicates(labels, self._earlier_keys(model, stored))
+        labels = split_duplicates(every, self._earlier_keys(model, stored))
         item.update(rows=table.num_rows, duplicates=len(labels.duplicates),
                     duplicate_ids=labels.duplicates[:LISTED_IDS], no_outcome=int(sum(o is None for o in labels.outcomes)))
         has = np.array([o is not None for o in labels.outcomes], dtype=bool)
         labels = LabelRows(labels.keys[has], labels.outcomes[has], labels.rows[has], labels.duplicates)
         got, spec = self._match(model, spec, labels, where)
-        outcome = parse_outcomes(labels.outcomes, labels.rows, spec["kind"], spec.get("classes"), where,
-                                 item["outcome_column"])
+        # every row's outcome is checked, those refused as duplicates too: a bad value refuses the file
+        outcome = parse_outcomes(every.outcomes, every.rows, spec["kind"], spec.get("classes"), where,
+                                 item["outcome_column"])[labels.rows - 1]
         at = {k: i for i, k in enumerate(labels.keys.tolist())}
         matched = {k for k in got["key"]}
         roles = Counter(got["role"])
