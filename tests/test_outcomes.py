@@ -150,6 +150,7 @@ def test_labels_are_matched_to_every_prediction_of_their_ids_and_the_metrics_are
     rows_b[7] = dict(rows_b[7], x1="oops")  # rejected: no prediction for c107
     p.drop("churn/a.csv", with_ids(frame(100, 1), ids_a))
     p.drop("churn/sub/b.csv", with_ids(rows_b, ids_b))
+    p.drop("churn/no-ids.csv", to_csv(frame(10, 9)))  # an output without the id column: passed over
     assert run_on(p, "2026-11-01").exit_code == 0
     p.drop("churn/c.csv", with_ids(frame(50, 3, shift=1), ids_a[:50]))  # c0..c49 scored again, a day later
     assert run_on(p, "2026-11-02").exit_code == 0

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from azure.core.exceptions import HttpResponseError
 
 from scorer.batch.claims import Claim
-from scorer.batch.outcomes import ERROR_SUFFIX, SOURCE_ETAG, Outcomes, first_line
+from scorer.batch.outcomes import ERROR_SUFFIX, ROWS_REJECTED, SOURCE_ETAG, Outcomes, first_line
 from scorer.data.formats import CsvOptions, format_of, open_input
 from scorer.data.rejected import REJECTED_SUFFIX
 from scorer.errors import InputError, InputFormatError, ModelNotFound, SchemaError, ScorerError, StorageError
@@ -411,8 +411,9 @@ class Labels:
                         if resolved is None:
                             resolved = resolve(spec, batch.schema.names, dict(zip(batch.schema.names,
                                                                                     batch.schema.types)))
-                            if resolved is None:
-                                return None
+                            if resolved is None or (spec.get("id_column") and
+                                                    spec["id_column"] not in batch.schema.names):
+                                return None  # not this model's predictions as the card says, or no ids
                         keys = (pa.array(key_text(batch.column(spec["id_column"])).tolist(), pa.string())
                                 if spec.get("id_column") else
                                 pa.array(row_key([rel] * batch.num_rows, row_numbers[seen: seen + batch.num_rows]),
@@ -431,7 +432,7 @@ class Labels:
         """Each output row's data row number in its input: the input's rows, the rejected
         ones (output/<name>.rejected.csv) taken out."""
         rejected: list[int] = []
-        if int((blob.metadata or {}).get("scorer_rows_rejected", "0") or 0):
+        if int((blob.metadata or {}).get(ROWS_REJECTED, "0") or 0):
             data = self.store.read_bytes(container, blob.name + REJECTED_SUFFIX)
             table = open_input(io.BytesIO(data), "csv", blob.name + REJECTED_SUFFIX, self.settings.batch_rows,
                                self.settings.max_input_bytes, CsvOptions())
