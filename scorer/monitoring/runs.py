@@ -224,7 +224,7 @@ def outcome_summary(store: Any, container: str, model: str) -> dict | None:
     """The model's quality from every label file matched so far: metrics per day and per
     week, current and shadow (scorer.monitoring.quality.by_period); None when none was."""
     tables = []
-    for b in store.list_names(container, OUTCOMES.format(model=model)):
+    for b in sorted(store.list_names(container, OUTCOMES.format(model=model)), key=lambda b: b.last_modified):
         if b.name.endswith(".parquet"):
             tables.append(pq.read_table(io.BytesIO(store.read_bytes(container, b.name))))
     if not tables:
@@ -232,12 +232,13 @@ def outcome_summary(store: Any, container: str, model: str) -> dict | None:
     spec = json.loads(tables[-1].schema.metadata[OUTCOME_META])  # the newest file's kind: older ones of another go
     tables = [t for t in tables if json.loads(t.schema.metadata[OUTCOME_META])["kind"] == spec["kind"]]
     rows: dict[str, Any] = {}
-    for col in ("key", "role", "version", "run_id", "day", "outcome", "outcome_number", "score", "label"):
+    for col in ("key", "role", "run_id", "day", "outcome", "label"):
         if col in tables[0].column_names:
             rows[col] = np.concatenate([np.asarray(t.column(col).to_pylist(), dtype=object) for t in tables])
-    if spec["kind"] == "number":
-        rows["score"], rows["outcome_number"] = rows["score"].astype(float), rows["outcome_number"].astype(float)
-    else:
+    for col in ("version", "outcome_number", "score"):  # numbers, a missing prediction NaN
+        if col in tables[0].column_names:
+            rows[col] = np.concatenate([t.column(col).to_numpy().astype(float) for t in tables])
+    if spec["kind"] != "number":
         probs = [p for t in tables for p in t.column("probabilities").to_pylist()]
         rows["probabilities"] = (np.array(probs, dtype=float) if probs and all(p is not None for p in probs)
                                  else None)
