@@ -58,12 +58,20 @@ def test_r_functions_are_read_compiled_only_when_made_from_this_scorer_r(tmp_pat
     assert ("could not be read" in out.stderr) == (bundle == "damaged")
 
 
+#: starts in the suite. The loop alone took 20 of the suite's 31 minutes at 1,000 starts
+#: (2026-12-07, beside the rest), past CI's 25-minute budget. At the crash rate the loop
+#: found (3 in 1,500 starts), 400 starts catch it with probability 1 - e^-0.8 = 55%, 1,000
+#: with 86%: a change to the start-up (imports, threads, signal handling, R's start) runs
+#: the soak as well, `.venv/bin/python tests/startup_loop.py --runs 3000` (docs/guarantees.md).
+STARTS = 400
+
+
 @pytest.mark.slow
-def test_a_thousand_starts_in_a_row_never_crash(azurite, fitted):
-    """About 5 minutes. The loop that found the crash: the code before the fix
+def test_starts_in_a_row_never_crash(azurite, fitted):
+    """About 3 minutes alone. The loop that found the crash: the code before the fix
     died of SIGSEGV 3 times in 1,500 starts of this loop."""
-    tally = run_loop(1000, azurite.connection_string, fitted / "glm_gamma.rds")
+    tally = run_loop(STARTS, azurite.connection_string, fitted / "glm_gamma.rds")
     print(f"\nstart-up figures: {json.dumps(tally.as_dict() | {'crash_details': None})}")
-    assert tally.starts == 1000
+    assert tally.starts == STARTS
     assert tally.crashes == [], tally.crashes[:3]
-    assert tally.sigterm_sent > 100  # SIGTERM during start-up really happened in the loop
+    assert tally.sigterm_sent > STARTS // 10  # SIGTERM during start-up really happened in the loop
