@@ -591,7 +591,8 @@ def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, level
     if not results:
         return spec
     texts = [(n, a) for n, a in results if _is_text(a)]
-    numbers = [n for n, a in results if not _is_text(a)]
+    numeric = [(n, a) for n, a in results if pa.types.is_integer(a.type) or pa.types.is_floating(a.type)]
+    numbers = [n for n, _ in numeric]
     if texts:
         name, values = texts[0]
         classes = levels or _levels(values)
@@ -600,7 +601,9 @@ def outcome_spec(results: list[tuple[str, Any]], binary: list[str] | None, level
         if classes and all(probs.values()):
             spec["probabilities"] = probs
         return spec
-    rows = np.column_stack([np.asarray(a.to_numpy(zero_copy_only=False), dtype=float) for _, a in results])
+    if not numbers:  # dates, logicals: nothing to score labels against
+        return spec
+    rows = np.column_stack([np.asarray(a.to_numpy(zero_copy_only=False), dtype=float) for _, a in numeric])
     if len(numbers) >= 2 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-6):
         return dict(spec, kind="class", classes=numbers, probabilities={n: n for n in numbers})
     if len(numbers) == 1 and binary:
