@@ -84,6 +84,7 @@ def settings(azurite):
         models_container=f"models-{tag}", input_container=f"input-{tag}",
         output_container=f"output-{tag}", archive_container=f"archive-{tag}",
         quarantine_container=f"quarantine-{tag}", reports_container=f"reports-{tag}", shadow_container=f"shadow-{tag}",
+        labels_container=f"labels-{tag}",
         lease_seconds=15,
     )
 

@@ -310,9 +310,11 @@ scorer_response_vars <- function(model) {
 # model. Read by publish for the card's outcome (scorer.models.cards.outcome_spec).
 scorer_binary_classes <- function(model) {
   fam <- tryCatch(stats::family(model)$family, error = function(e) NULL)
-  bernoulli <- inherits(model, "gbm") && identical(model$distribution$name, "bernoulli")
+  bernoulli <- inherits(model, "gbm") && identical(tryCatch(model$distribution$name, error = function(e) NULL),
+                                                   "bernoulli")
   if (!bernoulli && !(is.character(fam) && fam %in% c("binomial", "quasibinomial"))) return(NULL)
-  y <- if (is.data.frame(model$model)) model$model[[1L]] else NULL
+  # tryCatch: $ is an error on an S4 model (lme4's glmer)
+  y <- tryCatch(if (is.data.frame(model$model)) model$model[[1L]] else NULL, error = function(e) NULL)
   if (is.factor(y)) {
     lev <- levels(y)
     return(c(lev[[1L]], if (length(lev) == 2L) lev[[2L]] else paste0("not ", lev[[1L]])))
