@@ -29,6 +29,8 @@ and answers with the shapes of Microsoft's REST examples.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import time
 import uuid
@@ -51,6 +53,8 @@ BUILT_IN_ROLES = {
     "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
 }
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+#: the Container Apps environments' domain here: an app is <name>.APPS_DOMAIN
+APPS_DOMAIN = "local.azurecontainerapps.local"
 
 
 @dataclasses.dataclass
@@ -181,6 +185,7 @@ class ResourceTypes:
             "microsoft.containerregistry/registries": self.registries.registry,
             "microsoft.logic/workflows": self.workflows.workflow,
             "microsoft.eventgrid/systemtopics": self.events.topic,
+            "microsoft.app/managedenvironments": self._managed_environment,
             "microsoft.app/containerapps": self._container_app,
         }
 
@@ -318,6 +323,11 @@ class ResourceTypes:
 
     # -- Container Apps -------------------------------------------------------------------------
 
+    def _managed_environment(self, view: dict, existing: dict | None) -> None:
+        # what an app's address is made of, as Azure's <app>.<defaultDomain>; no static IP but loopback
+        view["properties"].update(defaultDomain=APPS_DOMAIN, staticIp="127.0.0.1", deploymentErrors=None,
+                                  zoneRedundant=bool(view["properties"].get("zoneRedundant", False)))
+
     def _container_app(self, view: dict, existing: dict | None) -> None:
         props = view["properties"]
         if self.azure.find(str(props.get("environmentId", ""))) is None:
@@ -347,9 +357,12 @@ class ResourceTypes:
                                f"'{view['name']}'. Error details: Field 'template.containers.{container.get('name')}"
                                f".image' is invalid with details: 'Invalid value: \"{image}\": GET https:: "
                                f"MANIFEST_UNKNOWN: manifest tagged by \"{repo_tag.partition(':')[2]}\" is not found'.")
-        fqdn = f"{view['name']}.local.azurecontainerapps.local"
+        fqdn = f"{view['name']}.{APPS_DOMAIN}"
         props.setdefault("configuration", {}).setdefault("ingress", {})["fqdn"] = fqdn
-        props["latestRevisionFqdn"] = fqdn
+        # a new revision per change of the template, as Azure names them: <app>--<suffix>
+        revision = f"{view['name']}--{hashlib.sha256(json.dumps(props.get('template'), sort_keys=True).encode()).hexdigest()[:7]}"
+        props.update(latestRevisionFqdn=fqdn, latestReadyRevisionName=revision,
+                     managedEnvironmentId=props.get("environmentId"))
         props["runningStatus"] = "Running"
 
     def close(self) -> None:
