@@ -123,6 +123,49 @@ def test_with_api_on_a_first_deployment_creates_the_app_after_its_image_is_built
     assert "HTTP API: https://scorer-api." in capsys.readouterr().out
 
 
+def test_the_api_runs_and_its_authentication_takes_only_v2_tokens_for_its_audience(rehearsal, capsys, fitted):
+    """The Container App runs `scorer serve` from its template, behind Container Apps'
+    authentication as the authConfig sets it (scorer.twin.apps): no token, a token for
+    another audience, and a v1 token (what an app registration made with `az ad app create`
+    issues: docs/serving.md's third line) are answered 401; a v2 token for api://<client
+    id> reaches the app, which scores rows with a model published to the deployment's
+    storage. Teardown stops the app."""
+    import requests
+
+    from scorer.models.cards import Options as PublishOptions
+    from scorer.models.registry import Registry
+    from scorer.settings import Settings
+    from scorer.storage import Store, connect
+
+    r = rehearsal()
+    assert r.up("--with-api", "--api-client-id", API_CLIENT) == 0, capsys.readouterr().err
+    settings = Settings(connection_string=r.azure.azurite)  # the deployment's containers: models, ...
+    store = Store(connect(settings), settings)
+    Registry(store).publish(fitted / "glm_gamma.rds", "g", PublishOptions(predict_type="response"))
+    url = r.azure.types.apps.url("scorer-api")
+    audience = f"api://{API_CLIENT}"
+
+    def call(token: str | None, path: str = "/readyz", body: dict | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request("POST" if body else "GET", url + path, json=body, headers=headers, timeout=30)
+
+    v2 = r.azure.user_token(audience, version=2)
+    deadline = time.monotonic() + 90
+    while call(v2).status_code != 200:  # 503 while the revision starts (R, the models' cards)
+        assert time.monotonic() < deadline, "the app never became ready"
+        time.sleep(0.5)
+    assert call(None).status_code == 401
+    assert call(r.azure.user_token(audience)).status_code == 401  # v1: issuer https://sts.windows.net/<tenant>/
+    assert call(r.azure.user_token("api://someone-else", version=2)).status_code == 401
+    answer = call(v2, "/v1/models/g/predict", {"rows": [{"wt": 2.5, "hp": 110}, {"wt": 3.2, "hp": 150}]})
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 2 and all(p["prediction"] > 0 for p in predictions), predictions
+    store.close()
+    assert r.deploy("teardown", "--yes") == 0
+    assert r.azure.types.apps.apps == {}
+
+
 def test_with_api_waits_out_an_acrpull_assignment_that_has_not_taken_effect(rehearsal, capsys):
     """Azure/azure-dev#3138: a pull right after the AcrPull assignment fails until the role
     propagates. Here it takes effect only at its third use."""

@@ -142,10 +142,14 @@ class LocalAzure:
                                    "tenant": "common", "identityProvider": "AAD"},
                 "suffixes": {"storage": "local", "acrLoginServer": ".azurecr.local", "keyvaultDns": ".vault.local"}}
 
-    def user_token(self, audience: str) -> str:
-        """A bearer token for the signed-in operator, as Entra ID issues a user's (v1 issuer)."""
+    def user_token(self, audience: str, version: int = 1) -> str:
+        """A bearer token for the signed-in operator, as Entra ID issues a user's: a v1 token
+        (issuer https://sts.windows.net/<tenant>/) unless the resource's app registration asks
+        for v2 (``version`` 2: the issuer is the login endpoint's <tenant>/v2.0)."""
+        issuer = (f"{self.environment()['authentication']['loginEndpoint']}{self.tenant}/v2.0" if version == 2
+                  else f"https://sts.windows.net/{self.tenant}/")
         return self.identity.token(f"user:{OPERATOR}", audience, claims={
-            "oid": OPERATOR, "idtyp": "user", "tid": self.tenant, "iss": f"https://sts.windows.net/{self.tenant}/"})
+            "oid": OPERATOR, "idtyp": "user", "tid": self.tenant, "iss": issuer, "ver": f"{version}.0"})
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 container on this machine: a container of the scoring image (podman or docker), or a
 plain `python -m scorer run` process when there is no engine or no image.
 
-A backend starts a job with an environment, tells whether it ended (and its exit
-code), stops it (SIGTERM, then SIGKILL after a grace period, as ACI does when a group
+A backend starts a job with an environment (and, for a Container App, the container's
+arguments in place of `run`), tells whether it ended (and its exit code), stops it (SIGTERM, then SIGKILL after a grace period, as ACI does when a group
 is deleted), returns its log and removes it. ``pull_error(image)`` says why an image
 cannot be had, which the stand-in reports as ACI reports a failed pull.
 """
@@ -32,7 +32,8 @@ class Backend:
         """Why ``image`` cannot be run here, or None when it can."""
         return None
 
-    def start(self, group: str, image: str, env: dict[str, str], cpu: float, memory_gb: float) -> Any: ...
+    def start(self, group: str, image: str, env: dict[str, str], cpu: float, memory_gb: float,
+              args: list[str] | None = None) -> Any: ...
     def poll(self, handle: Any) -> int | None: ...
     def stop(self, handle: Any) -> None: ...
     def logs(self, handle: Any) -> bytes: ...
@@ -44,10 +45,10 @@ class ProcessBackend(Backend):
 
     name = "process"
 
-    def start(self, group, image, env, cpu, memory_gb):
+    def start(self, group, image, env, cpu, memory_gb, args=None):
         log = tempfile.TemporaryFile()
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SCORER_", "AZURE_"))}
-        proc = subprocess.Popen([sys.executable, "-m", "scorer", "run"], env={**base, **env}, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "scorer", *(args or ["run"])], env={**base, **env}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
         return proc, log
 
@@ -112,13 +113,14 @@ class ContainerBackend(Backend):
         return subprocess.run(self.command + list(args), env=self.env, capture_output=True, timeout=timeout,
                               check=check)
 
-    def start(self, group, image, env, cpu, memory_gb):
+    def start(self, group, image, env, cpu, memory_gb, args=None):
         # Values go through the engine's environment (`-e NAME`), never its command line.
-        args = self.command + ["run", "-d", "--name", group, "--network", "host",
+        command, args = args, self.command + ["run", "-d", "--name", group, "--network", "host",
                                "--cpus", str(cpu), "--memory", f"{int(memory_gb * 1024)}m"]
         for n in sorted(env):
             args += ["-e", n]
         args.append(image)
+        args += list(command or [])  # the image's entrypoint is `scorer`; its default command `run`
         subprocess.run(args, env={**self.env, **env}, capture_output=True, timeout=120, check=True)
         return group
 

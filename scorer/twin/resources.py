@@ -23,7 +23,8 @@ and answers with the shapes of Microsoft's REST examples.
         (30 on Azure), or the subscription, and the deployment, fail; afterwards BlobCreated
         events are delivered with the subscription's filters
     Microsoft.App/managedEnvironments, containerApps, containerApps/authConfigs
-        the app's image must be in the registry, and its identity must hold AcrPull there
+        the app's image must be in the registry, and its identity must hold AcrPull there; the
+        app runs, behind its authentication (scorer.twin.apps)
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class ResourceTypes:
     """Every resource of the local Azure, kept in ``azure.resources`` as ARM shows them."""
 
     def __init__(self, azure: Any, options: Options):  # azure: scorer.twin.arm.LocalAzure
+        from scorer.twin.apps import Apps
         from scorer.twin.builds import Registries
         from scorer.twin.events import EventGrid
         from scorer.twin.workflows import Workflows
@@ -108,6 +110,7 @@ class ResourceTypes:
         self.workflows = Workflows(self)
         self.events = EventGrid(self)
         self.storage = Storage(self)
+        self.apps = Apps(self)
         self.principals[OPERATOR] = ("User", 0.0)
 
     # -- the deployment's view ----------------------------------------------------------------
@@ -192,7 +195,9 @@ class ResourceTypes:
     def _after(self) -> dict[str, Callable[[dict, dict | None], None]]:
         """What runs once the resource is stored (it may call back into it)."""
         return {"microsoft.eventgrid/systemtopics/eventsubscriptions": self.events.subscription,
-                "microsoft.logic/workflows": self.workflows.deployed}
+                "microsoft.logic/workflows": self.workflows.deployed,
+                "microsoft.app/containerapps": self.apps.started,
+                "microsoft.app/containerapps/authconfigs": self.apps.auth}
 
     def delete(self, rid: str) -> None:
         with self.azure.lock:
@@ -208,6 +213,8 @@ class ResourceTypes:
                 self.storage.removed(view)
             elif kind == "microsoft.authorization/roleassignments":
                 self.assignments = [a for a in self.assignments if a["id"].lower() != view["id"].lower()]
+            elif kind == "microsoft.app/containerapps":
+                self.apps.removed(view)
 
     def request(self, method: str, path: str, query: dict, headers: dict, body: Any) -> tuple[int, dict, Any]:
         """A management request that is not about groups, providers or deployments."""
@@ -242,8 +249,11 @@ class ResourceTypes:
         """This machine's own endpoints: /local/token (sign in), /local/workflows/... (callback URLs)."""
         if path == "/local/token" and method == "POST":
             scope = str((body or {}).get("scope") or self.azure.url)
-            audience = scope.removesuffix(".default")
-            return 200, {}, {"access_token": self.azure.user_token(audience), "expires_in": 3600}
+            audience = scope.removesuffix(".default").removesuffix("/")
+            # an API's app registration decides its tokens' version (requestedAccessTokenVersion);
+            # here the request says it, there being no app registrations (scorer.twin.apps)
+            version = int((body or {}).get("requestedAccessTokenVersion") or 1)
+            return 200, {}, {"access_token": self.azure.user_token(audience, version), "expires_in": 3600}
         answer = self.workflows.invoke(method, path, query, headers, body, raw)
         if answer is not None:
             return answer
@@ -366,6 +376,7 @@ class ResourceTypes:
         props["runningStatus"] = "Running"
 
     def close(self) -> None:
+        self.apps.close()
         self.events.close()
         self.workflows.close()
         self.registries.close()
