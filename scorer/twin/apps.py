@@ -97,6 +97,8 @@ class Apps:
             app.revisions.append(props.get("latestReadyRevisionName"))
         log.info(f"container app {name} running at {app.url}", extra={"event": "app_started", "app": name,
                                                                          "url": app.url})
+        if self.types.options.on_app is not None:
+            self.types.options.on_app(name, app.url)
 
     def auth(self, view: dict, existing: dict | None) -> None:
         app = self.apps.get(view["id"].split("/")[-3].lower())

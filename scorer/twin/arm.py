@@ -345,8 +345,13 @@ def main(args: Any) -> int:
         azurite = azurite_connection_string(port)
     backend = None if args.engine == "process" else ContainerBackend.detect(args.engine)
     directory = Path(os.environ.get("SCORER_LOCAL_AZURE", ROOT / ".scorer-local" / "azure"))
-    azure = LocalAzure(directory, azurite, Options(backend=backend or ProcessBackend(), rbac_delay=args.rbac_delay),
-                       port=args.port)
+    def app_runs(name: str, url: str) -> None:
+        print(f"container app {name} answers at {url}; a token for it: POST {azure.url}local/token with "
+              '{"scope": "api://<api client id>/.default", "requestedAccessTokenVersion": 2} (docs/twin.md)',
+              flush=True)
+
+    azure = LocalAzure(directory, azurite, Options(backend=backend or ProcessBackend(), rbac_delay=args.rbac_delay,
+                                                   on_app=app_runs), port=args.port)
     print(f"local Azure at {azure.url} (certificate {azure.cert}); images "
           f"{'built with ' + backend.name if backend else 'recorded, jobs run as processes'}.\n"
           f"Deploy into it: scripts/deploy.py --local up -g rg-scorer -l local", flush=True)

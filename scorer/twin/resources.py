@@ -74,6 +74,7 @@ class Options:
     build_fails        every ACR Tasks build fails (a fault)
     faults, on_job_event  the Container Instances stand-in's faults, and who hears of its jobs
     recurrences        whether Recurrence triggers fire by themselves
+    on_app             who hears that a Container App runs, and where (scorer.twin.apps)
     """
 
     handshake_seconds: float = 30.0
@@ -87,6 +88,7 @@ class Options:
     faults: Any = None                 # Container Instances faults (scorer.twin.standin.Faults)
     on_job_event: Callable[[str, str, dict], None] | None = None   # a job started, ended, could not start
     recurrences: bool = True           # Recurrence triggers fire on their own (the twin fires them itself)
+    on_app: Callable[[str, str], None] | None = None   # a Container App runs: (name, its URL here)
 
 
 def _uuid_for(*parts: str) -> str:
