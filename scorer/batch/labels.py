@@ -26,9 +26,10 @@ report: an id twice in the file (which label is right is unknown), an id labelle
 earlier file (the first stands). Counted: ids with no prediction found (``unmatched``) and
 rows without an outcome. Nothing is lost: the file itself is archived whole.
 
-The stored rows are the source of the model's quality metrics (scorer.monitoring.quality):
-``quality_rows`` reads them back; ``scorer.monitoring.runs.record_outcomes`` writes the
-metrics into the model's history and page.
+The stored rows are the source of the model's quality metrics: after the run's report,
+``scorer.monitoring.runs.outcome_summary`` reads every stored file of each model whose
+labels changed and sums them (scorer.monitoring.quality), and ``runs.record`` writes the
+metrics into the model's history and page (Job._write_histories).
 """
 
 from __future__ import annotations
