@@ -237,7 +237,8 @@ def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_ref
     (tmp_path / "l.csv").write_bytes(labels_csv([("d.csv", k, y[k]) for k in range(1, 21)],
                                                 header=("input", "row", "outcome")))
     dropped = scorer_cli(p.settings, "drop", str(tmp_path / "l.csv"), "--model", "amount", "--labels")
-    assert dropped.returncode == 0 and "labels-o2/amount/l.csv" in dropped.stdout, dropped.stderr
+    labels = p.settings.labels_container
+    assert dropped.returncode == 0 and f"{labels}/amount/l.csv" in dropped.stdout, dropped.stderr
     bad = {"amount/bad1.csv": labels_csv([("d.csv", 1)], header=("input", "outcome")),
            "amount/bad2.csv": labels_csv([("d.csv", 1, "2.5"), ("d.csv", 2, "lots")], header=("input", "row", "outcome")),
            "nomodel/x.csv": labels_csv([("a", "1")])}
@@ -272,8 +273,8 @@ def test_labels_by_input_and_row_number_skip_rejected_rows_and_bad_files_are_ref
     told = scorer_cli(p.settings, "models", "history", "amount").stdout
     assert "quality from labels" in told and "2026-11-10 current" in told and "RMSE" in told, told
     told = scorer_cli(p.settings, "report", "latest").stdout
-    assert "labels labels-o2/amount/l.csv: 19 ids matched to 19 predictions, 1 unmatched" in told, told
-    assert "labels labels-o2/amount/bad2.csv: refused" in told and "what to do:" in told
+    assert f"labels {labels}/amount/l.csv: 19 ids matched to 19 predictions, 1 unmatched" in told, told
+    assert f"labels {labels}/amount/bad2.csv: refused" in told and "what to do:" in told
 
 
 def test_the_card_says_how_labels_are_scored_for_each_family(pipeline, fitted):
