@@ -3,9 +3,10 @@ container on this machine: a container of the scoring image (podman or docker), 
 plain `python -m scorer run` process when there is no engine or no image.
 
 A backend starts a job with an environment (and, for a Container App, the container's
-arguments in place of `run`), tells whether it ended (and its exit code), stops it (SIGTERM, then SIGKILL after a grace period, as ACI does when a group
-is deleted), returns its log and removes it. ``pull_error(image)`` says why an image
-cannot be had, which the stand-in reports as ACI reports a failed pull.
+arguments in place of `run`), tells whether it ended (and its exit code), stops it
+(SIGTERM, then SIGKILL after a grace period, as ACI does when a group is deleted),
+returns its log and removes it. ``pull_error(image)`` says why an image cannot be had,
+which the stand-in reports as ACI reports a failed pull.
 """
 
 from __future__ import annotations

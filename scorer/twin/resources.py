@@ -372,7 +372,8 @@ class ResourceTypes:
         fqdn = f"{view['name']}.{APPS_DOMAIN}"
         props.setdefault("configuration", {}).setdefault("ingress", {})["fqdn"] = fqdn
         # a new revision per change of the template, as Azure names them: <app>--<suffix>
-        revision = f"{view['name']}--{hashlib.sha256(json.dumps(props.get('template'), sort_keys=True).encode()).hexdigest()[:7]}"
+        template = json.dumps(props.get("template"), sort_keys=True).encode()
+        revision = f"{view['name']}--{hashlib.sha256(template).hexdigest()[:7]}"
         props.update(latestRevisionFqdn=fqdn, latestReadyRevisionName=revision,
                      managedEnvironmentId=props.get("environmentId"))
         props["runningStatus"] = "Running"
