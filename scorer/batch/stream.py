@@ -200,8 +200,12 @@ class _Stream:
         self.inflight.append(turn)
         seconds = self.here(turn)
         workers = self.workers
+        # Nothing left for workers when the probe held the whole input (no piece after it, and
+        # a batch short of full is the last): a 5-row input of a slow model, timed on a loaded
+        # machine, used to start them for nothing (the suite found it with three processes)
+        more = bool(rest) or batch.num_rows >= workers.batch_rows
         # the batch as it is, not a full one: a 10-row input never waits for workers
-        if head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
+        if more and head_prep.n_kept and seconds / head_prep.n_kept * prep.n_kept >= workers.after_seconds:
             workers.start(workers.size - 1, self.waiting, self.spec)
             self.piece_rows = max(1_000, -(-workers.batch_rows // (2 * workers.size)))
         return [cut for part in rest for cut in _cut(*part, self.piece_rows)]
