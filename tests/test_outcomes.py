@@ -294,3 +294,17 @@ def test_the_card_says_how_labels_are_scored_for_each_family(pipeline, fitted):
         got = card["outcome"]
         assert got["id_column"] == "id" and got["column"] == "outcome", (name, got)
         assert {k: got[k] for k in want} == want, (name, got)
+
+
+def test_a_number_outcome_is_read_with_the_files_decimal_mark_never_guessed():
+    """Before the fix a value with one comma was read as a decimal comma in any file:
+    "1,000" (a thousand, in a file with decimal points) became 1.0, silently."""
+    from scorer.batch.labels import parse_outcomes
+    from scorer.errors import SchemaError
+
+    rows = np.array([1, 2])
+    with pytest.raises(SchemaError, match=r"row 2, column 'outcome': '1,000' is not a number"):
+        parse_outcomes(np.array(["2.5", "1,000"], dtype=object), rows, "number", None, "labels/m/l.csv", "outcome")
+    got = parse_outcomes(np.array(["2,5", "1000"], dtype=object), rows, "number", None, "labels/m/l.csv", "outcome",
+                         decimal=",")
+    assert got.tolist() == [2.5, 1000.0]

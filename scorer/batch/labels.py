@@ -116,7 +116,7 @@ def read_labels(table: pa.Table, spec: dict, where: str) -> LabelRows:
     if spec.get("id_column"):
         keys = key_text(table.column(spec["id_column"]).combine_chunks())
     else:
-        rows = _numbers(table.column("row").combine_chunks(), ".", where, "row")
+        rows = _numbers(table.column("row").combine_chunks(), ".")
         bad = np.flatnonzero(np.isnan(rows) | (rows < 1) | (rows != np.floor(rows)))
         if bad.size:
             raise SchemaError(f"{where}: row {bad[0] + 1}: the column row holds "
@@ -142,16 +142,17 @@ def split_duplicates(labels: LabelRows, earlier: set[str]) -> LabelRows:
 
 
 def parse_outcomes(text: np.ndarray, rows: np.ndarray, kind: str, classes: list[str] | None,
-                   where: str, column: str) -> np.ndarray:
-    """The outcomes, checked: numbers for a numeric model; for a classifier its classes
-    (two classes also take 1/0 and TRUE/FALSE, the second class being 1). None stays None.
-    Raises SchemaError naming the first row that is neither."""
+                   where: str, column: str, decimal: str = ".") -> np.ndarray:
+    """The outcomes, checked: numbers (with the file's ``decimal`` mark, as the reader found
+    it) for a numeric model; for a classifier its classes (two classes also take 1/0 and
+    TRUE/FALSE, the second class being 1). None stays None. Raises SchemaError naming the
+    first row that is neither."""
     present = np.array([t is not None for t in text], dtype=bool)
     if kind == "number":
         out = np.full(len(text), np.nan)
         for i in np.flatnonzero(present):
             try:
-                out[i] = float(str(text[i]).replace(",", ".") if str(text[i]).count(",") == 1 else text[i])
+                out[i] = float(str(text[i]).replace(decimal, ".") if decimal != "." else text[i])
             except ValueError:
                 raise SchemaError(f"{where}: row {rows[i]}, column {column!r}: {text[i]!r} is not a number, and the "
                                   "model predicts numbers.", hint="Fix the outcome and drop the file again.",
@@ -172,7 +173,7 @@ def parse_outcomes(text: np.ndarray, rows: np.ndarray, kind: str, classes: list[
     return out
 
 
-def _numbers(values: pa.Array, decimal: str, where: str, column: str) -> np.ndarray:
+def _numbers(values: pa.Array, decimal: str) -> np.ndarray:
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
     out = np.full(len(values), np.nan)
@@ -292,7 +293,7 @@ class Labels:
         card = self.registry.card(model)
         spec = dict(card.get("outcome") or {"id_column": None, "column": "outcome", "kind": None})
         item["id_column"], item["outcome_column"] = spec.get("id_column"), spec.get("column") or "outcome"
-        table = self._read(props, where)
+        table, decimal = self._read(props, where)
         every = read_labels(table, spec, where)
         stored = f"{OUTCOMES.format(model=model)}{name.split('/', 1)[1]}@{_short(etag_of(props))}.parquet"
         labels = split_duplicates(every, self._earlier_keys(model, stored))
@@ -303,7 +304,7 @@ class Labels:
         got, spec = self._match(model, spec, labels, where)
         # every row's outcome is checked, those refused as duplicates too: a bad value refuses the file
         outcome = parse_outcomes(every.outcomes, every.rows, spec["kind"], spec.get("classes"), where,
-                                 item["outcome_column"])[labels.rows - 1]
+                                 item["outcome_column"], decimal)[labels.rows - 1]
         at = {k: i for i, k in enumerate(labels.keys.tolist())}
         matched = {k for k in got["key"]}
         roles = Counter(got["role"])
@@ -335,7 +336,8 @@ class Labels:
         if got["key"]:
             self.changed.add(model)
 
-    def _read(self, props: Any, where: str) -> pa.Table:
+    def _read(self, props: Any, where: str) -> tuple[pa.Table, str]:
+        """The label file whole, and its decimal mark (CSV: as found or set; Parquet: ".")."""
         s = self.settings
         fmt = format_of(props.name)
         if props.size > s.max_input_bytes:
@@ -353,7 +355,7 @@ class Labels:
                     table.close()
         if not batches:
             raise InputFormatError(f"{where}: the label file has a header and no rows.", hint="Drop labels with rows.")
-        return pa.Table.from_batches(batches)
+        return pa.Table.from_batches(batches), table.decimal
 
     def _earlier_keys(self, model: str, stored: str) -> set[str]:
         """Keys earlier label files of ``model`` matched (its own earlier try, ``stored``, aside)."""
@@ -510,17 +512,17 @@ def _collect(got: dict[str, list], spec: dict, batch: pa.RecordBatch, keys: pa.A
     got["version"] += [int(meta.get("scorer_model_version") or 0)] * n
     got["run_id"] += [meta.get("scorer_run_id") or "00000000"] * n
     got["output"] += [output] * n
-    got["score"] += (_numbers(batch.column(cols["score"]), decimal, output, cols["score"]).tolist()
+    got["score"] += (_numbers(batch.column(cols["score"]), decimal).tolist()
                      if cols.get("score") else [None] * n)
     got["label"] += (batch.column(cols["label"]).cast(pa.string()).to_pylist() if cols.get("label") else [None] * n)
     probs = cols.get("probabilities")
     if probs and spec["kind"] == "class":
         classes = spec["classes"]
         if len(probs) == 1 and len(classes) == 2:  # one number: the second class's probability
-            p = _numbers(batch.column(probs[classes[1]]), decimal, output, probs[classes[1]])
+            p = _numbers(batch.column(probs[classes[1]]), decimal)
             matrix = np.column_stack([1 - p, p])
         else:
-            matrix = np.column_stack([_numbers(batch.column(probs[c]), decimal, output, probs[c]) for c in classes])
+            matrix = np.column_stack([_numbers(batch.column(probs[c]), decimal) for c in classes])
         got["probabilities"] += [list(map(float, r)) for r in matrix]
     else:
         got["probabilities"] += [None] * n
