@@ -34,6 +34,7 @@ metrics into the model's history and page (Job._write_histories).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ import logging
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,20 +341,12 @@ class Labels:
     def _read(self, props: Any, where: str) -> tuple[pa.Table, str]:
         """The label file whole, and its decimal mark (CSV: as found or set; Parquet: ".")."""
         s = self.settings
-        fmt = format_of(props.name)
+        format_of(props.name)  # a format it cannot read is refused before the size
         if props.size > s.max_input_bytes:
             raise InputFormatError(f"{where}: {props.size:,} bytes, more than SCORER_MAX_INPUT_BYTES "
                                    f"({s.max_input_bytes:,}).", hint="Split the label file.")
-        with tempfile.TemporaryDirectory(prefix="scorer-labels-") as tmp:
-            path = Path(tmp) / "labels"
-            self.store.download_to(s.labels_container, props.name, path, etag=etag_of(props))
-            with open(path, "rb") as f:
-                table = open_input(path if fmt == "parquet" else f, fmt, where, s.batch_rows, s.max_input_bytes,
-                                   CsvOptions.of(s, props.name))
-                try:
-                    batches = list(table.batches)
-                finally:
-                    table.close()
+        with self._opened(s.labels_container, props, where) as table:
+            batches = list(table.batches)
         if not batches:
             raise InputFormatError(f"{where}: the label file has a header and no rows.", hint="Drop labels with rows.")
         return pa.Table.from_batches(batches), table.decimal
@@ -397,39 +391,46 @@ class Labels:
 
     def _match_output(self, container: str, blob: Any, spec: dict, wanted: pa.Array, role: str,
                       got: dict[str, list]) -> dict | None:
-        s = self.settings
         meta = blob.metadata or {}
         rel = blob.name.split("/", 1)[1]
         row_numbers = None if spec.get("id_column") else self._row_numbers(container, blob)
+        with self._opened(container, blob, f"{container}/{blob.name}") as table:
+            resolved, seen = None, 0
+            for batch in table.batches:
+                if resolved is None:
+                    resolved = resolve(spec, batch.schema.names, dict(zip(batch.schema.names,
+                                                                            batch.schema.types)))
+                    if resolved is None or (spec.get("id_column") and
+                                            spec["id_column"] not in batch.schema.names):
+                        return None  # not this model's predictions as the card says, or no ids
+                keys = (pa.array(key_text(batch.column(spec["id_column"])).tolist(), pa.string())
+                        if spec.get("id_column") else
+                        pa.array(row_key([rel] * batch.num_rows, row_numbers[seen: seen + batch.num_rows]),
+                                 pa.string()))
+                seen += batch.num_rows
+                hit = pc.is_in(keys, value_set=wanted)
+                if not pc.any(hit).as_py():
+                    continue
+                picked = batch.filter(hit)
+                _collect(got, resolved, picked, keys.filter(hit), table.decimal, role, meta, blob.name)
+        return resolved
+
+    @contextlib.contextmanager
+    def _opened(self, container: str, blob: Any, where: str) -> Iterator[Any]:
+        """The blob (this version of it: its ETag) downloaded and opened as an input is
+        (scorer.data.formats.open_input), closed after."""
+        s = self.settings
+        fmt = format_of(blob.name)
         with tempfile.TemporaryDirectory(prefix="scorer-labels-") as tmp:
-            path = Path(tmp) / "output"
+            path = Path(tmp) / "blob"
             self.store.download_to(container, blob.name, path, etag=etag_of(blob))
-            fmt = format_of(blob.name)
             with open(path, "rb") as f:
-                table = open_input(path if fmt == "parquet" else f, fmt, f"{container}/{blob.name}", s.batch_rows,
-                                   s.max_input_bytes, CsvOptions.of(s, blob.name))
+                table = open_input(path if fmt == "parquet" else f, fmt, where, s.batch_rows, s.max_input_bytes,
+                                   CsvOptions.of(s, blob.name))
                 try:
-                    resolved, seen = None, 0
-                    for batch in table.batches:
-                        if resolved is None:
-                            resolved = resolve(spec, batch.schema.names, dict(zip(batch.schema.names,
-                                                                                    batch.schema.types)))
-                            if resolved is None or (spec.get("id_column") and
-                                                    spec["id_column"] not in batch.schema.names):
-                                return None  # not this model's predictions as the card says, or no ids
-                        keys = (pa.array(key_text(batch.column(spec["id_column"])).tolist(), pa.string())
-                                if spec.get("id_column") else
-                                pa.array(row_key([rel] * batch.num_rows, row_numbers[seen: seen + batch.num_rows]),
-                                         pa.string()))
-                        seen += batch.num_rows
-                        hit = pc.is_in(keys, value_set=wanted)
-                        if not pc.any(hit).as_py():
-                            continue
-                        picked = batch.filter(hit)
-                        _collect(got, resolved, picked, keys.filter(hit), table.decimal, role, meta, blob.name)
+                    yield table
                 finally:
                     table.close()
-        return resolved
 
     def _row_numbers(self, container: str, blob: Any) -> "RowNumbers":
         """Each output row's data row number in its input: the input's rows, the rejected
