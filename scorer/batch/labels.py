@@ -250,6 +250,8 @@ class Labels:
         self.report = report
         #: models whose stored outcomes changed in this run (their metrics are made again)
         self.changed: set[str] = set()
+        #: each model's stored files' keys, read once per run (every label file checks them)
+        self._keys: dict[str, dict[str, set[str]]] = {}
 
     def run(self, check_stop: Any = None) -> None:
         s = self.settings
@@ -337,6 +339,7 @@ class Labels:
             raise
         if got["key"]:
             self.changed.add(model)
+            self._keys[model][stored] = set(got["key"])
 
     def _read(self, props: Any, where: str) -> tuple[pa.Table, str]:
         """The label file whole, and its decimal mark (CSV: as found or set; Parquet: ".")."""
@@ -353,12 +356,14 @@ class Labels:
 
     def _earlier_keys(self, model: str, stored: str) -> set[str]:
         """Keys earlier label files of ``model`` matched (its own earlier try, ``stored``, aside)."""
-        out: set[str] = set()
-        for b in self.store.list_names(self.settings.reports_container, OUTCOMES.format(model=model)):
-            if b.name != stored and b.name.endswith(".parquet"):
-                data = self.store.read_bytes(self.settings.reports_container, b.name)
-                out.update(pq.read_table(io.BytesIO(data), columns=["key"]).column("key").to_pylist())
-        return out
+        if model not in self._keys:  # read at the model's first label file of the run; the run's own add theirs
+            self._keys[model] = {}
+            for b in self.store.list_names(self.settings.reports_container, OUTCOMES.format(model=model)):
+                if b.name.endswith(".parquet"):
+                    data = self.store.read_bytes(self.settings.reports_container, b.name)
+                    self._keys[model][b.name] = set(
+                        pq.read_table(io.BytesIO(data), columns=["key"]).column("key").to_pylist())
+        return set().union(*(keys for name, keys in self._keys[model].items() if name != stored))
 
     def _match(self, model: str, spec: dict, labels: LabelRows, where: str) -> tuple[dict, dict]:
         """Every prediction of a labelled key: the current version's outputs, then the
